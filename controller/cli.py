@@ -1,0 +1,68 @@
+"""`burstctl`: the command-line entry point. Parses arguments, dispatches to controller/commands/*.
+
+Errors the project raises on purpose are printed as one clean message (exit 2 for bad input, 1 for
+other failures); a traceback is shown only with BURSTCTL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from controller.errors import BurstError, ConfigError
+
+# Each name is a module in controller/commands/ with add_parser(subparsers); the order is the help order.
+COMMANDS = [
+    "pki",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="burstctl",
+        description="Hybrid-cloud burst controller: replicate on-prem workloads to Alibaba Cloud ECS at peak.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("BURSTCTL_LOG_LEVEL", "WARNING"),
+                        help="logging level (default WARNING; `run` defaults to INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"controller.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    debug = os.environ.get("BURSTCTL_DEBUG") == "1"
+    try:
+        rc = args.func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 2
+    except BurstError as exc:
+        if debug:
+            raise
+        print(f"burstctl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # no tracebacks to users; BURSTCTL_DEBUG=1 shows one
+        if debug:
+            raise
+        print(f"burstctl {args.command}: internal error: {type(exc).__name__}: {exc}"
+              " (set BURSTCTL_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Value types that travel between the controller and the pure decision strategies.
+
+The controller builds ``Observation`` and ``Fleet`` from the world and hands them, with a policy and an
+explicit ``now``, to ``policies.decide``; a ``Decision`` comes back. Nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["Observation", "Fleet", "Direction", "Decision"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One metric reading as the policy sees it.
+
+    ``value`` is None when the source failed; ``age`` is seconds between the sample and ``now``;
+    ``history`` holds older (timestamp, value) samples, oldest first, for smoothing and seasonality.
+    """
+
+    value: float | None
+    age: float
+    source: str = ""
+    ok: bool = True
+    error: str | None = None
+    history: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.ok and self.value is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What the policy currently has in the cloud, as counts, plus the timing facts cooldowns need.
+
+    ``active`` counts replicas that exist or are on their way (launching .. serving); ``ready`` those
+    serving traffic; ``draining`` those on their way out. Times are seconds since the epoch (or any
+    monotonic origin the caller uses consistently with ``now``).
+    """
+
+    active: int = 0
+    ready: int = 0
+    draining: int = 0
+    last_scale_out: float | None = None
+    last_scale_in: float | None = None
+    # launch time of each active replica, to honour the minimum replica lifetime on scale-in
+    launched_at: tuple[float, ...] = ()
+    paused: bool = False
+
+
+class Direction(StrEnum):
+    OUT = "out"
+    IN = "in"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    desired: int
+    direction: Direction
+    reason: str
+    # strategy-specific figures worth showing to ops (smoothed value, threshold crossed, ...)
+    details: dict[str, float | str] = field(default_factory=dict)
