@@ -1,0 +1,185 @@
+"""The `strategy:` and `schedule:` blocks of a policy file as pydantic models.
+
+`policies/model.py` embeds ``StrategyConfig`` (a union discriminated on ``type``) and ``ScheduleWindow``;
+the strategies in `policies/threshold.py`, `target.py`, `predictive.py` and `schedule.py` read them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from policies.units import Duration, format_duration
+
+__all__ = [
+    "Spare",
+    "ThresholdStrategy",
+    "TargetStrategy",
+    "PredictiveStrategy",
+    "StrategyConfig",
+    "ScheduleWindow",
+    "Weekday",
+    "WEEKDAYS",
+]
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+Percent = Annotated[float, Field(gt=0, le=1000)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+NonNegativeDuration = Annotated[Duration, Field(ge=0)]
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Spare(_Block):
+    """Extra replicas held while demand is volatile: spikes arrive faster than a replica boots, so a
+    spare bought while the load is jumpy serves the next spike's first minutes."""
+
+    window: PositiveDuration = Field(default=3600.0, description="volatility is measured over this window")
+    per_stdev: float = Field(default=1.0, ge=0, le=10,
+                             description="spare replicas per standard deviation of the load (in replicas)")
+    max: int = Field(default=2, ge=0, le=100, description="never more spare replicas than this")
+
+
+class _Reactive(_Block):
+    """Parameters shared by target tracking and predictive (which falls back on target tracking)."""
+
+    target: float = Field(gt=0, le=100, description="utilisation percent of the pooled capacity to aim for")
+    onprem_replicas: float = Field(
+        default=10.0, gt=0, le=100000,
+        description="on-prem capacity in replica equivalents (how many cloud replicas it is worth)")
+    tolerance: float = Field(default=0.05, ge=0, lt=1,
+                             description="ignore a deviation from target smaller than this fraction")
+    smoothing: NonNegativeDuration = Field(
+        default=0.0, description="half-life of the moving average that scale-in decisions use (0 = raw)")
+    scale_in_window: NonNegativeDuration = Field(
+        default=600.0, description="scale in only to the highest need seen over this window")
+    spare: Spare | None = Field(default=None, description="extra replicas while the load is volatile")
+
+
+class ThresholdStrategy(_Block):
+    """Add ``step_out`` replicas when utilisation stays above ``scale_out_above`` for ``sustained_out``;
+    remove ``step_in`` when it stays below ``scale_in_below`` for ``sustained_in``."""
+
+    type: Literal["threshold"]
+    scale_out_above: Percent
+    scale_in_below: float = Field(ge=0, le=1000)
+    sustained_out: NonNegativeDuration = 120.0
+    sustained_in: NonNegativeDuration = 600.0
+    step_out: int = Field(default=1, ge=1, le=1000)
+    step_in: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("scale_in_below")
+    @classmethod
+    def _hysteresis(cls, value: float, info: ValidationInfo) -> float:
+        above = info.data.get("scale_out_above")
+        if above is not None and value >= above:
+            raise ValueError(
+                f"must be below scale_out_above ({above:g}), otherwise the fleet flaps: "
+                f"got {value:g} >= {above:g}")
+        return value
+
+
+class TargetStrategy(_Reactive):
+    """Size the fleet so the pooled utilisation sits at ``target`` percent."""
+
+    type: Literal["target"]
+
+
+class PredictiveStrategy(_Reactive):
+    """Target tracking on the larger of the current load and the load recorded ``lookahead`` ahead in
+    each of the last ``seasons`` seasons (same time yesterday, the day before, ...)."""
+
+    type: Literal["predictive"]
+    season: PositiveDuration = Field(default=86400.0, description="length of the recurring pattern")
+    seasons: int = Field(default=3, ge=1, le=14, description="how many past seasons to average")
+    lookahead: PositiveDuration = Field(default=600.0, description="how far ahead to provision")
+
+    @field_validator("lookahead")
+    @classmethod
+    def _lookahead_within_season(cls, value: float, info: ValidationInfo) -> float:
+        season = info.data.get("season")
+        if season is not None and value >= season:
+            raise ValueError(f"must be shorter than season ({format_duration(season)}), "
+                             f"got {format_duration(value)}")
+        return value
+
+
+StrategyConfig = Annotated[
+    Union[ThresholdStrategy, TargetStrategy, PredictiveStrategy],
+    Field(discriminator="type"),
+]
+
+_CLOCK = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+
+
+def _minutes(text: str) -> int:
+    m = _CLOCK.match(text)
+    if not m or (m.group(1) == "24" and m.group(2) != "00"):
+        raise ValueError(f"'{text}' is not a time of day: write HH:MM, 00:00 to 24:00")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class ScheduleWindow(_Block):
+    """A floor: at least ``min`` replicas on ``days`` from ``start`` to ``end`` (local time in ``timezone``).
+    An ``end`` before ``start`` crosses midnight; the day named is the day the window starts."""
+
+    days: tuple[Weekday, ...] = Field(default=WEEKDAYS, min_length=1)
+    start: str
+    end: str
+    min: int = Field(ge=0, le=100000)
+    timezone: str = "UTC"
+
+    @field_validator("days")
+    @classmethod
+    def _unique_days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        dupes = sorted({d for d in value if value.count(d) > 1})
+        if dupes:
+            raise ValueError(f"day listed twice: {', '.join(dupes)}")
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted 09:00 as the base-60 number 540; say how to write it instead
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError("expected a time of day in quotes, like '09:00' (unquoted, YAML read a number)")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        _minutes(value)
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        start = info.data.get("start")
+        if start is not None and _minutes(start) % 1440 == _minutes(value) % 1440:
+            raise ValueError(f"end equals start ({start}): the window would be empty "
+                             "(for all day write start: '00:00', end: '24:00')")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as UTC or Europe/Paris)")
+        return value
+
+    @property
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return _minutes(self.end)
