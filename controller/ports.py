@@ -23,6 +23,7 @@ __all__ = [
     "LABEL_POLICY",
     "LABEL_REPLICA",
     "LABEL_SPEC_HASH",
+    "LABEL_NODE",
     "Owner",
     "LaunchSpec",
     "InstanceState",
@@ -47,6 +48,8 @@ LABEL_CONTROLLER = "io.burst-controller.controller-id"
 LABEL_POLICY = "io.burst-controller.policy"
 LABEL_REPLICA = "io.burst-controller.replica"
 LABEL_SPEC_HASH = "io.burst-controller.spec-hash"
+# which node (instance id) a replica was started for: several emulated nodes share one Docker Engine
+LABEL_NODE = "io.burst-controller.node"
 
 
 # --------------------------------------------------------------------------- compute
@@ -179,6 +182,15 @@ class WorkloadSpec:
     log_config: dict[str, object] | None = None
     stop_signal: str | None = None
     spec_hash: str = ""
+    # container path -> tmpfs options ("size=64m"): tmpfs mounts, and non-portable mounts the policy maps
+    # to "tmpfs"
+    tmpfs: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The dataclass default would print secret env values into logs and tracebacks.
+        env = {k: ("***" if k in self.secret_env else v) for k, v in self.env.items()}
+        return (f"WorkloadSpec(image={self.image!r}, entrypoint={self.entrypoint!r}, command={self.command!r}, "
+                f"env={env!r}, service_port={self.service_port}, spec_hash={self.spec_hash!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +239,8 @@ class Server:
     state: str = "ready"  # ready | drain | maint
     weight: int = 100
     sessions: int = 0
+    # the ECS instance behind the server: SLB addresses backends by instance id, not address
+    instance_id: str = ""
 
 
 class LoadBalancer(Protocol):
