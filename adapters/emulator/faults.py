@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Faults", "FaultBox"]
+__all__ = ["FaultBox", "Faults"]
 
 
 @dataclass

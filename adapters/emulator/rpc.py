@@ -28,15 +28,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from adapters.emulator.faults import FaultBox, Faults
 
 __all__ = [
-    "ApiError",
     "AccessKey",
+    "AdminHandler",
+    "ApiError",
+    "Handler",
     "RpcRequest",
     "RpcServer",
-    "Handler",
-    "AdminHandler",
-    "string_to_sign",
-    "sign",
     "new_request_id",
+    "sign",
+    "string_to_sign",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ class RpcRequest:
                            "is not supplied.")
         return value
 
-    def int(self, name: str, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int:
+    def get_int(self, name: str, default: int | None = None, lo: int | None = None,
+                hi: int | None = None) -> int:
         raw = self.get(name)
         if raw is None:
             if default is None:
@@ -130,7 +131,7 @@ class RpcRequest:
                            f"{value} not within {lo}..{hi}.")
         return value
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def get_bool(self, name: str, default: bool = False) -> bool:
         raw = self.get(name)
         if raw is None:
             return default
@@ -415,8 +416,12 @@ class RpcServer:
         self.register_admin("POST", "/_admin/faults", self._set_faults)
         self.register_admin("DELETE", "/_admin/faults", lambda _b: self.faults.reset().as_dict())
         self.register_admin("GET", "/_admin/calls", lambda _b: self.calls())
-        self.register_admin("DELETE", "/_admin/calls", lambda _b: (self.reset_calls(), self.calls())[1])
+        self.register_admin("DELETE", "/_admin/calls", self._reset_calls_admin)
         self.register_admin("GET", "/_admin/state", lambda _b: {p: f() for p, f in self._state.items()})
+
+    def _reset_calls_admin(self, _body: Any) -> dict[str, Any]:
+        self.reset_calls()
+        return self.calls()
 
     def _set_faults(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -445,16 +450,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK pools connections
     server_version = "AliyunEmulator/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
