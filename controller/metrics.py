@@ -1,0 +1,162 @@
+"""The controller's Prometheus metrics, defined once here. The daemon's jobs and the adapters' call wrapper
+update them; ``controller/status.py`` serves them on ``/metrics``.
+
+Counters and histograms are updated where things happen (``timed_call`` for outside calls, the tick loop
+for ticks and decisions); per-policy gauges are refreshed from the status snapshot at scrape time
+(``observe_status``), so they can never disagree with ``/v1/status``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from controller.errors import PermanentError, TransientError
+from controller.status_models import ControllerStatus
+
+__all__ = [
+    "REGISTRY",
+    "TICK_SECONDS",
+    "TICK_ERRORS",
+    "DECISIONS",
+    "API_CALLS",
+    "API_ERRORS",
+    "API_SECONDS",
+    "EVENTS",
+    "REPLICATION_SECONDS",
+    "SPEND_TOTAL",
+    "REPLICAS",
+    "DESIRED",
+    "METRIC_VALUE",
+    "METRIC_AGE",
+    "METRIC_UP",
+    "SPEND_HOUR",
+    "BUDGET_HOUR",
+    "PAUSED",
+    "POLICY_ERRORS",
+    "LEADER",
+    "INFO",
+    "timed_call",
+    "observe_status",
+]
+
+# A registry of our own (not prometheus_client's global one) so several controllers in one test process,
+# or a library importing us, never collide on names.
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+_NS = "burst"
+
+# --- updated by the control loop
+TICK_SECONDS = Histogram(
+    "tick_duration_seconds", "Duration of one run of a scheduled job (per policy where it applies)",
+    ["job"], namespace=_NS, registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TICK_ERRORS = Counter("tick_errors_total", "Scheduled job runs that ended in an error",
+                      ["job"], namespace=_NS, registry=REGISTRY)
+DECISIONS = Counter("decisions_total", "Decisions made by the strategies",
+                    ["policy", "direction"], namespace=_NS, registry=REGISTRY)
+EVENTS = Counter("events_total", "Audit events recorded, by kind", ["kind"], namespace=_NS, registry=REGISTRY)
+REPLICATION_SECONDS = Histogram(
+    "image_replication_seconds", "Time to copy a workload image to the cloud registry",
+    ["policy"], namespace=_NS, registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+SPEND_TOTAL = Counter("spend_total", "Money spent on cloud instances since start (currency units)",
+                      ["policy"], namespace=_NS, registry=REGISTRY)
+
+# --- updated by every call to an outside system (see timed_call)
+API_CALLS = Counter("api_calls_total", "Calls to outside systems", ["adapter", "operation"],
+                    namespace=_NS, registry=REGISTRY)
+API_ERRORS = Counter("api_errors_total", "Failed calls to outside systems (kind: transient|permanent|other)",
+                     ["adapter", "operation", "kind"], namespace=_NS, registry=REGISTRY)
+API_SECONDS = Histogram("api_call_duration_seconds", "Duration of calls to outside systems",
+                        ["adapter", "operation"], namespace=_NS, registry=REGISTRY,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+# --- refreshed from the status snapshot at scrape time (observe_status)
+REPLICAS = Gauge("replicas", "Cloud replicas by lifecycle state", ["policy", "state"],
+                 namespace=_NS, registry=REGISTRY)
+DESIRED = Gauge("desired_replicas", "Replicas the last decision asked for", ["policy"],
+                namespace=_NS, registry=REGISTRY)
+METRIC_VALUE = Gauge("metric_value", "Latest value of the policy's load metric", ["policy"],
+                     namespace=_NS, registry=REGISTRY)
+METRIC_AGE = Gauge("metric_age_seconds", "Age of the policy's latest metric sample", ["policy"],
+                   namespace=_NS, registry=REGISTRY)
+METRIC_UP = Gauge("metric_source_up", "1 when the policy's metric source answered", ["policy"],
+                  namespace=_NS, registry=REGISTRY)
+SPEND_HOUR = Gauge("spend_this_hour", "Spend of the policy's instances this hour", ["policy"],
+                   namespace=_NS, registry=REGISTRY)
+BUDGET_HOUR = Gauge("budget_per_hour", "The policy's hourly spend cap", ["policy"], namespace=_NS,
+                    registry=REGISTRY)
+PAUSED = Gauge("policy_paused", "1 when the policy is paused by an operator", ["policy"], namespace=_NS,
+               registry=REGISTRY)
+POLICY_ERRORS = Gauge("policy_errors", "Problems found in policy files at the last reload", namespace=_NS,
+                      registry=REGISTRY)
+LEADER = Gauge("leader", "1 when this controller is the active one, 0 on a standby", namespace=_NS,
+               registry=REGISTRY)
+INFO = Info("controller", "Controller identity and version", namespace=_NS, registry=REGISTRY)
+
+_PER_POLICY = (REPLICAS, DESIRED, METRIC_VALUE, METRIC_AGE, METRIC_UP, SPEND_HOUR, BUDGET_HOUR, PAUSED)
+_observe_lock = threading.Lock()
+
+
+@contextmanager
+def timed_call(adapter: str, operation: str) -> Iterator[None]:
+    """Count, time and classify one call to an outside system::
+
+        with timed_call("ecs", "RunInstances"):
+            ...
+    """
+    API_CALLS.labels(adapter, operation).inc()
+    start = time.perf_counter()
+    try:
+        yield
+    except TransientError:
+        API_ERRORS.labels(adapter, operation, "transient").inc()
+        raise
+    except PermanentError:
+        API_ERRORS.labels(adapter, operation, "permanent").inc()
+        raise
+    except BaseException:
+        API_ERRORS.labels(adapter, operation, "other").inc()
+        raise
+    finally:
+        API_SECONDS.labels(adapter, operation).observe(time.perf_counter() - start)
+
+
+def observe_status(status: ControllerStatus) -> None:
+    """Set the per-policy gauges from a status snapshot; policies that disappeared lose their series."""
+    with _observe_lock:
+        for gauge in _PER_POLICY:
+            gauge.clear()
+        INFO.info({"controller_id": status.controller_id, "version": status.version, "role": status.role})
+        LEADER.set(1 if status.role == "active" else 0)
+        POLICY_ERRORS.set(len(status.policy_errors))
+        for p in status.policies:
+            for state, count in p.replicas.items():
+                REPLICAS.labels(p.name, state).set(count)
+            if p.decision is not None:
+                DESIRED.labels(p.name).set(p.decision.desired)
+            if p.metric is not None:
+                METRIC_UP.labels(p.name).set(1 if p.metric.ok else 0)
+                if p.metric.value is not None:
+                    METRIC_VALUE.labels(p.name).set(p.metric.value)
+                if p.metric.age_seconds is not None:
+                    METRIC_AGE.labels(p.name).set(p.metric.age_seconds)
+            SPEND_HOUR.labels(p.name).set(p.spend_this_hour)
+            BUDGET_HOUR.labels(p.name).set(p.budget_per_hour)
+            PAUSED.labels(p.name).set(1 if p.paused else 0)
