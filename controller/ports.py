@@ -8,6 +8,7 @@ same arguments (and the same token, where there is one) has the effect of callin
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,7 +114,7 @@ class ComputePool(Protocol):
     def list(self, owner: Owner) -> list[Instance]:
         """Every live instance carrying the owner's tags."""
 
-    def get(self, ids: Sequence[str]) -> list[Instance]:
+    def get(self, ids: Sequence[str]) -> builtins.list[Instance]:  # `list` here is the method above
         """The named instances that still exist."""
 
     def release(self, ids: Sequence[str]) -> None:
