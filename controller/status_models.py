@@ -39,11 +39,11 @@ class _Model(BaseModel):
 class MetricStatus(_Model):
     """The policy's latest observation of its load metric."""
 
-    value: float | None = Field(None, description="latest value; null when the source failed")
-    age_seconds: float | None = Field(None, description="seconds since the sample was taken")
-    source: str = Field("", description="host_cpu | workload_cpu | prometheus | haproxy")
-    ok: bool = Field(True, description="false when the last query failed or the value is stale")
-    error: str | None = Field(None, description="why the source failed, if it did")
+    value: float | None = Field(default=None, description="latest value; null when the source failed")
+    age_seconds: float | None = Field(default=None, description="seconds since the sample was taken")
+    source: str = Field(default="", description="host_cpu | workload_cpu | prometheus | haproxy")
+    ok: bool = Field(default=True, description="false when the last query failed or the value is stale")
+    error: str | None = Field(default=None, description="why the source failed, if it did")
 
 
 class DecisionStatus(_Model):
@@ -65,7 +65,7 @@ class InstanceStatus(_Model):
     type: str = Field(..., description="instance type, e.g. ecs.c6.large")
     state: str = Field(..., description="the replica's lifecycle state (launching .. releasing)")
     age_seconds: float = Field(..., ge=0)
-    spend: float = Field(0.0, description="money spent on this instance so far (currency units)")
+    spend: float = Field(default=0.0, description="money spent on this instance so far (currency units)")
     address: str | None = None
     spot: bool = False
 
@@ -80,13 +80,13 @@ class PolicyStatus(_Model):
 
     name: str
     paused: bool = False
-    draining: bool = Field(False, description="an operator drain is in progress")
-    metric: MetricStatus | None = Field(None, description="null until the first sample")
-    decision: DecisionStatus | None = Field(None, description="null until the first evaluation")
+    draining: bool = Field(default=False, description="an operator drain is in progress")
+    metric: MetricStatus | None = Field(default=None, description="null until the first sample")
+    decision: DecisionStatus | None = Field(default=None, description="null until the first evaluation")
     replicas: dict[str, int] = Field(default_factory=dict, description="replica count by lifecycle state")
     instances: list[InstanceStatus] = Field(default_factory=list)
-    spend_this_hour: float = Field(0.0, ge=0)
-    budget_per_hour: float = Field(0.0, ge=0)
+    spend_this_hour: float = Field(default=0.0, ge=0)
+    budget_per_hour: float = Field(default=0.0, ge=0)
     last_errors: list[ErrorEntry] = Field(default_factory=list, description="most recent first")
 
 
@@ -115,7 +115,7 @@ class Event(_Model):
 
 class EventPage(_Model):
     events: list[Event] = Field(default_factory=list, description="oldest first")
-    next_cursor: int | None = Field(None, description="pass as `cursor` to get the events after this page")
+    next_cursor: int | None = Field(default=None, description="pass as `cursor` to get the events after this page")
 
 
 class MetricPoint(_Model):
