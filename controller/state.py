@@ -1,0 +1,426 @@
+"""The controller's durable state: the journal of intents, replicas, instances, decisions, samples, events.
+
+``StateStore`` is used by the control loop (controller/tick.py, lifecycle.py, reconcile.py) and the daemon.
+SQLite in WAL mode by default, PostgreSQL by URL (``postgresql+psycopg://...``); the schema is migrated at
+open. Every write runs in one transaction through ``_write``, which first calls the optional ``fence`` hook
+(the leader lease check of an active/standby pair) so a fenced controller can never write. A locked, full
+or unreachable database raises ``StateBusyError`` (transient: the loop holds and retries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, col, select
+
+from controller import migrations
+from controller.errors import NotFoundError, StateBusyError
+from controller.ports import Instance
+from controller.state_models import (
+    DecisionRow,
+    EventRow,
+    InstanceRow,
+    Intent,
+    IntentKind,
+    IntentState,
+    MetricSample,
+    PolicyState,
+    Replica,
+    ReplicaState,
+)
+
+__all__ = ["StateStore", "DEFAULT_URL", "new_id"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:////var/lib/burst-controller/state.db"
+FenceHook = Callable[[Session], "int | None"]
+
+
+def new_id(prefix: str = "") -> str:
+    """A short unique id; intent ids double as ECS ClientTokens (at most 64 ASCII characters)."""
+    return prefix + uuid.uuid4().hex[:20]
+
+
+def _dumps(value: object) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """The one place database errors become project errors."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StateBusyError(f"state database unavailable: {str(exc.orig)[:200]}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StateBusyError(f"state database connection lost: {str(exc.orig)[:200]}") from exc
+        raise
+
+
+class StateStore:
+    """The journal and the fleet as the controller knows it. Thread-safe; returned rows are detached."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, clock: Callable[[], float] = time.time,
+                 fence: FenceHook | None = None, busy_timeout: float = 5.0) -> None:
+        self.url = url
+        self.clock = clock
+        self.fence = fence
+        self._sqlite = url.startswith("sqlite")
+        # One writer at a time inside this process; busy_timeout covers other processes.
+        self._write_lock = threading.RLock() if self._sqlite else None
+        if self._sqlite:
+            self._prepare_sqlite_dir(url)
+            self._writer = self._sqlite_engine(url, busy_timeout, immediate=True)
+            self._reader = self._sqlite_engine(url, busy_timeout, immediate=False)
+        else:
+            self._writer = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self._reader = self._writer
+        with _translated(), self._writer.begin() as conn:
+            applied = migrations.migrate(conn)
+        if applied:
+            logger.info("state schema migrated to version %d", applied[-1])
+
+    # ------------------------------------------------------------------ engines and transactions
+
+    @staticmethod
+    def _prepare_sqlite_dir(url: str) -> None:
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @staticmethod
+    def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout},
+                               poolclass=NullPool if ":memory:" not in url else None)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            cur.execute("PRAGMA synchronous=FULL")  # the journal must survive a crash right after a write
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[Session, int | None]]:
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with _translated(), Session(self._writer, expire_on_commit=False) as session:
+                with session.begin():
+                    fence_token = self.fence(session) if self.fence else None
+                    yield session, fence_token
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with _translated(), Session(self._reader, expire_on_commit=False) as session:
+            yield session
+
+    def close(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    def schema_version(self) -> int:
+        with _translated(), self._reader.connect() as conn:
+            return migrations.current_version(conn)
+
+    # ------------------------------------------------------------------ events
+
+    def record_event(self, kind: str, message: str, *, policy: str | None = None,
+                     details: dict[str, Any] | None = None) -> int:
+        with self._write() as (s, _):
+            row = EventRow(at=self.clock(), policy=policy, kind=kind, message=message, details=_dumps(details))
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            logger.info("event %s: %s", kind, message, extra={"policy": policy, "kind": kind})
+            return row.id
+
+    def events(self, *, cursor: int | None = None, limit: int = 50,
+               policy: str | None = None) -> tuple[list[EventRow], int | None]:
+        """Newest first; ``cursor`` is the id to continue below (the ``next_cursor`` of the last page)."""
+        with self._read() as s:
+            q = select(EventRow).order_by(col(EventRow.id).desc()).limit(limit + 1)
+            if cursor is not None:
+                q = q.where(col(EventRow.id) < cursor)
+            if policy is not None:
+                q = q.where(EventRow.policy == policy)
+            rows = list(s.exec(q))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].id if more and rows else None)
+
+    # ------------------------------------------------------------------ replicas and the journal
+
+    def plan_replicas(self, policy: str, count: int, *, spec_hash: str, reason: str) -> list[tuple[Replica, Intent]]:
+        """Create ``count`` planned replicas, each with its pending launch intent, in one transaction."""
+        out = []
+        now = self.clock()
+        with self._write() as (s, fence):
+            for _ in range(count):
+                rid = new_id("r")
+                replica = Replica(id=rid, policy=policy, state=ReplicaState.PLANNED, spec_hash=spec_hash,
+                                  reason=reason, created_at=now, updated_at=now, state_since=now, planned_at=now)
+                iid = new_id("l")
+                intent = Intent(id=iid, kind=IntentKind.LAUNCH, policy=policy, replica_id=rid, token=iid,
+                                state=IntentState.PENDING, created_at=now, updated_at=now, fence=fence)
+                s.add(replica)
+                s.add(intent)
+                out.append((replica, intent))
+        return out
+
+    def step_intent(self, replica: Replica, kind: str, *, target: str | None = None,
+                    payload: dict[str, Any] | None = None) -> Intent:
+        """The pending intent of ``kind`` for this replica (re-run after a crash), or a new one; the attempt
+        is counted before the caller acts (design rule 1: write the intent, then act)."""
+        now = self.clock()
+        with self._write() as (s, fence):
+            intent = s.exec(select(Intent).where(Intent.replica_id == replica.id, Intent.kind == kind,
+                                                 Intent.state == IntentState.PENDING)).first()
+            if intent is None:
+                iid = new_id(kind[:1])
+                intent = Intent(id=iid, kind=kind, policy=replica.policy, replica_id=replica.id, target=target,
+                                token=iid, state=IntentState.PENDING, created_at=now, updated_at=now,
+                                payload=_dumps(payload), fence=fence)
+            intent.attempts += 1
+            intent.updated_at = now
+            if target is not None:
+                intent.target = target
+            s.add(intent)
+            return intent
+
+    def complete(self, intent_id: str, *, outcome: dict[str, Any] | None = None,
+                 to: ReplicaState | None = None, **fields: Any) -> Replica | None:
+        """Mark the intent done and, in the same transaction, move its replica on."""
+        return self._finish(intent_id, IntentState.DONE, outcome=outcome, error=None, to=to, fields=fields)
+
+    def fail(self, intent_id: str, error: str, *, to: ReplicaState | None = None, **fields: Any) -> Replica | None:
+        """Mark the intent failed (it will not be re-run) and move its replica to its failure path."""
+        return self._finish(intent_id, IntentState.FAILED, outcome=None, error=error, to=to, fields=fields)
+
+    def _finish(self, intent_id: str, state: IntentState, *, outcome: dict[str, Any] | None, error: str | None,
+                to: ReplicaState | None, fields: dict[str, Any]) -> Replica | None:
+        now = self.clock()
+        with self._write() as (s, _):
+            intent = s.get(Intent, intent_id)
+            if intent is None:
+                raise NotFoundError(f"no intent {intent_id}")
+            intent.state, intent.updated_at = state, now
+            intent.outcome, intent.error = _dumps(outcome), (error[:2000] if error else None)
+            s.add(intent)
+            if intent.replica_id is None or (to is None and not fields):
+                return None
+            return self._move(s, intent.replica_id, to, fields, now)
+
+    def note_error(self, intent_id: str, error: str) -> None:
+        """A transient failure: the intent stays pending (re-run next step) with the last error kept."""
+        with self._write() as (s, _):
+            intent = s.get(Intent, intent_id)
+            if intent is not None:
+                intent.error, intent.updated_at = error[:2000], self.clock()
+                s.add(intent)
+
+    def transition(self, replica_id: str, to: ReplicaState | None, **fields: Any) -> Replica:
+        """Move a replica without an intent (observations: booted, health passes, sessions drained)."""
+        with self._write() as (s, _):
+            return self._move(s, replica_id, to, fields, self.clock())
+
+    @staticmethod
+    def _move(s: Session, replica_id: str, to: ReplicaState | None, fields: dict[str, Any], now: float) -> Replica:
+        replica = s.get(Replica, replica_id)
+        if replica is None:
+            raise NotFoundError(f"no replica {replica_id}")
+        for key, value in fields.items():
+            setattr(replica, key, value)
+        if to is not None and to != replica.state:
+            replica.state = to
+            replica.state_since = now
+            setattr(replica, f"{to.value}_at", now)
+        replica.updated_at = now
+        s.add(replica)
+        return replica
+
+    def replica(self, replica_id: str) -> Replica | None:
+        with self._read() as s:
+            return s.get(Replica, replica_id)
+
+    def replicas(self, policy: str | None = None, states: Iterable[str] | None = None) -> list[Replica]:
+        with self._read() as s:
+            q = select(Replica).order_by(col(Replica.created_at))
+            if policy is not None:
+                q = q.where(Replica.policy == policy)
+            if states is not None:
+                q = q.where(col(Replica.state).in_([str(x) for x in states]))
+            return list(s.exec(q))
+
+    def live_replicas(self, policy: str | None = None) -> list[Replica]:
+        return self.replicas(policy, [st for st in ReplicaState if st != ReplicaState.GONE])
+
+    def intent(self, intent_id: str) -> Intent | None:
+        with self._read() as s:
+            return s.get(Intent, intent_id)
+
+    def intents(self, *, policy: str | None = None, replica_id: str | None = None, kind: str | None = None,
+                state: str | None = None) -> list[Intent]:
+        with self._read() as s:
+            q = select(Intent).order_by(col(Intent.created_at))
+            if policy is not None:
+                q = q.where(Intent.policy == policy)
+            if replica_id is not None:
+                q = q.where(Intent.replica_id == replica_id)
+            if kind is not None:
+                q = q.where(Intent.kind == kind)
+            if state is not None:
+                q = q.where(Intent.state == state)
+            return list(s.exec(q))
+
+    # ------------------------------------------------------------------ instances
+
+    def record_instance(self, inst: Instance, *, policy: str, replica_id: str | None,
+                        intent_id: str | None) -> InstanceRow:
+        now = self.clock()
+        with self._write() as (s, _):
+            row = s.get(InstanceRow, inst.id)
+            if row is None:
+                row = InstanceRow(id=inst.id, policy=policy, instance_type=inst.instance_type, zone=inst.zone,
+                                  state=str(inst.state), created_at=inst.created_at or now, updated_at=now)
+            row.replica_id = replica_id or row.replica_id
+            row.intent_id = intent_id or row.intent_id
+            row.private_ip, row.docker_endpoint = inst.private_ip, inst.docker_endpoint
+            row.state, row.spot, row.updated_at = str(inst.state), inst.spot, now
+            row.price_per_hour = inst.price_per_hour if inst.price_per_hour is not None else row.price_per_hour
+            s.add(row)
+            return row
+
+    def mark_released(self, instance_ids: Sequence[str]) -> None:
+        now = self.clock()
+        with self._write() as (s, _):
+            for iid in instance_ids:
+                row = s.get(InstanceRow, iid)
+                if row is not None and row.released_at is None:
+                    row.released_at, row.state, row.updated_at = now, "gone", now
+                    s.add(row)
+
+    def instances(self, policy: str | None = None, *, live: bool = True) -> list[InstanceRow]:
+        with self._read() as s:
+            q = select(InstanceRow)
+            if policy is not None:
+                q = q.where(InstanceRow.policy == policy)
+            if live:
+                q = q.where(col(InstanceRow.released_at).is_(None))
+            return list(s.exec(q))
+
+    def instance(self, instance_id: str) -> InstanceRow | None:
+        with self._read() as s:
+            return s.get(InstanceRow, instance_id)
+
+    # ------------------------------------------------------------------ decisions and samples
+
+    def record_decision(self, policy: str, *, value: float | None, desired: int, actual: int, direction: str,
+                        reason: str, details: dict[str, Any] | None = None) -> None:
+        with self._write() as (s, _):
+            s.add(DecisionRow(policy=policy, at=self.clock(), value=value, desired=desired, actual=actual,
+                              direction=direction, reason=reason, details=_dumps(details)))
+
+    def last_decision(self, policy: str) -> DecisionRow | None:
+        with self._read() as s:
+            return s.exec(select(DecisionRow).where(DecisionRow.policy == policy)
+                          .order_by(col(DecisionRow.id).desc()).limit(1)).first()
+
+    def record_sample(self, policy: str, *, at: float, value: float | None, ok: bool, source: str,
+                      error: str | None = None, capacity: float | None = None, replicas: int = 0) -> None:
+        with self._write() as (s, _):
+            s.add(MetricSample(policy=policy, at=at, value=value, ok=ok, source=source,
+                               error=(error[:500] if error else None), capacity=capacity, replicas=replicas))
+
+    def samples(self, policy: str, since: float) -> list[MetricSample]:
+        with self._read() as s:
+            return list(s.exec(select(MetricSample).where(MetricSample.policy == policy,
+                                                          col(MetricSample.at) >= since)
+                               .order_by(col(MetricSample.at))))
+
+    # ------------------------------------------------------------------ per-policy state
+
+    def policy_state(self, policy: str) -> PolicyState | None:
+        with self._read() as s:
+            return s.get(PolicyState, policy)
+
+    def policy_states(self) -> list[PolicyState]:
+        with self._read() as s:
+            return list(s.exec(select(PolicyState).order_by(col(PolicyState.policy))))
+
+    def save_policy(self, policy: str, *, spec: str | None = None, source_file: str | None = None,
+                    **flags: Any) -> PolicyState:
+        """Create or update a policy's row: its last good spec and flags (paused, removed, drain_requested,
+        last_scale_out, last_scale_in)."""
+        now = self.clock()
+        with self._write() as (s, _):
+            row = s.get(PolicyState, policy) or PolicyState(policy=policy, updated_at=now)
+            if spec is not None:
+                row.spec = spec
+            if source_file is not None:
+                row.source_file = source_file
+            for key, value in flags.items():
+                if not hasattr(row, key):
+                    raise AttributeError(key)
+                setattr(row, key, value)
+            row.updated_at = now
+            s.add(row)
+            return row
+
+    # ------------------------------------------------------------------ garbage collection
+
+    def prune(self, *, before: float) -> dict[str, int]:
+        """Drop history older than ``before``: samples, decisions, events, finished intents, gone replicas
+        and released instances. Pending intents and live replicas are never pruned."""
+        counts: dict[str, int] = {}
+        with self._write() as (s, _):
+            for name, stmt in (
+                ("samples", delete(MetricSample).where(col(MetricSample.at) < before)),
+                ("decisions", delete(DecisionRow).where(col(DecisionRow.at) < before)),
+                ("events", delete(EventRow).where(col(EventRow.at) < before)),
+                ("intents", delete(Intent).where(col(Intent.state) != IntentState.PENDING,
+                                                 col(Intent.updated_at) < before)),
+                ("replicas", delete(Replica).where(col(Replica.state) == ReplicaState.GONE,
+                                                   col(Replica.updated_at) < before)),
+                ("instances", delete(InstanceRow).where(col(InstanceRow.released_at) < before)),
+            ):
+                counts[name] = int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+        return counts
+
+    def count(self, table: str) -> int:
+        model = {"events": EventRow, "intents": Intent, "replicas": Replica, "instances": InstanceRow,
+                 "samples": MetricSample, "decisions": DecisionRow}[table]
+        with self._read() as s:
+            return int(s.exec(select(func.count()).select_from(model)).one())
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{Path(path).absolute()}"

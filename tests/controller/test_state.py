@@ -1,0 +1,217 @@
+"""The state store on SQLite and on the real PostgreSQL: migrations, the journal, replicas, instances,
+events, policy state, pruning, fencing, and a locked database surfacing as StateBusyError."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from controller import migrations
+from controller.errors import FencedError, NotFoundError, StateBusyError
+from controller.ports import Instance, InstanceState
+from controller.state import StateStore, sqlite_url
+from controller.state_models import IntentKind, IntentState, ReplicaState
+
+
+def test_migrations_apply_once_and_reopen_is_a_no_op(state_url: str) -> None:
+    first = StateStore(state_url)
+    assert first.schema_version() == migrations.LATEST
+    first.record_event("test", "survives reopen")
+    first.close()
+    again = StateStore(state_url)
+    try:
+        assert again.schema_version() == migrations.LATEST
+        events, _ = again.events()
+        assert [e.message for e in events] == ["survives reopen"]
+    finally:
+        again.close()
+
+
+def test_plan_creates_replica_and_launch_intent_atomically(store: StateStore) -> None:
+    [(replica, intent)] = store.plan_replicas("web", 1, spec_hash="h1", reason="load 90 > 75")
+    assert replica.state == ReplicaState.PLANNED and replica.planned_at is not None
+    assert intent.kind == IntentKind.LAUNCH and intent.token == intent.id and intent.replica_id == replica.id
+    pending = store.intents(policy="web", state=IntentState.PENDING)
+    assert [i.id for i in pending] == [intent.id]
+    assert len(intent.id) <= 64 and intent.id.isascii()
+
+
+def test_pending_intent_is_reused_after_a_restart(state_url: str) -> None:
+    s1 = StateStore(state_url)
+    [(replica, launch)] = s1.plan_replicas("web", 1, spec_hash="h", reason="r")
+    got = s1.step_intent(replica, IntentKind.LAUNCH)
+    assert got.id == launch.id and got.attempts == 1
+    s1.close()  # "crash" before the outcome is recorded
+    s2 = StateStore(state_url)
+    try:
+        again = s2.step_intent(replica, IntentKind.LAUNCH)
+        assert again.id == launch.id and again.token == launch.token and again.attempts == 2
+    finally:
+        s2.close()
+
+
+def test_complete_and_fail_move_the_replica_in_the_same_transaction(store: StateStore) -> None:
+    [(replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+    moved = store.complete(launch.id, outcome={"instances": ["i-1"]}, to=ReplicaState.BOOTING, instance_id="i-1")
+    assert moved is not None and moved.state == ReplicaState.BOOTING and moved.instance_id == "i-1"
+    assert moved.booting_at is not None and moved.state_since == moved.booting_at
+    done = store.intent(launch.id)
+    assert done is not None and done.state == IntentState.DONE and '"i-1"' in (done.outcome or "")
+    start = store.step_intent(moved, IntentKind.START, target="i-1")
+    assert start.id != launch.id
+    failed = store.fail(start.id, "pull failed: manifest unknown", to=ReplicaState.RELEASING, failure="pull failed")
+    assert failed is not None and failed.state == ReplicaState.RELEASING and failed.failure == "pull failed"
+    assert store.intent(start.id).state == IntentState.FAILED  # type: ignore[union-attr]
+    # a new step after a failed one gets a fresh intent
+    assert store.step_intent(failed, IntentKind.START).id != start.id
+    with pytest.raises(NotFoundError):
+        store.complete("nope")
+
+
+def test_note_error_keeps_the_intent_pending(store: StateStore) -> None:
+    [(replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+    store.note_error(launch.id, "Throttling.User")
+    row = store.intent(launch.id)
+    assert row is not None and row.state == IntentState.PENDING and row.error == "Throttling.User"
+
+
+def test_replica_queries_by_policy_and_state(store: StateStore) -> None:
+    a = store.plan_replicas("web", 2, spec_hash="h", reason="r")
+    store.plan_replicas("api", 1, spec_hash="h", reason="r")
+    store.transition(a[0][0].id, ReplicaState.GONE)
+    assert len(store.replicas("web")) == 2
+    assert [r.id for r in store.live_replicas("web")] == [a[1][0].id]
+    assert len(store.replicas(states=[ReplicaState.PLANNED])) == 2
+
+
+def test_instances_are_recorded_and_released(store: StateStore) -> None:
+    inst = Instance(id="i-abc", state=InstanceState.PENDING, instance_type="ecs.c6.large", zone="z1",
+                    private_ip=None, tags={}, created_at=100.0, price_per_hour=0.62)
+    store.record_instance(inst, policy="web", replica_id="r1", intent_id="l1")
+    store.record_instance(Instance(id="i-abc", state=InstanceState.RUNNING, instance_type="ecs.c6.large",
+                                   zone="z1", private_ip="127.0.1.5", tags={}), policy="web", replica_id=None,
+                          intent_id=None)
+    [row] = store.instances("web")
+    assert row.state == "running" and row.private_ip == "127.0.1.5" and row.replica_id == "r1"
+    assert row.price_per_hour == 0.62 and row.created_at == 100.0
+    store.mark_released(["i-abc", "i-unknown"])
+    assert store.instances("web") == []
+    assert store.instances("web", live=False)[0].released_at is not None
+
+
+def test_events_page_newest_first_with_a_cursor(store: StateStore) -> None:
+    for i in range(5):
+        store.record_event("launch", f"m{i}", policy="web" if i % 2 == 0 else "api", details={"i": i})
+    page, cursor = store.events(limit=2)
+    assert [e.message for e in page] == ["m4", "m3"] and cursor is not None
+    page2, cursor2 = store.events(limit=2, cursor=cursor)
+    assert [e.message for e in page2] == ["m2", "m1"]
+    page3, cursor3 = store.events(limit=2, cursor=cursor2)
+    assert [e.message for e in page3] == ["m0"] and cursor3 is None
+    web, _ = store.events(policy="web")
+    assert [e.message for e in web] == ["m4", "m2", "m0"]
+
+
+def test_policy_state_flags(store: StateStore) -> None:
+    store.save_policy("web", spec='{"name": "web"}', source_file="/p/web.yaml")
+    store.save_policy("web", paused=True, last_scale_out=12.5)
+    row = store.policy_state("web")
+    assert row is not None and row.paused and row.last_scale_out == 12.5 and row.spec == '{"name": "web"}'
+    assert [p.policy for p in store.policy_states()] == ["web"]
+    with pytest.raises(AttributeError):
+        store.save_policy("web", no_such_flag=True)
+
+
+def test_decisions_and_samples(store: StateStore) -> None:
+    store.record_decision("web", value=90.0, desired=2, actual=0, direction="out", reason="90 > 75")
+    store.record_decision("web", value=20.0, desired=0, actual=2, direction="in", reason="20 < 40")
+    last = store.last_decision("web")
+    assert last is not None and last.direction == "in" and last.desired == 0
+    for t in (10.0, 20.0, 30.0):
+        store.record_sample("web", at=t, value=t, ok=True, source="haproxy", replicas=1)
+    assert [s.at for s in store.samples("web", since=15.0)] == [20.0, 30.0]
+
+
+def test_prune_keeps_pending_intents_and_live_replicas() -> None:
+    now = [1000.0]
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        store = StateStore(sqlite_url(f"{d}/s.db"), clock=lambda: now[0])
+        try:
+            [(live, pending)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+            [(old, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+            store.complete(launch.id, to=ReplicaState.GONE)
+            store.record_event("x", "old")
+            store.record_sample("web", at=1000.0, value=1.0, ok=True, source="s")
+            now[0] = 5000.0
+            counts = store.prune(before=2000.0)
+            assert counts["replicas"] == 1 and counts["intents"] == 1 and counts["events"] == 1
+            assert counts["samples"] == 1
+            assert store.replica(live.id) is not None and store.intent(pending.id) is not None
+            assert store.replica(old.id) is None
+        finally:
+            store.close()
+
+
+def test_fence_hook_guards_every_write_and_stamps_intents(state_url: str) -> None:
+    leader = {"token": 7, "ok": True}
+
+    def fence(_session: object) -> int:
+        if not leader["ok"]:
+            raise FencedError("lease lost")
+        return int(leader["token"])
+
+    store = StateStore(state_url, fence=fence)
+    try:
+        [(_, intent)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+        assert intent.fence == 7
+        leader["ok"] = False
+        with pytest.raises(FencedError):
+            store.plan_replicas("web", 1, spec_hash="h", reason="r")
+        with pytest.raises(FencedError):
+            store.record_event("x", "y")
+        assert len(store.replicas("web")) == 1  # the fenced write left nothing behind
+    finally:
+        store.close()
+
+
+def test_locked_sqlite_database_is_state_busy(tmp_path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(sqlite_url(path), busy_timeout=0.2)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StateBusyError, match="locked"):
+            store.record_event("x", "blocked")
+        other.execute("ROLLBACK")
+        store.record_event("x", "after the lock")  # and it resumes
+        assert [e.message for e in store.events()[0]] == ["after the lock"]
+    finally:
+        other.close()
+        store.close()
+
+
+def test_concurrent_writers_from_threads(state_url: str) -> None:
+    store = StateStore(state_url)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(20):
+                store.record_event("t", f"{n}-{i}", policy=f"p{n}")
+                store.plan_replicas(f"p{n}", 1, spec_hash="h", reason="r")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert store.count("events") == 80 and store.count("replicas") == 80
+    finally:
+        store.close()
