@@ -1,0 +1,443 @@
+"""The controller's own configuration (``/etc/burst-controller/controller.yaml``): the model, its loader
+with FILE:LINE:COL errors, and readers for the secret files it names (refused when others can read them).
+
+Called by ``burstctl run`` (the daemon's wiring) and by the CLI commands that talk to a running controller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import string
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controller.errors import ConfigError
+from controller.service import register_secret
+from policies.checks import DockerHost, HttpUrl, RegionId
+from policies.units import Duration
+from policies.yamltree import Pos, parse_documents
+
+__all__ = [
+    "DEFAULT_PATH",
+    "ControllerConfig",
+    "StateConfig",
+    "StatusConfig",
+    "OnpremConfig",
+    "CloudConfig",
+    "CloudRegistryConfig",
+    "Intervals",
+    "Timeouts",
+    "load_config",
+    "load_config_text",
+    "read_secret_file",
+    "status_token",
+    "registry_password",
+    "cloud_credentials",
+    "parse_listen",
+]
+
+DEFAULT_PATH = "/etc/burst-controller/controller.yaml"
+# Environment variables the Alibaba Cloud SDKs and CLI read (credentials.source: env).
+ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
+ENV_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"'{value}' must be an absolute path (starting with /)")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_absolute)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``127.0.0.1:9180`` / ``[::1]:9180`` -> (host, port). Raises ValueError with a message for ops."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"'{value}' is not HOST:PORT, like 127.0.0.1:9180")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{value}': the port must be a number from 1 to 65535")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"'{value}': listen on an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost") from None
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+def _masked(url: str) -> str:
+    """The URL with its password replaced, for error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _state_url(value: str) -> str:
+    shown = _masked(value)
+    scheme = urlsplit(value).scheme
+    if scheme == "sqlite":
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError(f"'{shown}': write sqlite:////absolute/path/state.db (four slashes)")
+        return value
+    if scheme in ("postgresql", "postgresql+psycopg", "postgres"):
+        if not urlsplit(value).hostname and "host=" not in value:
+            raise ValueError(f"'{shown}' names no database host: postgresql+psycopg://user:pass@host/db")
+        return value
+    raise ValueError(f"'{shown}' is not a state database URL: use sqlite:////var/lib/burst-controller/state.db "
+                     "or postgresql+psycopg://user:password@host/dbname")
+
+
+def _node_endpoint(value: str) -> str:
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a valid template: {exc}") from None
+    unknown = fields - {"private_ip", "instance_id"}
+    if unknown:
+        raise ValueError(f"'{value}': unknown placeholder {{{sorted(unknown)[0]}}}; use {{private_ip}} or {{instance_id}}")
+    if not value.startswith("tcp://"):
+        raise ValueError(f"'{value}': a node's Docker endpoint is tcp://HOST:2376 (always mutual TLS)")
+    return value
+
+
+def _controller_id(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", value):
+        raise ValueError(f"'{value}' is not a valid controller id: 1 to 32 lowercase letters, digits and dashes "
+                         "(not at the start or end); it is written into every ECS tag and container label")
+    return value
+
+
+ControllerId = Annotated[str, AfterValidator(_controller_id)]
+
+
+class StateConfig(_Section):
+    url: Annotated[str, AfterValidator(_state_url)] = "sqlite:////var/lib/burst-controller/state.db"
+
+
+class StatusConfig(_Section):
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9180"
+    token_file: AbsPath | None = "/etc/burst-controller/status.token"
+    token: str | None = Field(default=None, min_length=16, description="inline token (prefer token_file)")
+
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the endpoint (a wildcard address means loopback)."""
+        host, port = parse_listen(self.listen)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class DockerTls(_Section):
+    ca: AbsPath
+    cert: AbsPath
+    key: AbsPath
+
+
+class OnpremConfig(_Section):
+    docker_hosts: tuple[DockerHost, ...] = ("unix:///var/run/docker.sock",)
+    docker_tls: DockerTls | None = Field(default=None, description="client certificate for tcp:// Docker hosts")
+    registry: str | None = Field(default=None, description="on-prem registry host:port (optional)")
+
+    @model_validator(mode="after")
+    def _hosts(self) -> OnpremConfig:
+        if not self.docker_hosts:
+            raise ValueError("docker_hosts: name at least one Docker host, like unix:///var/run/docker.sock")
+        return self
+
+
+class EnvCredentials(_Section):
+    source: Literal["env"]
+
+
+class FileCredentials(_Section):
+    source: Literal["file"]
+    path: AbsPath
+
+
+class RamRoleCredentials(_Section):
+    source: Literal["ram_role"]
+    role_name: str = Field(..., min_length=1, max_length=64)
+
+
+Credentials = Annotated[EnvCredentials | FileCredentials | RamRoleCredentials, Field(discriminator="source")]
+
+
+class CloudConfig(_Section):
+    region: RegionId = "cn-hangzhou"
+    endpoint: HttpUrl | None = Field(default=None, description="ECS API endpoint; null = the real API")
+    credentials: Credentials = EnvCredentials(source="env")
+    node_docker_endpoint: Annotated[str, AfterValidator(_node_endpoint)] = "tcp://{private_ip}:2376"
+
+
+class NoAuth(_Section):
+    type: Literal["none"]
+
+
+class BasicAuth(_Section):
+    type: Literal["basic"]
+    username: str = Field(..., min_length=1)
+    password_file: AbsPath
+
+
+class AcrAuth(_Section):
+    type: Literal["acr"]
+    instance_id: str = Field(..., min_length=1)
+
+
+RegistryAuth = Annotated[NoAuth | BasicAuth | AcrAuth, Field(discriminator="type")]
+
+
+class CloudRegistryConfig(_Section):
+    url: str = Field(default="registry.cn-hangzhou.aliyuncs.com", min_length=1,
+                     description="registry host[:port]; repositories come from each policy's registry.target")
+    insecure: bool = False
+    auth: RegistryAuth = NoAuth(type="none")
+
+
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+class Intervals(_Section):
+    sample: PositiveDuration = 15.0
+    evaluate: PositiveDuration = 30.0
+    reconcile: PositiveDuration = 60.0
+    replicate: PositiveDuration = 300.0
+    gc: PositiveDuration = 300.0
+    step: PositiveDuration = 2.0  # how often each replica's lifecycle advances (boot checks, health, drain)
+
+
+class Timeouts(_Section):
+    launch: PositiveDuration = 300.0
+    boot: PositiveDuration = 600.0
+    start: PositiveDuration = 300.0
+
+
+class ControllerConfig(_Section):
+    controller_id: ControllerId = Field(..., description="identity in every ECS tag, container label, LB server")
+    state: StateConfig = StateConfig()
+    state_dir: AbsPath = "/var/lib/burst-controller"
+    status: StatusConfig = StatusConfig()
+    policies_dir: AbsPath = "/etc/burst-controller/policies.d"
+    onprem: OnpremConfig = OnpremConfig()
+    cloud: CloudConfig = CloudConfig()
+    cloud_registry: CloudRegistryConfig = CloudRegistryConfig()
+    intervals: Intervals = Intervals()
+    timeouts: Timeouts = Timeouts()
+    orphan_grace: Duration = 600.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _register(self) -> ControllerConfig:
+        # inline secrets are known the moment the file is read; file-held ones when read (read_secret_file)
+        register_secret(self.status.token)
+        password = urlsplit(self.state.url).password
+        register_secret(password)
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _known_keys(path: tuple[str | int, ...]) -> list[str]:
+    """Field names the model accepts at ``path`` (for 'did you mean' hints)."""
+    model: Any = ControllerConfig
+    for part in path:
+        if isinstance(part, int) or model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:  # a union of sections (credentials, auth): merge their fields
+            members = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            return sorted({k for m in members for k in m.model_fields})
+    return list(model.model_fields) if model is not None else []
+
+
+def _message(err: Any, data_path: tuple[str | int, ...]) -> str:
+    kind, msg = err["type"], str(err["msg"])
+    for prefix in _PREFIXES:
+        msg = msg.removeprefix(prefix)
+    if kind == "extra_forbidden":
+        import difflib
+
+        name = str(data_path[-1])
+        close = difflib.get_close_matches(name, _known_keys(data_path[:-1]), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown field '{name}'{hint}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return (f"'{ctx.get('tag')}' is not a valid {ctx.get('discriminator', 'type').strip(chr(39))}: "
+                f"use one of {ctx.get('expected_tags')}")
+    return msg
+
+
+def _locate(err: Any, data: Any) -> tuple[tuple[str | int, ...], bool]:
+    """The path of ``err`` inside the document (dropping union tags pydantic puts in ``loc``) and whether
+    the last element exists there."""
+    path: list[str | int] = []
+    node = data
+    loc = list(err["loc"])
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif i < len(loc) - 1 and isinstance(node, dict):
+            continue  # a discriminated union's tag (e.g. credentials -> 'file' -> path)
+        else:
+            path.append(part)
+            return tuple(path), False
+    return tuple(path), True
+
+
+def load_config_text(text: str, filename: str = "<string>") -> ControllerConfig:
+    """Parse and validate controller.yaml text. Raises ConfigError with FILE:LINE:COL: field: message lines."""
+    docs, yaml_problems = parse_documents(text)
+    problems = [f"{filename}:{p.pos.line}:{p.pos.col}: "
+                f"{'.'.join(map(str, p.path)) + ': ' if p.path else ''}{p.message}" for p in yaml_problems]
+    if problems:
+        raise ConfigError(f"{filename}: invalid YAML", problems)
+    if len(docs) != 1:
+        where = docs[1].start if len(docs) > 1 else None
+        at = f"{where.line}:{where.col}" if where else "1:1"
+        raise ConfigError(f"{filename}: not one document",
+                          [f"{filename}:{at}: the controller config is one YAML document (found {len(docs)})"])
+    doc = docs[0]
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{filename}: not a mapping", [
+            f"{filename}:{doc.start.line}:{doc.start.col}: the controller config is a mapping of "
+            "`key: value` lines (controller_id, state, status, ...)"])
+    try:
+        return ControllerConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            path, exists = _locate(err, doc.data)
+            pos: Pos | None
+            if err["type"] == "extra_forbidden":
+                pos = doc.keys.get(path)
+            elif exists:
+                pos = doc.values.get(path) or doc.keys.get(path)
+            else:  # missing: point at the mapping that should hold it
+                parent = path[:-1]
+                pos = doc.keys.get(parent) or doc.values.get(parent)
+            pos = pos or doc.start
+            dotted = ".".join(map(str, path)) or "(top level)"
+            lines.append((pos.line, pos.col, f"{filename}:{pos.line}:{pos.col}: {dotted}: {_message(err, path)}"))
+        lines.sort()
+        raise ConfigError(f"{filename}: {len(lines)} problem(s)", [line for *_, line in lines]) from None
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig:
+    """Read and validate the controller config file."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: not found", [f"{name}: no such file (pass --config PATH)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: unreadable", [f"{name}: cannot read: {exc}"]) from None
+    return load_config_text(text, name)
+
+
+# --------------------------------------------------------------------------- secret files
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The stripped content of a secret file, registered for redaction.
+
+    Under systemd, a file passed with ``LoadCredential=NAME:PATH`` is read from $CREDENTIALS_DIRECTORY/NAME
+    (NAME = the file's base name): that is how the unit's dynamic user reads a root-only 0600 file. A file
+    that others can read or write is refused: the secret may already be known to them."""
+    creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidate = Path(creds_dir, Path(path).name) if creds_dir else None
+    real = candidate if candidate is not None and candidate.is_file() else Path(path)
+    try:
+        st = real.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing", [f"{path}: {what} file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable", [f"{path}: cannot read the {what} file: {exc.strerror}"]) from None
+    if st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        raise ConfigError(f"{real}: too open", [
+            f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
+            f"run: chmod 600 {real}"])
+    try:
+        value = real.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable", [f"{path}: cannot read the {what} file: {exc}"]) from None
+    if not value:
+        raise ConfigError(f"{path}: empty", [f"{path}: the {what} file is empty"])
+    register_secret(value)
+    return value
+
+
+def status_token(cfg: ControllerConfig) -> str | None:
+    """The bearer token for the status endpoint's mutations (None: mutations disabled)."""
+    if cfg.status.token:
+        return cfg.status.token
+    if cfg.status.token_file:
+        return read_secret_file(cfg.status.token_file, "status token")
+    return None
+
+
+def registry_password(cfg: ControllerConfig) -> str | None:
+    auth = cfg.cloud_registry.auth
+    return read_secret_file(auth.password_file, "registry password") if isinstance(auth, BasicAuth) else None
+
+
+def cloud_credentials(cfg: ControllerConfig, environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(access key id, secret) for credentials.source env or file; None for ram_role (the ECS adapter
+    fetches short-lived STS credentials from the instance metadata)."""
+    creds = cfg.cloud.credentials
+    env = os.environ if environ is None else environ
+    if isinstance(creds, EnvCredentials):
+        key_id, secret = env.get(ENV_KEY_ID, ""), env.get(ENV_KEY_SECRET, "")
+        if not key_id or not secret:
+            raise ConfigError("cloud credentials missing", [
+                f"cloud.credentials.source is env but {ENV_KEY_ID} and {ENV_KEY_SECRET} are not both set"])
+        register_secret(secret)
+        return key_id, secret
+    if isinstance(creds, FileCredentials):
+        text = read_secret_file(creds.path, "cloud credentials")
+        values: dict[str, str] = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=") if "=" in line else line.partition(":")
+            if sep and key.strip() and not key.strip().startswith("#"):
+                values[key.strip().lower()] = value.strip().strip("'\"")
+        key_id = values.get("access_key_id") or values.get(ENV_KEY_ID.lower(), "")
+        secret = values.get("access_key_secret") or values.get(ENV_KEY_SECRET.lower(), "")
+        if not key_id or not secret:
+            raise ConfigError(f"{creds.path}: incomplete", [
+                f"{creds.path}: write two lines, access_key_id = ... and access_key_secret = ..."])
+        register_secret(secret)
+        return key_id, secret
+    return None
