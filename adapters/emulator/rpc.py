@@ -425,7 +425,7 @@ class RpcServer:
 
     def _set_faults(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object of fault fields, e.g. {\"throttle_rate\": 0.3}")
+            raise ValueError("the body must be a JSON object of fault fields, e.g. {\"throttle_rate\": 0.3}")  # noqa: TRY004
         faults: Faults = self.faults.update(body)
         logger.info("faults now %s", faults.as_dict())
         return faults.as_dict()

@@ -1,0 +1,367 @@
+"""The ECS API emulator (Version 2014-05-26): RunInstances, DescribeInstances, DescribeInstanceStatus,
+StopInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over ``rpc.RpcServer``,
+so the real aliyun SDK cannot tell it from the cloud. ``EcsEmulator`` starts it in-process (tests, demo,
+benchmarks); ``burstctl emulate ecs`` runs it in the foreground."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from adapters.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
+from adapters.emulator.faults import FaultBox, Faults
+from adapters.emulator.rpc import AccessKey, ApiError, RpcRequest, RpcServer
+
+__all__ = ["ECS_VERSION", "EcsEmulator", "install_ecs"]
+
+ECS_VERSION = "2014-05-26"
+USER_DATA_LIMIT = 32 * 1024  # raw bytes, before base64
+_NOT_DEFINING = {"Timestamp", "SignatureNonce", "Signature", "AccessKeyId", "SecurityToken", "Format",
+                 "SignatureMethod", "SignatureType", "SignatureVersion"}
+_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
+
+
+def _fingerprint(params: Mapping[str, str]) -> str:
+    defining = sorted((k, v) for k, v in params.items() if k not in _NOT_DEFINING)
+    return hashlib.sha256(json.dumps(defining).encode()).hexdigest()
+
+
+def _region(req: RpcRequest) -> str:
+    return req.require("RegionId")
+
+
+def _creation_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
+
+
+def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
+    return {
+        "InstanceId": rec.id,
+        "InstanceName": rec.name or rec.id,
+        "HostName": rec.name or rec.id,
+        "Description": "",
+        "Status": status,
+        "InstanceType": rec.instance_type,
+        "ImageId": rec.image_id,
+        "RegionId": rec.region,
+        "ZoneId": rec.zone,
+        "CreationTime": _creation_time(rec.created_at),
+        "StartTime": _creation_time(rec.created_at),
+        "ExpiredTime": "2099-12-31T15:59Z",
+        "InstanceChargeType": rec.charge_type,
+        "InternetChargeType": "PayByTraffic",
+        "InternetMaxBandwidthOut": rec.bandwidth_out,
+        "SpotStrategy": rec.spot_strategy,
+        "SpotPriceLimit": rec.spot_price_limit,
+        "InstanceNetworkType": "vpc",
+        "OSType": "linux",
+        "PublicIpAddress": {"IpAddress": []},
+        "InnerIpAddress": {"IpAddress": []},
+        "EipAddress": {"IpAddress": "", "AllocationId": "", "InternetChargeType": ""},
+        "VpcAttributes": {
+            "VpcId": "vpc-emulator",
+            "VSwitchId": rec.vswitch_id,
+            "PrivateIpAddress": {"IpAddress": [rec.private_ip]},
+            "NatIpAddress": "",
+        },
+        "SecurityGroupIds": {"SecurityGroupId": list(rec.security_group_ids)},
+        "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in rec.tags.items()]},
+    }
+
+
+def _page(req: RpcRequest, default: int, limit: int) -> tuple[int, int]:
+    return req.get_int("PageNumber", 1, 1), req.get_int("PageSize", default, 1, limit)
+
+
+class _Handlers:
+    def __init__(self, state: EcsState, faults: FaultBox) -> None:
+        self.state = state
+        self.faults = faults
+
+    def run_instances(self, req: RpcRequest) -> dict[str, Any]:
+        region = _region(req)
+        itype = req.require("InstanceType")
+        amount = req.get_int("Amount", 1, 1, 100)
+        token = req.get("ClientToken")
+        if token is not None and (len(token) > 64 or not token.isascii()):
+            raise ApiError("InvalidClientToken.Malformed", "ClientToken must be ASCII and at most 64 characters.")
+        user_data = req.get("UserData") or ""
+        if user_data:
+            try:
+                raw = base64.b64decode(user_data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError("InvalidUserData.Base64FormatInvalid", "The UserData is not base64-encoded.") from None
+            if len(raw) > USER_DATA_LIMIT:
+                raise ApiError("InvalidUserData.SizeExceeded",
+                               f"The UserData exceeds {USER_DATA_LIMIT} bytes ({len(raw)} after decoding).")
+        charge = req.get("InstanceChargeType", "PostPaid")
+        if charge not in ("PostPaid", "PrePaid"):
+            raise ApiError("InvalidInstanceChargeType.ValueNotSupported", f"InstanceChargeType {charge!r} is not "
+                           "supported (PostPaid or PrePaid).")
+        spot = req.get("SpotStrategy", "NoSpot") or "NoSpot"
+        if spot not in ("NoSpot", "SpotWithPriceLimit", "SpotAsPriceGo"):
+            raise ApiError("InvalidSpotStrategy", f"SpotStrategy {spot!r} is not valid.")
+        if spot != "NoSpot" and charge != "PostPaid":
+            raise ApiError("InvalidParameter.SpotStrategy", "Spot instances must be PostPaid.")
+        limit = 0.0
+        if spot == "SpotWithPriceLimit":
+            try:
+                limit = float(req.require("SpotPriceLimit"))
+            except ValueError:
+                raise ApiError("InvalidSpotPriceLimit", "SpotPriceLimit must be a number.") from None
+        launch = LaunchRequest(
+            region=region,
+            zone=req.get("ZoneId") or f"{region}-a",
+            instance_type=itype,
+            image_id=req.require("ImageId"),
+            security_group_id=req.get("SecurityGroupId") or "",
+            vswitch_id=req.get("VSwitchId") or "",
+            name=req.get("InstanceName") or "",
+            charge_type=charge,
+            spot_strategy=spot,
+            spot_price_limit=limit,
+            bandwidth_out=req.get_int("InternetMaxBandwidthOut", 0, 0, 100),
+            amount=amount,
+            min_amount=req.get_int("MinAmount", amount, 1, amount),
+            tags=tuple((k, v or "") for k, v in req.tags(limit=20)),
+            user_data=user_data,
+            client_token=token,
+            fingerprint=_fingerprint(req.params),
+        )
+        ids, trade_price = self.state.run_instances(launch)
+        if self.faults.take_timeout_after_create():
+            # the instances exist; the answer arrives after the client has given up
+            req.response_delay = self.faults.get().timeout_delay_s
+        return {"InstanceIdSets": {"InstanceIdSet": ids}, "TradePrice": trade_price}
+
+    def describe_instances(self, req: RpcRequest) -> dict[str, Any]:
+        region = _region(req)
+        ids = req.json_list("InstanceIds", 100)
+        status = req.get("Status")
+        if status is not None and status not in _STATUSES:
+            raise ApiError("InvalidStatus.ValueNotSupported", f"Status {status!r} is not one of {_STATUSES}.")
+        zone, itype = req.get("ZoneId"), req.get("InstanceType")
+        tag_filters = req.tags(limit=20)
+        token_style = req.get("NextToken") is not None or req.get("MaxResults") is not None
+        with self.state.lock:
+            now = self.state.clock()
+            wanted = set(ids) if ids is not None else None
+            rows: list[tuple[InstanceRecord, str]] = []
+            for rec in self.state.live():
+                if rec.region != region or (wanted is not None and rec.id not in wanted):
+                    continue
+                if (zone and rec.zone != zone) or (itype and rec.instance_type != itype):
+                    continue
+                if any(k not in rec.tags or (v is not None and rec.tags[k] != v) for k, v in tag_filters):
+                    continue
+                st = self.state.status(rec, now)
+                if status is None or st == status:
+                    rows.append((rec, st))
+        answer: dict[str, Any] = {"TotalCount": len(rows)}
+        if token_style:
+            size = req.get_int("MaxResults", 10, 1, 100)
+            after = _decode_token(req.get("NextToken"))
+            rest = [row for row in rows if row[0].seq > after]
+            chosen = rest[:size]
+            more = len(rest) > size
+            answer.update(PageSize=size, PageNumber=1,
+                          NextToken=_encode_token(chosen[-1][0].seq) if more and chosen else "")
+        else:
+            number, size = _page(req, 10, 100)
+            chosen = rows[(number - 1) * size: number * size]
+            answer.update(PageNumber=number, PageSize=size, NextToken="")
+        answer["Instances"] = {"Instance": [_instance_json(rec, st) for rec, st in chosen]}
+        return answer
+
+    def describe_instance_status(self, req: RpcRequest) -> dict[str, Any]:
+        region = _region(req)
+        ids = req.repeat("InstanceId", 100)
+        zone = req.get("ZoneId")
+        number, size = _page(req, 10, 50)
+        with self.state.lock:
+            now = self.state.clock()
+            wanted = set(ids) if ids else None
+            rows = [{"InstanceId": r.id, "Status": self.state.status(r, now)} for r in self.state.live()
+                    if r.region == region and (wanted is None or r.id in wanted) and (not zone or r.zone == zone)]
+        return {"TotalCount": len(rows), "PageNumber": number, "PageSize": size,
+                "InstanceStatuses": {"InstanceStatus": rows[(number - 1) * size: number * size]}}
+
+    def _delete(self, req: RpcRequest, ids: list[str]) -> dict[str, Any]:
+        region = _region(req)
+        token = req.get("ClientToken")
+        key = f"{region}/{req.action}/{token}" if token else None
+        with self.state.lock:
+            if key and key in self.state.tokens:
+                if self.state.tokens[key]["fingerprint"] != _fingerprint(req.params):
+                    raise ApiError("IdempotentParameterMismatch", "The specified parameter has changed while "
+                                   "using an already used clientToken.")
+                return {}
+            self.state.delete(region, ids, force=req.get_bool("Force"), dry_run=req.get_bool("DryRun"))
+            if key:
+                self.state.tokens[key] = {"fingerprint": _fingerprint(req.params), "ids": ids, "trade_price": 0}
+                self.state.save()
+        return {}
+
+    def delete_instances(self, req: RpcRequest) -> dict[str, Any]:
+        ids = req.repeat("InstanceId", 100)
+        if not ids:
+            req.require("InstanceId.1")
+        return self._delete(req, ids)
+
+    def delete_instance(self, req: RpcRequest) -> dict[str, Any]:
+        return self._delete(req, [req.require("InstanceId")])
+
+    def stop_instances(self, req: RpcRequest) -> dict[str, Any]:
+        ids = req.repeat("InstanceId", 100)
+        if not ids:
+            req.require("InstanceId.1")
+        return {"InstanceResponses": {"InstanceResponse": self.state.stop(_region(req), ids)}}
+
+    def tag_resources(self, req: RpcRequest) -> dict[str, Any]:
+        kind = req.require("ResourceType")
+        if kind.lower() != "instance":
+            raise ApiError("InvalidResourceType.NotSupported", f"ResourceType {kind!r} is not supported by the "
+                           "emulator (only instance).")
+        ids = req.repeat("ResourceId", 50)
+        tags = req.tags(limit=20)
+        if not ids or not tags:
+            req.require("ResourceId.1" if not ids else "Tag.1.Key")
+        self.state.tag(_region(req), ids, tags)
+        return {}
+
+    def describe_price(self, req: RpcRequest) -> dict[str, Any]:
+        itype = req.require("InstanceType")
+        if itype not in self.state.config.prices:
+            raise ApiError("InvalidInstanceType.NotSupported", f"The specified InstanceType {itype} is not "
+                           "supported.", 403)
+        amount = req.get_int("Amount", 1, 1, 1000)
+        spot = (req.get("SpotStrategy") or "NoSpot") != "NoSpot"
+        original = self.state.config.prices[itype] * amount
+        trade = original * (SPOT_DISCOUNT if spot else 1.0)
+        price = {"OriginalPrice": round(original, 4), "DiscountPrice": round(original - trade, 4),
+                 "TradePrice": round(trade, 4), "Currency": "CNY"}
+        return {"PriceInfo": {"Price": price, "Rules": {"Rule": []}}}
+
+
+def _encode_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        head, _, seq = text.partition(":")
+        if head != "after":
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise ApiError("InvalidParameter.NextToken", "The specified NextToken is not valid.") from None
+
+
+def _sold_out(faults: FaultBox) -> Callable[[str, str, bool], bool]:
+    def check(zone: str, itype: str, spot: bool) -> bool:
+        gone = set(faults.get().sold_out)
+        keys = {zone, itype, f"{zone}/{itype}"} | ({"spot", f"spot:{itype}"} if spot else set())
+        return bool(gone & keys)
+
+    return check
+
+
+def install_ecs(server: RpcServer, state: EcsState) -> None:
+    """Register the ECS actions and admin endpoints on ``server``."""
+    h = _Handlers(state, server.faults)
+    for action, fn in {
+        "RunInstances": h.run_instances,
+        "DescribeInstances": h.describe_instances,
+        "DescribeInstanceStatus": h.describe_instance_status,
+        "DeleteInstances": h.delete_instances,
+        "DeleteInstance": h.delete_instance,
+        "StopInstances": h.stop_instances,
+        "TagResources": h.tag_resources,
+        "DescribePrice": h.describe_price,
+    }.items():
+        server.register("Ecs", ECS_VERSION, action, fn)
+    server.register_state("ecs", state.snapshot)
+    server.register_admin("GET", "/_admin/ecs/prices", lambda _b: dict(state.config.prices))
+    server.register_admin("POST", "/_admin/ecs/stock", lambda b: _set_limits(state, state.config.stock, b))
+    server.register_admin("POST", "/_admin/ecs/quotas", lambda b: _set_limits(state, state.config.quotas, b))
+
+
+def _set_limits(state: EcsState, target: dict[str, int], body: Any) -> dict[str, int]:
+    """Merge ``{"key": N}`` into stock or quotas; ``null`` removes the limit."""
+    if not isinstance(body, dict):
+        raise ValueError('the body must be a JSON object like {"cn-test-a/ecs.g7.large": 5}')  # noqa: TRY004
+    with state.lock:
+        for key, value in body.items():
+            if value is None:
+                target.pop(key, None)
+            elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                target[key] = value
+            else:
+                raise ValueError(f"{key!r}: the limit must be a non-negative integer or null")
+        state.save()
+        return dict(target)
+
+
+class EcsEmulator:
+    """An ECS emulator in this process: ``url = EcsEmulator(...).start()`` ... ``.stop()``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_keys: Mapping[str, str] | None = None,
+        config: EcsConfig | None = None,
+        faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        keys = access_keys or {"local": "local-secret"}
+        self.config = config or EcsConfig()
+        self.faults = FaultBox(faults, seed=seed)
+        self.state = EcsState(self.config, clock=clock, is_sold_out=_sold_out(self.faults),
+                              is_unsupported=lambda t: t in self.faults.get().unsupported)
+        self.server = RpcServer(host, port, {k: AccessKey(k, s) for k, s in keys.items()}, self.faults, clock)
+        install_ecs(self.server, self.state)
+
+    def start(self) -> str:
+        return self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, what ``AcsClient.add_endpoint`` takes."""
+        return f"{self.server.host}:{self.server.port}"
+
+    @property
+    def docker_endpoint(self) -> str:
+        return self.config.docker_endpoint
+
+    def set_faults(self, **changes: Any) -> Faults:
+        return self.faults.update(changes)
+
+    def calls(self) -> dict[str, int]:
+        return dict(self.server.calls()["calls"])
+
+    def live_instances(self) -> list[dict[str, Any]]:
+        return list(self.state.snapshot()["instances"])
