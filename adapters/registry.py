@@ -1,0 +1,337 @@
+"""An OCI distribution / Docker Registry v2 HTTP client on httpx: manifests, blob existence, mounts,
+streamed blob reads and uploads, with auth, retries and the mapping of registry errors to
+``controller.errors`` in one place (``_error_for``). Used by ``adapters.replication``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from adapters.imageref import ImageRef, is_loopback
+from adapters.registryauth import Authenticator, CredentialSource, StaticCredentials
+from controller.errors import (
+    AuthError,
+    BurstError,
+    IntegrityError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
+
+__all__ = [
+    "INDEX_TYPES",
+    "MANIFEST_TYPES",
+    "Manifest",
+    "RegistryClient",
+    "RegistryOptions",
+    "pull_scope",
+    "push_scope",
+]
+
+logger = logging.getLogger(__name__)
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries. Plain HTTP is used only for loopback hosts and ``insecure_hosts``."""
+
+    credentials: CredentialSource = field(default_factory=StaticCredentials)
+    insecure_hosts: frozenset[str] = frozenset()
+    ca_file: str | None = None  # extra trust for private registries' certificates
+    timeout: float = 60.0
+    retries: int = 4  # attempts for one request (or one blob) before giving up
+    backoff: float = 0.25  # first retry delay in seconds; doubles each time, with jitter
+    concurrency: int = 4  # blobs copied at once
+    chunk_size: int | None = None  # set to force chunked (PATCH) uploads of this part size
+    verify_digests: bool = True  # hash streamed bytes ourselves (the destination verifies too)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: bytes  # exactly as served: re-serialising would change the digest
+    media_type: str
+    digest: str
+
+    def document(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.data)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest {self.digest} is not JSON") from exc
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"manifest {self.digest} is not a JSON object")
+        return doc
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+def pull_scope(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def push_scope(repo: str, mount_from: str | None = None) -> str:
+    scope = f"repository:{repo}:pull,push"
+    return f"{scope} repository:{mount_from}:pull" if mount_from and mount_from != repo else scope
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """One HTTP connection pool for every registry; thread-safe (the replication workers share it)."""
+
+    def __init__(self, options: RegistryOptions | None = None, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options or RegistryOptions()
+        verify: ssl.SSLContext | bool = True
+        if self.options.ca_file:
+            verify = ssl.create_default_context(cafile=self.options.ca_file)
+        pool = max(8, self.options.concurrency * 2 + 2)
+        self._http = httpx.Client(
+            verify=verify, timeout=httpx.Timeout(self.options.timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            follow_redirects=True,  # blob GETs may redirect to storage (S3/OSS)
+        )
+        self._auth = Authenticator(self.options.credentials, self._http, clock=clock)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self._http.close()
+
+    def base_url(self, host: str) -> str:
+        plain = is_loopback(host) or host in self.options.insecure_hosts
+        return f"{'http' if plain else 'https'}://{host}"
+
+    # ------------------------------------------------------------------ requests, retries, errors
+
+    def request(self, method: str, host: str, path: str, scope: str, *, what: str,
+                ok: tuple[int, ...] = (200,), params: Any = None, headers: dict[str, str] | None = None,
+                content: bytes | Iterator[bytes] | None = None, stream: bool = False) -> httpx.Response:
+        """Send with auth, retrying transient failures when ``content`` can be replayed. A response whose
+        status is not in ``ok`` (nor 404 for HEAD) is mapped to a BurstError."""
+        url = httpx.URL(path if path.startswith(("http://", "https://")) else self.base_url(host) + path)
+        if params:  # merged by hand: httpx 0.28 replaces an upload Location's own query (_state) instead
+            url = url.copy_merge_params(params)
+        replayable = content is None or isinstance(content, bytes)
+        attempts = self.options.retries if replayable else 1
+        auth_retried = False
+        attempt = 0
+        while True:
+            attempt += 1
+            hdrs = dict(headers or {})
+            authz = self._auth.header(host, scope)
+            if authz:
+                hdrs["Authorization"] = authz
+            try:
+                req = self._http.build_request(method, url, headers=hdrs, content=content)
+                resp = self._http.send(req, stream=stream)
+            except httpx.TransportError as exc:
+                if attempt < attempts:
+                    self._backoff(attempt, what, type(exc).__name__)
+                    continue
+                raise _transport_error(exc, host, what) from exc
+            if resp.status_code == 401 and replayable and not auth_retried and \
+                    self._auth.challenged(host, resp.headers.get("www-authenticate"), scope):
+                resp.close()
+                auth_retried = True
+                continue
+            if resp.status_code in _TRANSIENT_STATUS and attempt < attempts:
+                delay = _retry_after(resp)
+                resp.close()
+                self._backoff(attempt, what, f"HTTP {resp.status_code}", delay)
+                continue
+            if resp.status_code in ok or (method == "HEAD" and resp.status_code == 404):
+                return resp
+            if stream:
+                resp.read()
+            resp.close()
+            if resp.status_code == 401:
+                self._auth.forget(host)
+            raise _error_for(resp, host, what, self._auth.username(host))
+
+    def _backoff(self, attempt: int, what: str, why: str, delay: float | None = None) -> None:
+        wait = delay if delay is not None else self.options.backoff * (2 ** (attempt - 1))
+        wait = min(wait, 30.0) * (0.75 + random.random() / 2)
+        logger.info("registry retry", extra={"what": what, "why": why, "attempt": attempt, "wait": round(wait, 2)})
+        self._sleep(wait)
+
+    # ------------------------------------------------------------------ manifests
+
+    def get_manifest(self, ref: ImageRef, reference: str | None = None) -> Manifest:
+        reference = reference or ref.reference
+        what = f"manifest {ref.repository}:{reference}" if ":" not in reference else \
+            f"manifest {ref.repository}@{reference}"
+        resp = self.request("GET", ref.host, f"/v2/{ref.repository}/manifests/{reference}",
+                            pull_scope(ref.repository), what=what, headers={"Accept": _ACCEPT})
+        data = resp.content
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and reference != digest:
+            raise IntegrityError(f"{what} on {ref.host}: content hashes to {digest}")
+        served = resp.headers.get("docker-content-digest")
+        if served and served.startswith("sha256:") and served != digest:
+            raise IntegrityError(f"{what} on {ref.host}: registry says {served}, content hashes to {digest}")
+        media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        if media_type not in MANIFEST_TYPES:
+            media_type = str(json.loads(data).get("mediaType") or media_type) if data.startswith(b"{") else media_type
+        if media_type not in MANIFEST_TYPES:
+            raise PermanentError(f"{what} on {ref.host}: unsupported manifest type {media_type!r} "
+                                 "(Docker schema 2, OCI manifests and indexes are supported)")
+        return Manifest(data, media_type, digest)
+
+    def head_manifest(self, ref: ImageRef, reference: str | None = None) -> str | None:
+        """The digest ``reference`` resolves to, or None when absent."""
+        reference = reference or ref.reference
+        resp = self.request("HEAD", ref.host, f"/v2/{ref.repository}/manifests/{reference}",
+                            pull_scope(ref.repository), what=f"manifest {ref.repository}:{reference}",
+                            headers={"Accept": _ACCEPT})
+        if resp.status_code == 404:
+            return None
+        digest = resp.headers.get("docker-content-digest")
+        if digest:
+            return digest
+        return self.get_manifest(ref, reference).digest  # a registry that omits the header
+
+    def put_manifest(self, ref: ImageRef, reference: str, manifest: Manifest) -> None:
+        resp = self.request("PUT", ref.host, f"/v2/{ref.repository}/manifests/{reference}",
+                            push_scope(ref.repository), what=f"manifest {ref.repository}:{reference}",
+                            ok=(200, 201, 202), content=manifest.data,
+                            headers={"Content-Type": manifest.media_type})
+        stored = resp.headers.get("docker-content-digest")
+        if stored and stored != manifest.digest:
+            raise IntegrityError(f"{ref.host} stored manifest {ref.repository}:{reference} as {stored}, "
+                                 f"expected {manifest.digest}")
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_exists(self, host: str, repo: str, digest: str) -> bool:
+        resp = self.request("HEAD", host, f"/v2/{repo}/blobs/{digest}", pull_scope(repo),
+                            what=f"blob {repo}@{digest}")
+        return resp.status_code == 200
+
+    def mount_blob(self, host: str, repo: str, digest: str, from_repo: str) -> str | None:
+        """Cross-repository mount; None when mounted, else the upload location the registry opened."""
+        resp = self.request("POST", host, f"/v2/{repo}/blobs/uploads/", push_scope(repo, from_repo),
+                            what=f"mount of {digest} into {repo}", ok=(201, 202),
+                            params={"mount": digest, "from": from_repo}, content=b"")
+        if resp.status_code == 201:
+            return None
+        return self._location(resp, host)
+
+    def start_upload(self, host: str, repo: str) -> str:
+        resp = self.request("POST", host, f"/v2/{repo}/blobs/uploads/", push_scope(repo),
+                            what=f"upload into {repo}", ok=(202,), content=b"")
+        return self._location(resp, host)
+
+    def cancel_upload(self, host: str, repo: str, location: str) -> None:
+        try:
+            self.request("DELETE", host, location, push_scope(repo), what="upload cancel", ok=(200, 202, 204, 404))
+        except BurstError as exc:  # best effort: the registry purges stale uploads itself
+            logger.info("upload cancel failed", extra={"registry": host, "error": str(exc)})
+
+    @contextmanager
+    def open_blob(self, host: str, repo: str, digest: str) -> Iterator[httpx.Response]:
+        resp = self.request("GET", host, f"/v2/{repo}/blobs/{digest}", pull_scope(repo),
+                            what=f"blob {repo}@{digest}", stream=True)
+        try:
+            yield resp
+        finally:
+            resp.close()
+
+    def put_blob(self, host: str, repo: str, location: str, digest: str, size: int,
+                 body: Iterator[bytes]) -> None:
+        """Monolithic upload: one PUT streaming ``body`` (``size`` bytes) and closing the session."""
+        self.request("PUT", host, location, push_scope(repo), what=f"upload of {digest} into {repo}",
+                     ok=(201, 204), params={"digest": digest}, content=body,
+                     headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+
+    def patch_blob(self, host: str, repo: str, location: str, start: int, length: int,
+                   body: Iterator[bytes]) -> str:
+        """One chunk of a chunked upload; returns the location for the next one."""
+        resp = self.request("PATCH", host, location, push_scope(repo), what=f"upload chunk into {repo}",
+                            ok=(202, 204), content=body,
+                            headers={"Content-Length": str(length), "Content-Type": "application/octet-stream",
+                                     "Content-Range": f"{start}-{start + length - 1}"})
+        return self._location(resp, host)
+
+    def finish_upload(self, host: str, repo: str, location: str, digest: str) -> None:
+        self.request("PUT", host, location, push_scope(repo), what=f"upload of {digest} into {repo}",
+                     ok=(201, 204), params={"digest": digest}, content=b"",
+                     headers={"Content-Type": "application/octet-stream"})
+
+    def _location(self, resp: httpx.Response, host: str) -> str:
+        location = resp.headers.get("location")
+        if not location:
+            raise PermanentError(f"registry {host} opened an upload without a Location header")
+        return str(resp.url.join(location))
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return float(resp.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _transport_error(exc: httpx.TransportError, host: str, what: str) -> BurstError:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return PermanentError(f"registry {host}: TLS certificate not trusted ({what}); configure its CA, "
+                              "or list the host as insecure if it is a lab registry")
+    return TransientError(f"registry {host} unreachable during {what}: {type(exc).__name__}: {exc}"[:300])
+
+
+def _error_for(resp: httpx.Response, host: str, what: str, username: str | None) -> BurstError:
+    """The one place registry answers become our errors (message short, no secrets, code kept)."""
+    code, detail = None, ""
+    try:
+        errors = resp.json().get("errors") or []
+        if errors:
+            code = str(errors[0].get("code") or "") or None
+            detail = str(errors[0].get("message") or "")[:200]
+    except (ValueError, AttributeError, json.JSONDecodeError):
+        pass
+    status = resp.status_code
+    suffix = f": {detail}" if detail else ""
+    request_id = resp.headers.get("x-acs-request-id") or resp.headers.get("x-request-id")
+    if status == 401:
+        if username:
+            msg = f"registry {host} rejected the credentials of user {username!r} ({what})"
+        else:
+            msg = f"registry {host} requires credentials for {what} and none are configured for it"
+        return AuthError(msg, code=code or "UNAUTHORIZED", request_id=request_id)
+    if status == 403:
+        return AuthError(f"registry {host} denied {what}{suffix}", code=code or "DENIED", request_id=request_id)
+    if status == 413:
+        return PermanentError(f"registry {host} refused {what}: request too large", code="TOO_LARGE",
+                              request_id=request_id)
+    if status == 404:
+        return NotFoundError(f"{what} not found on {host}", code=code, request_id=request_id)
+    if code in ("DIGEST_INVALID", "SIZE_INVALID"):
+        return IntegrityError(f"registry {host} rejected {what}: content does not match its digest{suffix}",
+                              code=code, request_id=request_id)
+    if status in _TRANSIENT_STATUS:
+        return TransientError(f"registry {host} answered HTTP {status} to {what}{suffix}", code=code,
+                              request_id=request_id)
+    return PermanentError(f"registry {host} refused {what}: HTTP {status}{suffix}", code=code,
+                          request_id=request_id)
