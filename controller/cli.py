@@ -19,6 +19,7 @@ from controller.errors import BurstError, ConfigError
 COMMANDS = [
     "pki",
     "emulate",
+    "status",
 ]
 
 
