@@ -1,0 +1,333 @@
+"""Runs workload replicas on cloud nodes through each node's Docker Engine API over mutual TLS
+(``DockerNodeRuntime``, the ``NodeRuntime`` port). Called by the controller's start/stop/reconcile steps.
+
+Every container it makes carries the ownership labels plus the node's instance id (``LABEL_NODE``):
+several emulated nodes share one engine, and listing must only return the node's own replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound, NotFound
+
+from adapters.dockerclient import docker_client
+from adapters.pki import TlsFiles
+from controller.errors import (
+    AuthError,
+    BurstError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
+from controller.ports import (
+    LABEL_CONTROLLER,
+    LABEL_NODE,
+    LABEL_POLICY,
+    Container,
+    Node,
+    Owner,
+    WorkloadSpec,
+)
+
+__all__ = ["DockerNodeRuntime", "RegistryCredentials", "map_docker_error"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RegistryCredentials = Mapping[str, tuple[str, str]]  # registry host -> (username, password)
+# host ports tried for the service port of the replicas on one node: service_port, +1, ...
+_PORT_SPAN = 64
+
+
+def map_docker_error(exc: Exception, what: str) -> BurstError:
+    """The one place Docker SDK and transport exceptions of node endpoints become ours."""
+    if isinstance(exc, (NotFound, ImageNotFound)):
+        return NotFoundError(f"{what}: {_explain(exc)}")
+    if isinstance(exc, requests.exceptions.SSLError):
+        # our CA did not sign the node's certificate, or the node refused ours: retrying will not help
+        return AuthError(f"{what}: mutual TLS with the node's Docker endpoint failed: {_short(exc)}")
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return TransientError(f"{what}: node Docker endpoint unreachable: {_short(exc)}")
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code or 0
+        text = _explain(exc)
+        if status in (401, 403) or "unauthorized" in text.lower() or "authentication required" in text.lower():
+            return AuthError(f"{what}: {text}")
+        if "manifest unknown" in text or "not found: manifest" in text:
+            return NotFoundError(f"{what}: {text}")
+        if status >= 500:
+            return TransientError(f"{what}: {text}")
+        return PermanentError(f"{what}: {text}")
+    if isinstance(exc, DockerException):
+        return PermanentError(f"{what}: {_short(exc)}")
+    return TransientError(f"{what}: {_short(exc)}")
+
+
+def _explain(exc: Exception) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return _short(text)
+
+
+def _short(value: object, limit: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class DockerNodeRuntime:
+    """``NodeRuntime`` over the Docker Engine API of each node, always with the controller's client cert."""
+
+    def __init__(
+        self,
+        tls: TlsFiles,
+        registry_auth: RegistryCredentials | Callable[[], RegistryCredentials] | None = None,
+        timeout: float = 60.0,
+        pull_timeout: float = 600.0,
+    ) -> None:
+        self._tls = tls
+        self._registry_auth = registry_auth
+        self._timeout = timeout
+        self._pull_timeout = pull_timeout
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def _api(self, node: Node) -> docker.APIClient:
+        if not node.docker_endpoint.startswith("tcp://"):
+            raise PermanentError(f"node {node.instance_id}: Docker endpoint {node.docker_endpoint!r} is not "
+                                 "tcp://host:port; nodes are only reached over mutual TLS")
+        with self._lock:
+            client = self._clients.get(node.docker_endpoint)
+            if client is None:
+                client = docker_client(node.docker_endpoint, self._tls, timeout=self._timeout)
+                self._clients[node.docker_endpoint] = client
+            return client.api
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, what) from exc
+
+    # ------------------------------------------------------------------ NodeRuntime
+
+    def ping(self, node: Node) -> None:
+        """Whether the node's engine answers over mutual TLS (the 'booting -> starting' check)."""
+        self._call(f"node {node.instance_id}: ping", lambda: self._api(node).ping())
+
+    def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
+        api = self._api(node)
+        where = f"node {node.instance_id}: replica {name}"
+        existing = self._inspect(api, name, where)
+        if existing is None:
+            self._pull(api, node, workload.image)
+            host_port = self._free_port(api, node, workload.service_port)
+            config = self._container_config(api, node, workload, name, labels, host_port)
+            try:
+                api.create_container(**config)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a concurrent start made it; fall through and use it
+                    raise map_docker_error(exc, f"{where}: create") from exc
+            except (DockerException, requests.exceptions.RequestException) as exc:
+                raise map_docker_error(exc, f"{where}: create") from exc
+            existing = self._inspect(api, name, where)
+            if existing is None:
+                raise TransientError(f"{where}: created but not found right after")
+            logger.info("created replica", extra={"node": node.instance_id, "replica": name,
+                                                  "image": workload.image, "port": host_port})
+        if not existing["State"].get("Running"):
+            container_id = str(existing["Id"])
+            self._call(f"{where}: start", lambda: api.start(container_id))
+            existing = self._inspect(api, name, where) or existing
+        return self._container(node, existing, workload.service_port)
+
+    def list(self, node: Node, owner: Owner) -> list[Container]:
+        api = self._api(node)
+        filters = [f"{LABEL_CONTROLLER}={owner.controller_id}", f"{LABEL_NODE}={node.instance_id}"]
+        if owner.policy:
+            filters.append(f"{LABEL_POLICY}={owner.policy}")
+        where = f"node {node.instance_id}: list"
+        summaries = self._call(where, lambda: api.containers(all=True, filters={"label": filters}))
+        out = []
+        for summary in summaries:
+            info = self._inspect(api, summary["Id"], where)
+            if info is not None:  # removed between list and inspect
+                out.append(self._container(node, info, None))
+        return sorted(out, key=lambda c: c.name)
+
+    def inspect(self, node: Node, container_id: str) -> dict[str, Any]:
+        """The raw ``docker inspect`` of one container (diagnostics and the identity tests)."""
+        info = self._inspect(self._api(node), container_id, f"node {node.instance_id}: inspect")
+        if info is None:
+            raise NotFoundError(f"node {node.instance_id}: no container {container_id}")
+        return info
+
+    def stop(self, node: Node, container_id: str, signal: str, timeout: float) -> None:
+        """Send ``signal``, wait up to ``timeout`` seconds, then SIGKILL (what ``docker stop -s`` does; API
+        1.41 has no signal on stop). The restart policy is switched off first, or a container whose own
+        StopSignal differs from ``signal`` would be restarted by the engine after it exits."""
+        api = self._api(node)
+        where = f"node {node.instance_id}: stop {container_id[:12]}"
+        info = self._inspect(api, container_id, where)
+        if info is None or not info["State"].get("Running"):
+            return
+        self._call(f"{where}: update restart policy", lambda: api.update_container(
+            container_id, restart_policy={"Name": "no", "MaximumRetryCount": 0}))
+        try:
+            api.kill(container_id, signal=signal)
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # gone or already stopped meanwhile
+                return
+            raise map_docker_error(exc, where) from exc
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, where) from exc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self._inspect(api, container_id, where)
+            if info is None or not info["State"].get("Running"):
+                logger.info("replica stopped by %s", signal, extra={"node": node.instance_id,
+                                                                      "container": container_id[:12]})
+                return
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        logger.warning("replica did not stop within %.0fs of %s; killing", timeout, signal,
+                       extra={"node": node.instance_id, "container": container_id[:12]})
+        try:
+            api.kill(container_id, signal="SIGKILL")
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):
+                raise map_docker_error(exc, where) from exc
+        self._call(f"{where}: wait", lambda: api.wait(container_id, timeout=max(10, int(self._timeout))))
+
+    def remove(self, node: Node, container_id: str) -> None:
+        api = self._api(node)
+        try:
+            api.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            return
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, f"node {node.instance_id}: remove {container_id[:12]}") from exc
+
+    # ------------------------------------------------------------------ helpers
+
+    def _inspect(self, api: docker.APIClient, ref: str, where: str) -> dict[str, Any] | None:
+        try:
+            return dict(api.inspect_container(ref))
+        except NotFound:
+            return None
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, where) from exc
+
+    def _auth_for(self, image: str) -> dict[str, str] | None:
+        creds = self._registry_auth() if callable(self._registry_auth) else self._registry_auth
+        if not creds:
+            return None
+        host = image.split("/", 1)[0]
+        pair = creds.get(host)
+        return {"username": pair[0], "password": pair[1]} if pair else None
+
+    def _pull(self, api: docker.APIClient, node: Node, image: str) -> None:
+        """Pull by digest unless present (a digest names immutable content, so present means identical)."""
+        where = f"node {node.instance_id}: pull {image}"
+        if "@sha256:" not in image:
+            raise PermanentError(f"{where}: replicas run by digest only (repo@sha256:...)")
+        try:
+            api.inspect_image(image)
+            return
+        except ImageNotFound:
+            pass
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, where) from exc
+        repo, _, digest = image.partition("@")
+        started = time.monotonic()
+        try:
+            for event in api.pull(repo, tag=digest, auth_config=self._auth_for(image), stream=True, decode=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise docker.errors.APIError(str(event["error"]), explanation=str(event["error"]))
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise map_docker_error(exc, where) from exc
+        logger.info("pulled image", extra={"node": node.instance_id, "image": image,
+                                           "seconds": round(time.monotonic() - started, 2)})
+
+    def _free_port(self, api: docker.APIClient, node: Node, service_port: int) -> int:
+        """The lowest host port from ``service_port`` up not published by another replica on this node."""
+        used: set[int] = set()
+        filters = {"label": [f"{LABEL_NODE}={node.instance_id}"]}
+        for summary in self._call(f"node {node.instance_id}: list ports",
+                                  lambda: api.containers(all=True, filters=filters)):
+            info = self._inspect(api, summary["Id"], "ports")
+            for bindings in ((info or {}).get("HostConfig") or {}).get("PortBindings", {}).values():
+                for b in bindings or ():
+                    if b.get("HostIp") == node.address and b.get("HostPort"):
+                        used.add(int(b["HostPort"]))
+        for port in range(service_port, service_port + _PORT_SPAN):
+            if port not in used:
+                return port
+        raise PermanentError(f"node {node.instance_id}: no free host port in "
+                             f"{service_port}..{service_port + _PORT_SPAN - 1}")
+
+    @staticmethod
+    def _container_config(api: docker.APIClient, node: Node, w: WorkloadSpec, name: str,
+                          labels: dict[str, str], host_port: int) -> dict[str, Any]:
+        service = f"{w.service_port}/tcp"
+        host_config = api.create_host_config(
+            port_bindings={service: (node.address, host_port)},
+            mem_limit=w.mem_limit or None,
+            nano_cpus=w.nano_cpus or None,
+            restart_policy=dict(w.restart_policy) if w.restart_policy else None,
+            log_config=dict(w.log_config) if w.log_config else None,
+            tmpfs=dict(w.tmpfs) if w.tmpfs else None,
+        )
+        exposed = list(w.exposed_ports)
+        if service not in exposed:
+            exposed.append(service)
+        return {
+            "image": w.image,
+            "name": name,
+            "command": list(w.command) if w.command is not None else None,
+            "entrypoint": list(w.entrypoint) if w.entrypoint is not None else None,
+            # secret values travel to the node's engine here and nowhere else
+            "environment": [f"{k}={v}" for k, v in w.env.items()],
+            "labels": {**w.labels, **labels, LABEL_NODE: node.instance_id},
+            "user": w.user or "",
+            "working_dir": w.working_dir,
+            "healthcheck": dict(w.healthcheck) if w.healthcheck else None,
+            "stop_signal": w.stop_signal,
+            "ports": [(int(p.split("/")[0]), p.split("/")[1]) if "/" in p else int(p) for p in exposed],
+            "host_config": host_config,
+        }
+
+    @staticmethod
+    def _container(node: Node, info: Mapping[str, Any], service_port: int | None) -> Container:
+        state = info.get("State") or {}
+        labels = dict((info.get("Config") or {}).get("Labels") or {})
+        address, port = node.address, 0
+        for container_port, bindings in ((info.get("HostConfig") or {}).get("PortBindings") or {}).items():
+            if service_port is not None and container_port != f"{service_port}/tcp":
+                continue
+            for b in bindings or ():
+                if b.get("HostPort"):
+                    address, port = b.get("HostIp") or node.address, int(b["HostPort"])
+                    break
+            if port:
+                break
+        return Container(
+            id=str(info["Id"]),
+            name=str(info.get("Name", "")).lstrip("/"),
+            node_id=labels.get(LABEL_NODE, node.instance_id),
+            state=str(state.get("Status", "unknown")),
+            health=(state.get("Health") or {}).get("Status"),
+            labels=labels,
+            address=address,
+            port=port,
+        )

@@ -1,0 +1,178 @@
+"""Workload capture on the real Docker Engine, and a replica started from the captured spec on an
+emulated node (the local engine's mutual-TLS endpoint, published on the node's own 127.0.1.x address)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+
+import docker
+import httpx
+import pytest
+
+from adapters.workload import DockerWorkloadCapture, WorkloadDivergedError, WorkloadSelection
+from controller.errors import NotFoundError, NotPortableError
+from controller.ports import LABEL_CONTROLLER, LABEL_NODE, LABEL_POLICY, LABEL_REPLICA
+from controller.specs import spec_diff, spec_hash
+from tests.fixtures_replicas import HTTPD_SCRIPT, TEST_LABEL, replica_labels
+from tests.support.net import free_port
+
+OURS = {LABEL_CONTROLLER, LABEL_POLICY, LABEL_REPLICA, LABEL_NODE}
+SECRET = "s3cr3t-" + uuid.uuid4().hex
+
+
+def _rich_workload(onprem, image: str, app: str, data_dir: str, **overrides):
+    kwargs = dict(
+        entrypoint=["/bin/sh", "-c"],
+        command=[HTTPD_SCRIPT],
+        environment={"VERSION": "1", "API_TOKEN": SECRET, "EMPTY": ""},
+        ports={"80/tcp": ("127.0.0.1", free_port()), "9100/tcp": None},
+        labels={"app": app, "tier": "front"},
+        user="0",
+        working_dir="/www",
+        healthcheck={"test": ["CMD", "wget", "-q", "-O-", "http://127.0.0.1/healthz"], "interval": 1_000_000_000,
+                     "timeout": 1_000_000_000, "retries": 3, "start_period": 0},
+        mem_limit="64m",
+        nano_cpus=500_000_000,
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 2},
+        log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
+        stop_signal="SIGQUIT",
+        tmpfs={"/cache": "size=1m"},
+        volumes={data_dir: {"bind": "/data", "mode": "ro"}},
+    )
+    kwargs.update(overrides)
+    return onprem(image, **kwargs)
+
+
+def _selection(app: str, **kw) -> WorkloadSelection:
+    base = dict(hosts=("unix:///var/run/docker.sock",), selector={"app": app}, service_port=80,
+                mounts={"/data": "drop"}, secret_env=frozenset({"API_TOKEN"}), policy="web")
+    base.update(kw)
+    return WorkloadSelection(**base)
+
+
+def test_capture_and_identical_replica(docker_client, onprem, pushed_busybox, nodes, node_runtime, run_id, caplog):
+    caplog.set_level(logging.DEBUG)
+    app = f"web-{run_id}"
+    with tempfile.TemporaryDirectory() as data:
+        original = _rich_workload(onprem, pushed_busybox, app, data)
+        capture = DockerWorkloadCapture()
+        spec = capture.capture(_selection(app))
+        capture.close()
+
+    assert "@sha256:" in spec.image and spec.image.startswith(pushed_busybox.rsplit(":", 1)[0])
+    assert spec.secret_env == frozenset({"API_TOKEN"}) and spec.env["API_TOKEN"] == SECRET
+    assert SECRET not in repr(spec) and spec.spec_hash == spec_hash(spec)
+    assert spec.tmpfs == {"/cache": "size=1m"}  # the bind mount to /data was dropped, as the policy says
+
+    node = nodes(1)[0]
+    replica = node_runtime.start(node, spec, f"ctl-test-web-{run_id}", replica_labels(run_id))
+    assert replica.address == node.address and replica.port == 80 and replica.state == "running"
+
+    a = original.client.api.inspect_container(original.id)
+    b = node_runtime.inspect(node, replica.id)
+    ca, cb, ha, hb = a["Config"], b["Config"], a["HostConfig"], b["HostConfig"]
+    assert b["Image"] == a["Image"]  # same image id: same digest
+    for key in ("Cmd", "Entrypoint", "Env", "ExposedPorts", "User", "WorkingDir", "Healthcheck", "StopSignal"):
+        assert cb[key] == ca[key], key
+    assert {k: v for k, v in cb["Labels"].items() if k not in OURS} == ca["Labels"]
+    assert cb["Labels"][LABEL_NODE] == node.instance_id
+    for key in ("Memory", "NanoCpus", "RestartPolicy", "LogConfig", "Tmpfs"):
+        assert hb[key] == ha[key], key
+    assert [m["Destination"] for m in b["Mounts"] if m["Type"] == "bind"] == []
+    assert hb["PortBindings"] == {"80/tcp": [{"HostIp": node.address, "HostPort": "80"}]}
+
+    # it serves on the node's own address
+    body = httpx.get(f"http://{node.address}:80/healthz", timeout=5, trust_env=False).text
+    assert body.strip() == "ok"
+    # secrets never reached the log
+    assert SECRET not in caplog.text
+
+    # idempotent by name: the same container comes back
+    again = node_runtime.start(node, spec, f"ctl-test-web-{run_id}", replica_labels(run_id))
+    assert again.id == replica.id
+
+
+def test_unmapped_bind_mount_is_refused(onprem, pushed_busybox, run_id):
+    app = f"web-{run_id}"
+    with tempfile.TemporaryDirectory() as data:
+        c = _rich_workload(onprem, pushed_busybox, app, data)
+        with pytest.raises(NotPortableError) as err:
+            DockerWorkloadCapture().capture(_selection(app, mounts={}))
+    text = str(err.value)
+    assert c.name in text and "/data" in text and data in text and "workload.mounts" in text
+
+
+def test_named_volume_mapped_to_tmpfs(docker_client, onprem, pushed_busybox, run_id):
+    app = f"web-{run_id}"
+    volume = f"replicas-test-{run_id}"
+    try:
+        onprem(pushed_busybox, command=["sleep", "300"], labels={"app": app},
+               volumes={volume: {"bind": "/state", "mode": "rw"}})
+        with pytest.raises(NotPortableError, match=f"volume mount {volume} -> /state"):
+            DockerWorkloadCapture().capture(_selection(app, mounts={}))
+        spec = DockerWorkloadCapture().capture(_selection(app, mounts={"/state": "tmpfs"}))
+        assert spec.tmpfs == {"/state": ""}
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}.run={run_id}"}):
+            c.remove(force=True)
+        docker_client.volumes.get(volume).remove(force=True)
+
+
+def test_local_only_image_needs_an_injected_digest(docker_client, onprem, busybox_image, pushed_busybox, run_id):
+    # an image committed locally and never pushed: no RepoDigests
+    base = onprem(busybox_image, command=["sleep", "300"])
+    local = base.commit(repository=f"local/replicas-unpushed-{run_id}", tag="1")
+    try:
+        app = f"web-{run_id}"
+        onprem(local.id, command=["sleep", "300"], labels={"app": app})
+        with pytest.raises(NotPortableError, match="never pushed"):
+            DockerWorkloadCapture().capture(_selection(app))
+        # the registry step pushed it elsewhere and recorded the digest: capture accepts it
+        injected = "127.0.0.1:5999/team/web@sha256:" + "a" * 64
+        spec = DockerWorkloadCapture().capture(_selection(app), image=injected)
+        assert spec.image == injected
+        source = DockerWorkloadCapture().image_source(_selection(app))
+        assert source.repo_digests == () and source.image_id == local.id
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}.run={run_id}"}):
+            c.remove(force=True)
+        docker_client.images.remove(local.id, force=True)
+
+
+def test_containers_must_agree(onprem, pushed_busybox, run_id):
+    app = f"web-{run_id}"
+    onprem(pushed_busybox, command=["sleep", "300"], labels={"app": app}, environment={"VERSION": "1", "API_TOKEN": "a"})
+    onprem(pushed_busybox, command=["sleep", "300"], labels={"app": app}, environment={"VERSION": "1", "API_TOKEN": "a"})
+    spec = DockerWorkloadCapture().capture(_selection(app))
+    assert spec.env["VERSION"] == "1"
+    odd = onprem(pushed_busybox, command=["sleep", "300"], labels={"app": app},
+                 environment={"VERSION": "2", "API_TOKEN": "b"})
+    with pytest.raises(WorkloadDivergedError) as err:
+        DockerWorkloadCapture().capture(_selection(app))
+    (fields,) = [f for name, f in err.value.differences.items() if name.endswith(odd.name)]
+    assert fields == ["env.API_TOKEN", "env.VERSION"]
+    assert "b" not in str(err.value).split("differs in")[-1].replace("env.API_TOKEN", "")
+
+
+def test_selection_by_name_and_nothing_found(onprem, pushed_busybox, run_id):
+    c = onprem(pushed_busybox, command=["sleep", "300"])
+    spec = DockerWorkloadCapture().capture(_selection("", selector={}, names=(c.name,)))
+    assert spec.command == ("sleep", "300")
+    with pytest.raises(NotFoundError, match="no running container"):
+        DockerWorkloadCapture().capture(_selection(f"nothing-{run_id}"))
+
+
+def test_spec_hash_tracks_drift_but_not_the_repository():
+    from dataclasses import replace
+
+    from controller.ports import WorkloadSpec
+
+    a = WorkloadSpec(image="10.0.0.1:5000/web@sha256:" + "1" * 64, env={"V": "1", "K": "x"},
+                     secret_env=frozenset({"K"}))
+    moved = replace(a, image="registry.cn-hangzhou.aliyuncs.com/team/web@sha256:" + "1" * 64)
+    assert spec_hash(moved) == spec_hash(a)
+    assert spec_hash(replace(a, env={"V": "2", "K": "x"})) != spec_hash(a)
+    assert spec_hash(replace(a, env={"V": "1", "K": "y"})) != spec_hash(a)  # a rotated secret is drift too
+    assert spec_diff(a, replace(a, env={"V": "1", "K": "y"})) == ["env.K"]

@@ -1,0 +1,139 @@
+"""Fixtures of the replicas area: a real docker-registry holding the test image (so it has a RepoDigest),
+on-prem workload containers, emulated nodes (127.0.1.x addresses, the local engine's TLS endpoint) and a
+DockerNodeRuntime. Every container started here carries TEST_LABEL and is removed at teardown."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from adapters.node_runtime import DockerNodeRuntime
+from adapters.pki import TlsFiles
+from controller.ports import Node
+from tests.support.net import free_port, wait_port
+
+TEST_LABEL = "io.burst-controller.test"
+TEST_LABEL_VALUE = "replicas"
+# Node addresses of this area's tests; other areas use other parts of 127.0.1.0/24.
+NODE_ADDRESS_BASE = 200
+
+# A CGI script behind busybox httpd: /cgi-bin/slow?N sleeps N seconds (default 4) then answers.
+SLOW_CGI = ('#!/bin/sh\\nsleep ${QUERY_STRING:-4}\\necho "Content-Type: text/plain"\\necho\\n'
+            'echo "slow $(cat /etc/hostname)"\\n')
+HTTPD_SCRIPT = (
+    "mkdir -p /www/cgi-bin && printf '" + SLOW_CGI + "' > /www/cgi-bin/slow && busybox chmod 755 "
+    "/www/cgi-bin/slow && hostname > /www/id && echo ok > /www/healthz && exec httpd -f -p 80 -h /www"
+)
+
+
+def _cleanup(client: docker.DockerClient, run_id: str | None = None) -> None:
+    label = f"{TEST_LABEL}={TEST_LABEL_VALUE}" if run_id is None else f"{TEST_LABEL}.run={run_id}"
+    for c in client.containers.list(all=True, filters={"label": label}):
+        try:
+            c.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+
+@pytest.fixture(scope="session")
+def replica_registry(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[str]:
+    """A docker-registry on loopback with the busybox image pushed; yields its host:port."""
+    exe = shutil.which("docker-registry")
+    assert exe, "docker-registry missing: scripts/services.sh install"
+    tmp = Path(tempfile.mkdtemp(prefix="replicas-registry-"))
+    port = free_port()
+    (tmp / "config.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(tmp / "data") + "\n"
+        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:" + str(port) + "\n"
+        "log:\n  level: error\n")
+    proc = subprocess.Popen([exe, "serve", str(tmp / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "registry.log", "wb"))
+    try:
+        wait_port("127.0.0.1", port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def push_image(client: docker.DockerClient, source: str, registry: str, repo: str, tag: str = "1") -> str:
+    """Tag and push ``source`` to ``registry/repo:tag``; return the ``repo@sha256:...`` digest reference."""
+    image = client.images.get(source)
+    image.tag(f"{registry}/{repo}", tag)
+    for event in client.api.push(f"{registry}/{repo}", tag=tag, stream=True, decode=True):
+        assert "error" not in event, event
+    digests = client.images.get(f"{registry}/{repo}:{tag}").attrs["RepoDigests"]
+    ref = next(d for d in digests if d.startswith(f"{registry}/{repo}@"))
+    return str(ref)
+
+
+@pytest.fixture(scope="session")
+def pushed_busybox(docker_client: docker.DockerClient, busybox_image: str, replica_registry: str) -> str:
+    """The busybox image pushed to the test registry: ``127.0.0.1:P/replicas/busybox:1`` (has a RepoDigest)."""
+    push_image(docker_client, busybox_image, replica_registry, "replicas/busybox")
+    return f"{replica_registry}/replicas/busybox:1"
+
+
+@pytest.fixture()
+def run_id(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A per-test id; every container labelled with it is removed at teardown."""
+    rid = uuid.uuid4().hex[:8]
+    yield rid
+    _cleanup(docker_client, rid)
+
+
+@pytest.fixture()
+def onprem(docker_client: docker.DockerClient, run_id: str) -> Callable[..., Any]:
+    """Start an 'on-prem' workload container: ``onprem(image, name=..., **docker run kwargs)``."""
+
+    def start(image: str, name: str | None = None, **kwargs: Any) -> Any:
+        labels = dict(kwargs.pop("labels", {}))
+        labels.update({TEST_LABEL: TEST_LABEL_VALUE, f"{TEST_LABEL}.run": run_id})
+        name = name or f"onprem-{run_id}-{uuid.uuid4().hex[:4]}"
+        return docker_client.containers.run(image, name=name, labels=labels, detach=True, **kwargs)
+
+    return start
+
+
+@pytest.fixture()
+def nodes(run_id: str) -> Callable[[int], list[Node]]:
+    """``nodes(n)``: n emulated nodes, each with its own 127.0.1.x address, all on the local TLS engine."""
+    from tests.conftest import DOCKER_TLS_ENDPOINT
+
+    counter = iter(range(NODE_ADDRESS_BASE, 255))
+
+    def make(n: int) -> list[Node]:
+        return [Node(instance_id=f"i-{run_id}-{i}", address=f"127.0.1.{i}", docker_endpoint=DOCKER_TLS_ENDPOINT)
+                for i in (next(counter) for _ in range(n))]
+
+    return make
+
+
+@pytest.fixture()
+def node_runtime(node_tls: TlsFiles, docker_client: docker.DockerClient, run_id: str) -> Iterator[DockerNodeRuntime]:
+    runtime = DockerNodeRuntime(node_tls)
+    yield runtime
+    runtime.close()
+
+
+def replica_labels(run_id: str, policy: str = "web", replica: str = "r1", controller: str = "ctl-test") -> dict[str, str]:
+    from controller.ports import LABEL_CONTROLLER, LABEL_POLICY, LABEL_REPLICA
+
+    return {LABEL_CONTROLLER: controller, LABEL_POLICY: policy, LABEL_REPLICA: replica,
+            TEST_LABEL: TEST_LABEL_VALUE, f"{TEST_LABEL}.run": run_id}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _replicas_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
+    """At the end of the session, remove any container of this area a failed test left behind."""
+    yield
+    _cleanup(docker_client)
