@@ -15,7 +15,7 @@ from controller.errors import ConfigError
 from policies.units import parse_duration
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emulate", help="run a local cloud API emulator (ECS) on loopback")
     psub = p.add_subparsers(dest="emulate_command", metavar="PRODUCT")
     psub.required = True
