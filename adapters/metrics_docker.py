@@ -33,7 +33,7 @@ from adapters.pki import TlsFiles
 from adapters.samplewindow import DEFAULT_HORIZON, SampleWindow
 from policies.types import Observation
 
-__all__ = ["DockerCpuMetricsSource", "ContainerCpu"]
+__all__ = ["ContainerCpu", "DockerCpuMetricsSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,6 @@ class DockerCpuMetricsSource:
         return results, cpus
 
     def query(self, window: float) -> Observation:
-        now = time.time()
         with self._lock:  # one measurement at a time: readings are deltas against the previous one
             parts: list[ContainerCpu] = []
             host_cpus = 0
@@ -207,6 +206,6 @@ class DockerCpuMetricsSource:
         for client in self._clients.values():
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+            except (DockerException, requests.RequestException, OSError) as exc:  # closing is best effort
+                logger.debug("docker client close failed", extra={"error": str(exc)})
         self._clients.clear()

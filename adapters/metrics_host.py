@@ -19,7 +19,7 @@ import psutil
 from adapters.samplewindow import DEFAULT_HORIZON, SampleWindow
 from policies.types import Observation
 
-__all__ = ["HostMetricsSource", "HostKind"]
+__all__ = ["HostKind", "HostMetricsSource"]
 
 logger = logging.getLogger(__name__)
 

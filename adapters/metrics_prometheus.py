@@ -32,7 +32,7 @@ class PrometheusQueryError(Exception):
 
 
 def _seconds(window: float) -> str:
-    return f"{max(1, int(round(window)))}s"
+    return f"{max(1, round(window))}s"
 
 
 class PrometheusMetricsSource:
@@ -73,7 +73,7 @@ class PrometheusMetricsSource:
     def _one_series(data: Any, key: str) -> Any:
         kind, result = data.get("resultType"), data.get("result")
         if kind == "scalar":
-            return [result] if key == "value" else [result]
+            return [result]
         if kind not in ("vector", "matrix") or not isinstance(result, list):
             raise PrometheusQueryError(f"the query returned a {kind}, not a number")
         if len(result) != 1:

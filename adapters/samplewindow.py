@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-__all__ = ["SampleWindow", "DEFAULT_HORIZON"]
+__all__ = ["DEFAULT_HORIZON", "SampleWindow"]
 
 # How far back a source's own history reaches. Smoothing and volatility need up to an hour; seasonal
 # (predictive) history of days comes from the state store's metric samples, not from here.

@@ -25,21 +25,21 @@ from policies.yamltree import Pos, parse_documents
 
 __all__ = [
     "DEFAULT_PATH",
-    "ControllerConfig",
-    "StateConfig",
-    "StatusConfig",
-    "OnpremConfig",
     "CloudConfig",
     "CloudRegistryConfig",
+    "ControllerConfig",
     "Intervals",
+    "OnpremConfig",
+    "StateConfig",
+    "StatusConfig",
     "Timeouts",
+    "cloud_credentials",
     "load_config",
     "load_config_text",
-    "read_secret_file",
-    "status_token",
-    "registry_password",
-    "cloud_credentials",
     "parse_listen",
+    "read_secret_file",
+    "registry_password",
+    "status_token",
 ]
 
 DEFAULT_PATH = "/etc/burst-controller/controller.yaml"
@@ -112,7 +112,7 @@ def _node_endpoint(value: str) -> str:
         raise ValueError(f"'{value}' is not a valid template: {exc}") from None
     unknown = fields - {"private_ip", "instance_id"}
     if unknown:
-        raise ValueError(f"'{value}': unknown placeholder {{{sorted(unknown)[0]}}}; use {{private_ip}} or {{instance_id}}")
+        raise ValueError(f"'{value}': unknown placeholder {{{min(unknown)}}}; use {{private_ip}} or {{instance_id}}")
     if not value.startswith("tcp://"):
         raise ValueError(f"'{value}': a node's Docker endpoint is tcp://HOST:2376 (always mutual TLS)")
     return value
@@ -303,10 +303,8 @@ def _locate(err: Any, data: Any) -> tuple[tuple[str | int, ...], bool]:
     node = data
     loc = list(err["loc"])
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
             path.append(part)
         elif i < len(loc) - 1 and isinstance(node, dict):
@@ -332,8 +330,8 @@ def load_config_text(text: str, filename: str = "<string>") -> ControllerConfig:
     doc = docs[0]
     if not isinstance(doc.data, dict):
         raise ConfigError(f"{filename}: not a mapping", [
-            f"{filename}:{doc.start.line}:{doc.start.col}: the controller config is a mapping of "
-            "`key: value` lines (controller_id, state, status, ...)"])
+            (f"{filename}:{doc.start.line}:{doc.start.col}: the controller config is a mapping of "
+             "`key: value` lines (controller_id, state, status, ...)")])
     try:
         return ControllerConfig.model_validate(doc.data)
     except ValidationError as exc:
@@ -388,8 +386,8 @@ def read_secret_file(path: str, what: str) -> str:
     if st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
         raise ConfigError(f"{real}: too open", [
-            f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
-            f"run: chmod 600 {real}"])
+            (f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
+             f"run: chmod 600 {real}")])
     try:
         value = real.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:

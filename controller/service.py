@@ -19,14 +19,14 @@ from typing import IO, Any
 from urllib.parse import quote
 
 __all__ = [
-    "notify",
+    "JsonFormatter",
     "Notifier",
-    "register_secret",
-    "forget_secrets",
-    "redact",
     "RedactingFilter",
     "TextFormatter",
-    "JsonFormatter",
+    "forget_secrets",
+    "notify",
+    "redact",
+    "register_secret",
     "setup_logging",
 ]
 
@@ -186,7 +186,7 @@ class RedactingFilter(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not lose the record
+        except Exception:  # noqa: BLE001 - a bad format string in any library must not lose the record
             message = f"{record.msg!r} {record.args!r}"
         record.msg, record.args = redact(message), None
         for key, value in _extras(record).items():

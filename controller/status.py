@@ -36,7 +36,7 @@ from controller.status_models import (
     Readiness,
 )
 
-__all__ = ["StatusSource", "create_app", "StatusServer", "MAX_EVENTS_PAGE"]
+__all__ = ["MAX_EVENTS_PAGE", "StatusServer", "StatusSource", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
         return _error(exc.code, exc.detail, headers)
 
     # Plain default (not Annotated) because `bearer` is local and annotations here are strings.
-    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if expected is None:
             raise TransientError("mutations are disabled: no status token is configured "
                                  "(status.token_file or status.token in controller.yaml)")

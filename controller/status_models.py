@@ -13,19 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "POLICY_NAME_PATTERN",
-    "MetricStatus",
-    "DecisionStatus",
-    "InstanceStatus",
-    "ErrorEntry",
-    "PolicyStatus",
+    "ActionResult",
     "ControllerStatus",
+    "DecisionStatus",
+    "ErrorBody",
+    "ErrorEntry",
     "Event",
     "EventPage",
-    "MetricPoint",
     "Health",
+    "InstanceStatus",
+    "MetricPoint",
+    "MetricStatus",
+    "PolicyStatus",
     "Readiness",
-    "ActionResult",
-    "ErrorBody",
 ]
 
 # Same rule as policies/model.py's `name` (a DNS label of at most 40 characters).

@@ -67,7 +67,7 @@ def prometheus() -> Iterator[PrometheusProcess]:
     workdir = Path(tempfile.mkdtemp(prefix="bc-prom-"))
     (workdir / "prometheus.yml").write_text(_CONFIG.format(exporter=exporter_port))
     port = free_port()
-    log = open(workdir / "prometheus.log", "wb")
+    log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - outlives this block, closed in finally
     proc = subprocess.Popen(
         [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],

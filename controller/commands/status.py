@@ -171,8 +171,7 @@ def _policy_notes(p: PolicyStatus, now: float) -> list[Text]:
         notes.append(Text.assemble((p.name, "bold"), f": {d.direction} -> {d.desired}: {d.reason} "
                                    f"({_ago(now - d.at)} ago)"))
     if p.metric is not None and (not p.metric.ok or p.metric.value is None):
-        notes.append(Text.assemble((p.name, "bold"), (f": metric {p.metric.source} failed: "
-                                                      f"{p.metric.error or 'no value'}", "red")))
+        notes.append(Text.assemble((p.name, "bold"), (f": metric {p.metric.source} failed: {p.metric.error or 'no value'}", "red")))
     for err in p.last_errors[:3]:
         notes.append(Text.assemble((p.name, "bold"), (f": error {_ago(now - err.at)} ago: {err.message}", "red")))
     return notes
@@ -296,8 +295,8 @@ def _token(args: argparse.Namespace) -> str:
     cfg = _config(args)
     token = status_token(cfg) if cfg is not None else None
     if not token:
-        raise ConfigError("no token", [f"burstctl {args.action}: no status token: pass --token-file FILE or "
-                                       f"--config with status.token_file"])
+        raise ConfigError("no token", [
+            f"burstctl {args.action}: no status token: pass --token-file FILE or --config with status.token_file"])
     return token
 
 
