@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.credentials import CloudCredentials, StaticCredentials
+from adapters.credentials import CloudCredentials, CredentialsProvider, StaticCredentials
 from adapters.ecs import EcsComputePool, EcsPoolSettings
 from adapters.ecs_api import EcsApiSettings
 from adapters.emulator.ecs import EcsEmulator
@@ -32,10 +32,11 @@ def new_emulator(boot_delay: float = 0.3, faults: Faults | None = None, seed: in
 
 def new_pool(emulator: EcsEmulator, *, key_id: str = KEY_ID, secret: str = KEY_SECRET,
              read_timeout: float = 3.0, max_attempts: int = 8, sleep: Callable[[float], None] | None = None,
-             clock: Callable[[], float] | None = None, sold_out_ttl: float = 300.0) -> EcsComputePool:
+             clock: Callable[[], float] | None = None, sold_out_ttl: float = 300.0,
+             credentials: CredentialsProvider | None = None) -> EcsComputePool:
     api = EcsApiSettings(
         region=REGION,
-        credentials=StaticCredentials(CloudCredentials(key_id, secret, source="test")),
+        credentials=credentials or StaticCredentials(CloudCredentials(key_id, secret, source="test")),
         endpoint=emulator.url,
         connect_timeout=2.0,
         read_timeout=read_timeout,

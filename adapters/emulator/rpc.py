@@ -451,7 +451,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server_version = "AliyunEmulator/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+        # the request line's query carries the caller's STS SecurityToken: log the path only
+        text = format % args
+        if self.path and "?" in self.path:
+            text = text.replace(self.path, urlsplit(self.path).path)
+        logger.debug("%s %s", self.address_string(), text)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
