@@ -10,7 +10,7 @@ import re
 from typing import Annotated, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from policies.units import Duration, format_duration
 
@@ -92,21 +92,39 @@ class TargetStrategy(_Reactive):
     type: Literal["target"]
 
 
+def _season_list(value: object) -> object:
+    # one season or a list of candidates; a scalar is the one-candidate list
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
 class PredictiveStrategy(_Reactive):
-    """Target tracking on the larger of the current load and the load recorded ``lookahead`` ahead in
-    each of the last ``seasons`` seasons (same time yesterday, the day before, ...)."""
+    """Target tracking plus a seasonal forecast: the rise that followed this moment in each of the last
+    ``cycles`` seasons (the median of them, so one odd cycle does not move the fleet) is provisioned
+    ``lookahead`` before it is due. ``season`` may list candidates (``[1h, 1d, 1w]``); each is used once
+    ``cycles`` of it are recorded, and the largest agreed rise wins."""
 
     type: Literal["predictive"]
-    season: PositiveDuration = Field(default=86400.0, description="length of the recurring pattern")
-    seasons: int = Field(default=3, ge=1, le=14, description="how many past seasons to average")
-    lookahead: PositiveDuration = Field(default=600.0, description="how far ahead to provision")
+    season: Annotated[tuple[PositiveDuration, ...], BeforeValidator(_season_list), Field(min_length=1, max_length=4)] = (
+        Field(default=(86400.0,), description="length of the recurring pattern, or a list of candidates"))
+    cycles: int = Field(default=3, ge=1, le=14, description="how many past seasons must agree (median)")
+    lookahead: PositiveDuration = Field(default=300.0, description="provision a recorded rise this long before it is due")
+
+    @field_validator("season")
+    @classmethod
+    def _long_enough(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for s in value:
+            if s < 600:
+                raise ValueError(f"a season of {format_duration(s)} is too short to be a pattern (at least 10m)")
+        if len(set(value)) != len(value):
+            raise ValueError("a season is listed twice")
+        return value
 
     @field_validator("lookahead")
     @classmethod
     def _lookahead_within_season(cls, value: float, info: ValidationInfo) -> float:
-        season = info.data.get("season")
-        if season is not None and value >= season:
-            raise ValueError(f"must be shorter than season ({format_duration(season)}), "
+        seasons = info.data.get("season")
+        if seasons and value >= min(seasons):
+            raise ValueError(f"must be shorter than the shortest season ({format_duration(min(seasons))}), "
                              f"got {format_duration(value)}")
         return value
 

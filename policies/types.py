@@ -6,6 +6,7 @@ explicit ``now``, to ``policies.decide``; a ``Decision`` comes back. Nothing her
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -17,7 +18,9 @@ class Observation:
     """One metric reading as the policy sees it.
 
     ``value`` is None when the source failed; ``age`` is seconds between the sample and ``now``;
-    ``history`` holds older (timestamp, value) samples, oldest first, for smoothing and seasonality.
+    ``history`` holds older (timestamp, value) samples, oldest first, for smoothing and seasonality
+    (any sequence: the simulator passes a view over its record instead of copying it every tick; how much
+    history each strategy needs is ``policies.engine.history_span(policy)``, see docs/decisions.md).
     """
 
     value: float | None
@@ -25,7 +28,7 @@ class Observation:
     source: str = ""
     ok: bool = True
     error: str | None = None
-    history: tuple[tuple[float, float], ...] = ()
+    history: Sequence[tuple[float, float]] = ()
 
     @property
     def usable(self) -> bool:
@@ -49,6 +52,10 @@ class Fleet:
     # launch time of each active replica, to honour the minimum replica lifetime on scale-in
     launched_at: tuple[float, ...] = ()
     paused: bool = False
+    # (timestamp, ready count from then on) at each change, oldest first, covering the observation history:
+    # a utilisation sample only says how much load there was once we know how many replicas served it.
+    # Empty means "assume the current ``ready`` throughout".
+    ready_history: Sequence[tuple[float, int]] = ()
 
 
 class Direction(StrEnum):

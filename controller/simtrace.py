@@ -1,0 +1,121 @@
+"""Load traces for the simulator: a CSV whose first column is a timestamp and second the demand.
+
+Read by `burstctl simulate` and bench/. Timestamps may be ISO 8601 (naive ones are UTC) or epoch seconds;
+a header row is recognised by its second column not being a number. Every problem names FILE:LINE.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from controller.errors import ConfigError
+
+__all__ = ["Trace", "load_trace", "parse_timestamp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Samples in time order; each value holds until the next sample, the last one for ``end - times[-1]``
+    (the trace's typical spacing)."""
+
+    name: str
+    times: list[float]
+    values: list[float]
+    end: float
+
+    def percentile(self, q: float) -> float:
+        """Linear interpolation between closest ranks (numpy's default)."""
+        s = sorted(self.values)
+        pos = q / 100.0 * (len(s) - 1)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    @classmethod
+    def from_samples(cls, times: list[float], values: list[float], name: str = "<samples>") -> Trace:
+        if not times or len(times) != len(values):
+            raise ValueError("a trace needs as many values as timestamps, at least one")
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        step = gaps[len(gaps) // 2] if gaps else 60.0
+        return cls(name, list(times), list(values), times[-1] + step)
+
+
+def parse_timestamp(text: str) -> float:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    iso = text.replace("Z", "+00:00") if text.endswith("Z") else text
+    dt = datetime.fromisoformat(iso)  # ValueError names the bad text
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _problem(path: str, line: int, message: str) -> ConfigError:
+    where = f"{path}:{line}" if line else path
+    return ConfigError(f"{where}: {message}")
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read and check a trace file; raises ConfigError whose problem lines say FILE:LINE: what is wrong."""
+    name = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise _problem(name, 0, "no such trace file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _problem(name, 0, f"cannot read the trace: {exc}") from None
+    except csv.Error as exc:
+        raise _problem(name, 0, f"not a CSV file: {exc}") from None
+    times: list[float] = []
+    values: list[float] = []
+    for lineno, row in enumerate(rows, 1):
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < 2:
+            raise _problem(name, lineno, f"expected 'timestamp,value', got {','.join(row)!r}")
+        if not times and lineno == _first_data_line(rows) and not _is_number(row[1]):
+            continue  # the header row
+        try:
+            t = parse_timestamp(row[0])
+        except ValueError:
+            raise _problem(name, lineno, f"'{row[0].strip()}' is not a timestamp "
+                                         "(use ISO 8601 like 2014-05-14 01:14:00, or epoch seconds)") from None
+        if not _is_number(row[1]):
+            raise _problem(name, lineno, f"demand '{row[1].strip()}' is not a number")
+        v = float(row[1])
+        if not math.isfinite(v) or v < 0:
+            raise _problem(name, lineno, f"demand {row[1].strip()} must be a finite number >= 0")
+        if not math.isfinite(t):
+            raise _problem(name, lineno, f"timestamp {row[0].strip()} is not finite")
+        if times and t <= times[-1]:
+            what = "repeats" if t == times[-1] else "goes back before"
+            raise _problem(name, lineno, f"timestamp {row[0].strip()} {what} the previous row's; "
+                                         "rows must be in increasing time order")
+        times.append(t)
+        values.append(v)
+    if not times:
+        raise _problem(name, 0, "the trace has no data rows (expected 'timestamp,value' lines)")
+    return Trace.from_samples(times, values, name)
+
+
+def _first_data_line(rows: list[list[str]]) -> int:
+    for lineno, row in enumerate(rows, 1):
+        if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#"):
+            return lineno
+    return 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

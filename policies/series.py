@@ -1,0 +1,110 @@
+"""Reading an observation's history as a time series: samples by time, and utilisation turned into load.
+
+Used by the strategies (`threshold.py`, `target.py`, `predictive.py`). Pure and allocation-light: the
+simulator calls these once per simulated minute, so they touch only the samples a window needs (bisect to
+the window, then walk it) rather than the whole history.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from operator import itemgetter
+
+__all__ = ["Series"]
+
+_first = itemgetter(0)
+
+
+class Series:
+    """The samples of one observation, oldest first, with the current reading as the last sample, and
+    the load each one stood for.
+
+    Load is in replica units: a utilisation of ``u`` percent while ``ready`` replicas served, with on-prem
+    worth ``onprem`` replicas, is ``u / 100 * (onprem + ready)``. ``ready_history`` gives ``ready`` at each
+    sample's time; without it the current count is assumed throughout.
+    """
+
+    __slots__ = ("_hist", "_n", "_ready_hist", "_ready_now", "onprem", "now_t", "now_value")
+
+    def __init__(self, history: Sequence[tuple[float, float]], now_t: float, now_value: float,
+                 ready_history: Sequence[tuple[float, int]], ready_now: int, onprem: float = 0.0) -> None:
+        self._hist = history
+        self._n = len(history)
+        self._ready_hist = ready_history
+        self._ready_now = ready_now
+        self.onprem = onprem
+        self.now_t = now_t
+        self.now_value = now_value
+
+    def __len__(self) -> int:
+        return self._n + 1
+
+    def time(self, i: int) -> float:
+        return self.now_t if i == self._n else self._hist[i][0]
+
+    def value(self, i: int) -> float:
+        return self.now_value if i == self._n else self._hist[i][1]
+
+    @property
+    def oldest(self) -> float:
+        return self._hist[0][0] if self._n else self.now_t
+
+    def index_at_or_after(self, t: float) -> int:
+        """The first sample at or after ``t`` (``len(self)`` if none)."""
+        if t > self.now_t:
+            return self._n + 1
+        return bisect_left(self._hist, t, key=_first)
+
+    def index_at_or_before(self, t: float) -> int:
+        """The last sample at or before ``t`` (-1 if none): the value in force at ``t``."""
+        if t >= self.now_t:
+            return self._n
+        return bisect_right(self._hist, t, key=_first) - 1
+
+    def ready_at(self, t: float) -> int:
+        rh = self._ready_hist
+        if not rh or t >= rh[-1][0]:
+            return rh[-1][1] if rh else self._ready_now
+        i = bisect_right(rh, t, key=_first) - 1
+        return rh[i][1] if i >= 0 else rh[0][1]
+
+    def load(self, i: int) -> float:
+        if i == self._n:
+            return self.now_value / 100.0 * (self.onprem + self._ready_now)
+        t, v = self._hist[i]
+        return v / 100.0 * (self.onprem + self.ready_at(t))
+
+    def loads(self, start: int, stop: int) -> list[float]:
+        """Loads of samples ``start`` .. ``stop - 1``. Ready counts change rarely, so the ready history
+        is walked alongside rather than searched for every sample."""
+        out: list[float] = []
+        if start >= stop:
+            return out
+        hist, n, onprem = self._hist, self._n, self.onprem
+        rh = self._ready_hist
+        last = min(stop, n)
+        if not rh:
+            cap = (onprem + self._ready_now) / 100.0
+            out = [hist[i][1] * cap for i in range(start, last)]
+        else:
+            j = bisect_right(rh, hist[start][0], key=_first) - 1 if start < last else 0
+            j = max(j, 0)
+            nr = len(rh)
+            cap = (onprem + rh[j][1]) / 100.0
+            next_change = rh[j + 1][0] if j + 1 < nr else float("inf")
+            for i in range(start, last):
+                t, v = hist[i]
+                if t >= next_change:
+                    while j + 1 < nr and rh[j + 1][0] <= t:
+                        j += 1
+                    cap = (onprem + rh[j][1]) / 100.0
+                    next_change = rh[j + 1][0] if j + 1 < nr else float("inf")
+                out.append(v * cap)
+        if stop > n:
+            out.append(self.now_value / 100.0 * (onprem + self._ready_now))
+        return out
+
+    def window(self, seconds: float) -> int:
+        """Index of the first sample inside the last ``seconds`` (the current reading always is)."""
+        return min(self.index_at_or_after(self.now_t - seconds), self._n)
