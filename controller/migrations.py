@@ -144,6 +144,7 @@ def _v1_initial(conn: Connection) -> None:
         Column("drain_requested", Boolean, nullable=False, default=False),
         Column("last_scale_out", Float),
         Column("last_scale_in", Float),
+        Column("target", Integer),      # replica count the last scaling action aimed at (replacements)
         Column("spec", Text),           # the last good policy (JSON), so a removed one can still be drained
         Column("source_file", String(1024)),
         Column("updated_at", Float, nullable=False),

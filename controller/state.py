@@ -177,6 +177,21 @@ class StateStore:
         rows = rows[:limit]
         return rows, (rows[-1].id if more and rows else None)
 
+    def events_after(self, *, cursor: int | None = None, limit: int = 50,
+                     policy: str | None = None) -> tuple[list[EventRow], int | None]:
+        """Oldest first, for followers: ``cursor=None`` gives the latest ``limit`` events, ``cursor=N`` up
+        to ``limit`` events with id > N. The next cursor is the last id returned, else ``cursor`` (nothing
+        newer yet), else None (no events at all)."""
+        with self._read() as s:
+            q = select(EventRow)
+            if policy is not None:
+                q = q.where(EventRow.policy == policy)
+            if cursor is None:
+                rows = list(reversed(list(s.exec(q.order_by(col(EventRow.id).desc()).limit(limit)))))
+            else:
+                rows = list(s.exec(q.where(col(EventRow.id) > cursor).order_by(col(EventRow.id)).limit(limit)))
+        return rows, (rows[-1].id if rows else cursor)
+
     # ------------------------------------------------------------------ replicas and the journal
 
     def plan_replicas(self, policy: str, count: int, *, spec_hash: str, reason: str) -> list[tuple[Replica, Intent]]:

@@ -182,6 +182,7 @@ class PolicyState(SQLModel, table=True):
     drain_requested: bool = False
     last_scale_out: float | None = None
     last_scale_in: float | None = None
+    target: int | None = None
     spec: str | None = None
     source_file: str | None = None
     updated_at: float

@@ -215,3 +215,16 @@ def test_concurrent_writers_from_threads(state_url: str) -> None:
         assert store.count("events") == 80 and store.count("replicas") == 80
     finally:
         store.close()
+
+
+def test_events_after_follows_oldest_first(store: StateStore) -> None:
+    assert store.events_after() == ([], None)
+    for i in range(5):
+        store.record_event("k", f"m{i}")
+    latest, cur = store.events_after(limit=2)
+    assert [e.message for e in latest] == ["m3", "m4"] and cur == latest[-1].id
+    first = store.events()[0][-1].id
+    page, cur2 = store.events_after(cursor=first, limit=3)
+    assert [e.message for e in page] == ["m1", "m2", "m3"]
+    tail, cur3 = store.events_after(cursor=latest[-1].id, limit=3)
+    assert tail == [] and cur3 == latest[-1].id

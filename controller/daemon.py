@@ -1,0 +1,244 @@
+"""The controller daemon: runs the jobs on an APScheduler thread pool (per policy: sample, tick, replicate;
+for all: reconcile, reload, gc), reloads policies, and answers the status endpoint (``StatusSource``).
+Built by ``burstctl run`` and ``burstctl demo`` through controller/wiring.py.
+
+Per-policy jobs have max_instances=1 and coalesce, so a slow policy skips its own late runs and never
+occupies more than its own threads; every job catches its errors, so a failing one never stops another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controller.edges import Edges, LoopOptions
+from controller.errors import BurstError, NotFoundError, StateBusyError
+from controller.policyset import PolicySet
+from controller.reconcile import Reconciler
+from controller.state import StateStore
+from controller.status_report import StatusReport
+from controller.tick import Decide, PolicyRuntime
+
+__all__ = ["Daemon"]
+
+logger = logging.getLogger(__name__)
+
+
+class Daemon(StatusReport):
+    def __init__(self, *, options: LoopOptions, store: StateStore, edges: Edges, policies_dir: str | Path,
+                 decide: Decide | None = None, clock: Callable[[], float] = time.time,
+                 version: str = "0") -> None:
+        self.options, self.store, self.edges, self.clock, self.version = options, store, edges, clock, version
+        self.decide = decide
+        self.policy_set = PolicySet(policies_dir)
+        self.runtimes: dict[str, PolicyRuntime] = {}
+        self.reconciler = Reconciler(store, edges, options, clock)
+        self.started_at = clock()
+        self._lock = threading.RLock()
+        self._ready, self._why = False, "starting"
+        self._stopping = False
+        self._running: dict[str, float] = {}  # job id -> start (monotonic), for the job-timeout report
+        self._last_store_error: float | None = None
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=64)},  # threads are made lazily
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC")
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self) -> None:
+        """Load policies, reconcile with the cloud, then start the jobs. Returns once running."""
+        self.reload(initial=True)
+        self._restore_removed()
+        report = self._with_retry("start-up reconcile", lambda: self.reconciler.run(self.runtimes))
+        pending = self.store.intents(state="pending")
+        self.store.record_event("start", f"controller {self.options.controller_id} started: "
+                                f"{len(self.runtimes)} policies, {len(pending)} pending intents to resume, "
+                                f"reconcile: {report.summary() if report else 'deferred'}")
+        self.scheduler.start()
+        for name in list(self.runtimes):
+            self._schedule_policy(name)
+        o = self.options
+        self._add("reconcile", self.reconcile, o.reconcile_interval, first=o.reconcile_interval)
+        self._add("reload", self._poll_reload, o.reload_interval)
+        self._add("gc", self.gc, o.gc_interval)
+        self._ready, self._why = True, ""
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful: no new job starts; jobs in flight finish their current step (each step is journaled
+        before it acts, so anything cut short is resumed at the next start)."""
+        self._stopping = True
+        self._ready, self._why = False, "stopping"
+        if self.scheduler.running:
+            self.scheduler.pause()
+            done = threading.Event()
+
+            def shutdown() -> None:
+                self.scheduler.shutdown(wait=True)
+                done.set()
+
+            threading.Thread(target=shutdown, daemon=True).start()
+            if not done.wait(timeout):
+                logger.warning("jobs still running after %.0fs: %s", timeout, ", ".join(self._running))
+        for runtime in self.runtimes.values():
+            runtime.close()
+        self.store.record_event("stop", f"controller {self.options.controller_id} stopped")
+
+    def _with_retry(self, what: str, fn: Callable[[], Any], attempts: int = 5) -> Any:
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except BurstError as exc:
+                logger.warning("%s failed (attempt %d): %s", what, attempt + 1, exc)
+                time.sleep(min(5.0, 0.5 * 2 ** attempt))
+        return None
+
+    # ------------------------------------------------------------------ jobs
+
+    def _add(self, job_id: str, fn: Callable[[], object], every: float, first: float = 0.0) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        self.scheduler.add_job(self._guard, "interval", seconds=max(0.2, every), id=job_id, args=(job_id, fn),
+                               replace_existing=True,
+                               next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first))
+
+    def _guard(self, job_id: str, fn: Callable[[], object]) -> None:
+        """Every job runs through here: timed, its errors caught and reported, never propagated."""
+        if self._stopping:
+            return
+        started = time.monotonic()
+        self._running[job_id] = started
+        try:
+            fn()
+        except StateBusyError as exc:
+            self._last_store_error = time.monotonic()
+            logger.warning("job %s: state store busy, holding: %s", job_id, exc)
+        except BurstError as exc:
+            logger.warning("job %s failed: %s", job_id, exc)
+            policy = job_id.split(":", 1)[1] if ":" in job_id else None
+            if policy in self.runtimes:
+                self.runtimes[policy].error(f"{job_id.split(':')[0]}: {exc}")
+        except Exception:
+            logger.exception("job %s crashed", job_id)
+        finally:
+            self._running.pop(job_id, None)
+            took = time.monotonic() - started
+            if took > self.options.job_timeout:
+                logger.warning("job %s took %.1fs (over %.0fs)", job_id, took, self.options.job_timeout)
+
+    def _schedule_policy(self, name: str) -> None:
+        o = self.options
+        runtime = self.runtimes[name]
+        self._add(f"sample:{name}", runtime.sample, o.sample_interval)
+        self._add(f"tick:{name}", runtime.tick, o.step_interval, first=min(1.0, o.step_interval))
+        self._add(f"replicate:{name}", runtime.refresh_workload, o.replicate_interval)
+
+    def _unschedule_policy(self, name: str) -> None:
+        for kind in ("sample", "tick", "replicate"):
+            try:
+                self.scheduler.remove_job(f"{kind}:{name}")
+            except Exception:  # noqa: BLE001 - apscheduler's JobLookupError: already gone
+                pass
+
+    def kick(self, name: str) -> None:
+        """Run the policy's tick now (after an operator action) instead of at its next interval."""
+        from datetime import datetime, timezone
+
+        if self.scheduler.running and self.scheduler.get_job(f"tick:{name}"):
+            self.runtimes[name]._last_evaluate = 0.0
+            self.scheduler.modify_job(f"tick:{name}", next_run_time=datetime.now(timezone.utc))
+
+    def reconcile(self) -> None:
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        self.reconciler.run(runtimes)
+
+    def gc(self) -> None:
+        counts = self.store.prune(before=self.clock() - self.options.history_retention)
+        with self._lock:
+            for name, runtime in list(self.runtimes.items()):
+                if runtime.removed and not self.store.live_replicas(name):
+                    self._unschedule_policy(name)
+                    runtime.close()
+                    del self.runtimes[name]
+                    self.store.record_event("policy-forgotten", f"policy {name} removed and fully drained",
+                                            policy=name)
+        if any(counts.values()):
+            logger.info("gc: pruned %s", counts)
+
+    # ------------------------------------------------------------------ policies
+
+    def _poll_reload(self) -> None:
+        if self.policy_set.changed():
+            self.reload()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload now, from a scheduler thread (never from the signal handler itself)."""
+        if self.scheduler.running:
+            self._add("reload-now", self.reload, 3600.0)
+        else:
+            self.reload()
+
+    def reload(self, initial: bool = False) -> None:
+        with self._lock:
+            result = self.policy_set.reload()
+            for name in result.added + result.changed:
+                policy = self.policy_set.policies[name]
+                self.store.save_policy(name, spec=policy.model_dump_json(),
+                                       source_file=self.policy_set.files.get(name), removed=False)
+                if name in self.runtimes:
+                    self.runtimes[name].replace_policy(policy)
+                    self.runtimes[name].removed = False
+                else:
+                    self.runtimes[name] = PolicyRuntime(policy, store=self.store, edges=self.edges,
+                                                        options=self.options, decide=self.decide,
+                                                        clock=self.clock)
+                    if not initial and self.scheduler.running:
+                        self._schedule_policy(name)
+            for name in result.removed:
+                self.store.save_policy(name, removed=True)
+                if name in self.runtimes:
+                    self.runtimes[name].removed = True
+                    self.kick(name)
+            if result.touched or result.problems:
+                message = (f"policies reloaded: added {result.added or '-'}, changed {result.changed or '-'}, "
+                           f"removed {result.removed or '-'}")
+                if result.problems:
+                    message += f"; rejected {len(result.problems)} problem(s), last good version kept for " \
+                               f"{result.kept or '-'}"
+                self.store.record_event("reload", message, details={"problems": result.problems[:50]})
+
+    def _restore_removed(self) -> None:
+        """A policy removed while its replicas were live (maybe before a restart) is drained from its last
+        good spec, kept in the store."""
+        from policies.model import Policy
+
+        for ps in self.store.policy_states():
+            if ps.policy in self.runtimes or not ps.spec or not self.store.live_replicas(ps.policy):
+                continue
+            try:
+                policy = Policy.model_validate(json.loads(ps.spec))
+            except ValueError as exc:
+                logger.error("policy %s: stored spec unreadable, its replicas cannot be drained: %s", ps.policy, exc)
+                continue
+            runtime = PolicyRuntime(policy, store=self.store, edges=self.edges, options=self.options,
+                                    decide=self.decide, clock=self.clock)
+            runtime.removed = True
+            self.runtimes[ps.policy] = runtime
+            self.store.save_policy(ps.policy, removed=True)
+            self.store.record_event("policy-removed", f"policy {ps.policy} is no longer in "
+                                    f"{self.policy_set.directory}: draining its replicas", policy=ps.policy)
+
+    def runtime(self, name: str) -> PolicyRuntime:
+        try:
+            return self.runtimes[name]
+        except KeyError:
+            raise NotFoundError(f"no policy named {name!r}") from None

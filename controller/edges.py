@@ -1,0 +1,62 @@
+"""What the control loop needs from the outside world, bundled: the ports (controller/ports.py), the two
+capabilities the ports file does not declare (capturing the on-prem workload, probing a replica's health),
+and the loop's own timing options. Built by controller/wiring.py (real adapters) or by tests (fakes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.ports import ComputePool, ImageRegistry, Instance, LoadBalancer, MetricsSource, NodeRuntime, WorkloadSpec
+
+__all__ = ["WorkloadSource", "HealthProbe", "Edges", "LoopOptions"]
+
+
+class WorkloadSource(Protocol):
+    """The on-prem side of a policy's workload."""
+
+    def source_image(self, policy: Any) -> str:
+        """The image reference the selected on-prem containers run (what the registry copies)."""
+
+    def capture(self, policy: Any, image: str) -> WorkloadSpec:
+        """The runnable spec of the selected containers, with ``image`` (the cloud copy, by digest)."""
+
+
+class HealthProbe(Protocol):
+    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
+        """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
+
+
+@dataclass
+class Edges:
+    compute: ComputePool
+    registry: ImageRegistry
+    runtime: NodeRuntime
+    workloads: WorkloadSource
+    health: HealthProbe
+    load_balancer: Callable[[Any], LoadBalancer]  # policy -> its LB (cached by the factory)
+    metrics: Callable[[Any], MetricsSource]  # policy -> its metrics source
+    # where a node's Docker Engine answers, when the compute pool does not say
+    node_endpoint: Callable[[Instance], str] = lambda inst: f"tcp://{inst.private_ip}:2376"
+    user_data: Callable[[Any, str], str] = lambda policy, replica_id: ""
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    controller_id: str
+    sample_interval: float = 15.0
+    evaluate_interval: float = 30.0
+    step_interval: float = 2.0  # how often each policy's replicas advance (boot checks, probes, drains)
+    reconcile_interval: float = 60.0
+    replicate_interval: float = 300.0
+    gc_interval: float = 300.0
+    reload_interval: float = 5.0  # policy files' mtimes are polled this often
+    orphan_grace: float = 600.0
+    launch_timeout: float = 300.0  # retrying a launch (same ClientToken) for longer than this fails it
+    boot_timeout: float = 600.0  # launched -> Running and its Docker endpoint answering
+    start_timeout: float = 300.0  # container started -> healthy
+    history_retention: float = 7 * 86400.0  # samples, decisions, events, finished intents
+    job_timeout: float = 120.0  # a job running longer is reported (threads cannot be killed)

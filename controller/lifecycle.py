@@ -1,0 +1,362 @@
+"""A replica's life, one journaled step at a time: planned -> replicating -> launching -> booting ->
+starting -> healthy -> serving -> draining -> stopping -> releasing -> gone. Called by the per-policy tick
+(controller/tick.py) every step interval for each live replica.
+
+Every step is resumable: the state is in the store, each side effect is an intent written before the call
+(design rule 1) and re-run after a crash, and every call is idempotent (the launch reuses its ClientToken,
+``add`` of an existing server and ``release`` of a gone instance are no-ops). A failure or a timeout at any
+step sends the replica down its failure path, which always ends in releasing its instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from controller.budget import Holding, check_launch
+from controller.edges import Edges, LoopOptions
+from controller.errors import BurstError, NotFoundError, PermanentError, TransientError
+from controller.ports import (
+    LABEL_CONTROLLER,
+    LABEL_POLICY,
+    LABEL_REPLICA,
+    LABEL_SPEC_HASH,
+    TAG_CONTROLLER,
+    TAG_INTENT,
+    TAG_POLICY,
+    Instance,
+    InstanceState,
+    LaunchSpec,
+    LoadBalancer,
+    Node,
+    Owner,
+    Server,
+    WorkloadSpec,
+)
+from controller.state import StateStore
+from controller.state_models import IntentKind, IntentState, Replica, ReplicaState
+
+__all__ = ["PolicyContext", "Lifecycle", "server_name", "launch_spec"]
+
+logger = logging.getLogger(__name__)
+S = ReplicaState
+
+
+class PolicyContext(Protocol):
+    """What a step needs from the policy's runtime (controller/tick.py implements it)."""
+
+    policy: Any
+    store: StateStore
+    edges: Edges
+    options: LoopOptions
+
+    def now(self) -> float: ...
+    def workload(self) -> WorkloadSpec: ...
+    def load_balancer(self) -> LoadBalancer: ...
+    def holdings(self) -> list[Holding]: ...
+    def event(self, kind: str, message: str, **details: Any) -> None: ...
+    def error(self, message: str) -> None: ...
+
+
+def server_name(controller_id: str, policy: str, replica_id: str) -> str:
+    """Identity in the load balancer (design rule 2): reconcile finds ours by this prefix."""
+    return f"{controller_id}-{policy}-{replica_id}"
+
+
+def launch_spec(policy: Any, controller_id: str, replica_id: str, intent_id: str, user_data: str) -> LaunchSpec:
+    cloud = policy.cloud
+    return LaunchSpec(
+        region=cloud.region, instance_types=tuple(cloud.instance_types), zones=tuple(cloud.zones),
+        image_id=cloud.image_id, security_group_id=cloud.security_group, vswitches=dict(cloud.vswitches),
+        spot_strategy=cloud.spot.strategy, spot_price_limit=cloud.spot.price_limit,
+        spot_fallback_on_demand=cloud.spot.fallback_on_demand, user_data=user_data,
+        tags={TAG_CONTROLLER: controller_id, TAG_POLICY: policy.name, TAG_INTENT: intent_id},
+        name_prefix=f"burst-{policy.name}",
+    )
+
+
+class Lifecycle:
+    """Advances the replicas of one policy. Not thread-safe: the policy's tick job runs one at a time."""
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
+        self._last_probe: dict[str, float] = {}  # replica id -> time of its last health probe
+
+    # ------------------------------------------------------------------ driver
+
+    def advance(self, replica: Replica) -> Replica:
+        """Take as many steps as are possible now (usually one or two) and return the replica as left."""
+        for _ in range(12):  # bound: each pass moves at most one state forward
+            before = replica.state
+            try:
+                replica = self._step(replica)
+            except TransientError as exc:
+                self.ctx.error(f"replica {replica.id} ({replica.state}): {exc} (will retry)")
+                return replica
+            if replica.state == before or replica.state == S.GONE:
+                return replica
+        return replica
+
+    def _step(self, r: Replica) -> Replica:
+        handler = {
+            S.PLANNED: self._planned, S.REPLICATING: self._replicating, S.LAUNCHING: self._launching,
+            S.BOOTING: self._booting, S.STARTING: self._starting, S.HEALTHY: self._healthy,
+            S.SERVING: self._serving, S.DRAINING: self._draining, S.STOPPING: self._stopping,
+            S.RELEASING: self._releasing,
+        }.get(S(r.state))
+        return handler(r) if handler else r
+
+    # ------------------------------------------------------------------ helpers
+
+    def _age_in_state(self, r: Replica) -> float:
+        return self.ctx.now() - r.state_since
+
+    def _failed(self, r: Replica, to: ReplicaState, why: str, intent_id: str | None = None) -> Replica:
+        """Down the failure path; the reason is kept on the replica and in the audit log."""
+        self.ctx.event("replica-failed", f"replica {r.id}: {why}; moving to {to}", replica=r.id,
+                       state=r.state)
+        if intent_id is not None:
+            return self.ctx.store.fail(intent_id, why, to=to, failure=why) or r
+        return self.ctx.store.transition(r.id, to, failure=why)
+
+    def _node(self, r: Replica) -> Node | None:
+        row = self.ctx.store.instance(r.instance_id) if r.instance_id else None
+        if row is None or not row.private_ip:
+            return None
+        endpoint = row.docker_endpoint or self.ctx.edges.node_endpoint(
+            Instance(id=row.id, state=InstanceState.RUNNING, instance_type=row.instance_type, zone=row.zone,
+                     private_ip=row.private_ip, tags={}))
+        return Node(instance_id=row.id, address=row.private_ip, docker_endpoint=endpoint)
+
+    def _backend(self) -> str:
+        traffic = self.ctx.policy.traffic
+        return str(traffic.haproxy.backend) if traffic.haproxy is not None else str(traffic.slb.load_balancer_id)
+
+    def _probe_due(self, r: Replica) -> bool:
+        interval = float(self.ctx.policy.workload.health.interval)
+        last = self._last_probe.get(r.id)
+        now = self.ctx.now()
+        if last is not None and now - last < interval:
+            return False
+        self._last_probe[r.id] = now
+        return True
+
+    def _probe(self, r: Replica) -> bool:
+        health = self.ctx.policy.workload.health
+        if not r.address or not r.port:
+            return False
+        return self.ctx.edges.health.probe(r.address, int(r.port), str(health.path), float(health.timeout))
+
+    # ------------------------------------------------------------------ the way in
+
+    def _planned(self, r: Replica) -> Replica:
+        return self.ctx.store.transition(r.id, S.REPLICATING)
+
+    def _replicating(self, r: Replica) -> Replica:
+        try:
+            spec = self.ctx.workload()  # copies the image when pre-replication has not yet
+        except PermanentError as exc:
+            return self._cancel_launch(r, f"cannot prepare the workload: {exc}")
+        return self.ctx.store.transition(r.id, S.LAUNCHING, spec_hash=spec.spec_hash, image=spec.image)
+
+    def _cancel_launch(self, r: Replica, why: str) -> Replica:
+        for intent in self.ctx.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH, state=IntentState.PENDING):
+            self.ctx.store.fail(intent.id, why)
+        return self._failed(r, S.RELEASING, why)
+
+    def _launching(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
+        if self._age_in_state(r) > ctx.options.launch_timeout:
+            return self._failed(r, S.RELEASING, f"launch not done after {ctx.options.launch_timeout:.0f}s: "
+                                f"{intent.error or 'no answer'}", intent.id)
+        others = [h for h in ctx.holdings() if h.key != r.id]
+        check = check_launch(ctx.policy, others, 1)
+        if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
+            return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
+        spec = launch_spec(ctx.policy, ctx.options.controller_id, r.id, intent.token,
+                           ctx.edges.user_data(ctx.policy, r.id))
+        try:
+            instances = ctx.edges.compute.launch(spec, 1, intent.token)
+        except TransientError as exc:
+            ctx.store.note_error(intent.id, str(exc))
+            raise
+        except PermanentError as exc:
+            return self._failed(r, S.RELEASING, f"launch failed: {exc}", intent.id)
+        if not instances:
+            ctx.store.note_error(intent.id, "launch returned no instance")
+            raise TransientError("launch returned no instance")
+        inst = instances[0]
+        for extra in instances[1:]:  # never expected; never leaked either
+            ctx.edges.compute.release([extra.id])
+        ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=intent.id)
+        ctx.event("launch", f"replica {r.id}: launched {inst.id} ({inst.instance_type} in {inst.zone})",
+                  replica=r.id, instance=inst.id, token=intent.token)
+        return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
+                                  instance_id=inst.id) or r
+
+    def _booting(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        if self._age_in_state(r) > ctx.options.boot_timeout:
+            return self._failed(r, S.RELEASING, f"node {r.instance_id} did not boot within "
+                                f"{ctx.options.boot_timeout:.0f}s")
+        found = ctx.edges.compute.get([r.instance_id]) if r.instance_id else []
+        if not found or found[0].state in (InstanceState.GONE, InstanceState.STOPPED, InstanceState.STOPPING):
+            return self._failed(r, S.RELEASING, f"instance {r.instance_id} disappeared while booting")
+        inst = found[0]
+        if inst.state != InstanceState.RUNNING or not inst.private_ip:
+            return r
+        ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
+        node = self._node(r)
+        assert node is not None
+        try:  # the node is up when its Docker Engine answers over mutual TLS
+            ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
+        except BurstError as exc:
+            logger.debug("node %s not answering yet: %s", node.instance_id, exc)
+            return r
+        return ctx.store.transition(r.id, S.STARTING, address=node.address)
+
+    def _starting(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        node = self._node(r)
+        if node is None:
+            return self._failed(r, S.RELEASING, f"instance {r.instance_id} has no address")
+        if r.container_id is None:
+            spec = ctx.workload()
+            name = f"burst-{r.policy}-{r.id}"
+            labels = {LABEL_CONTROLLER: ctx.options.controller_id, LABEL_POLICY: r.policy,
+                      LABEL_REPLICA: r.id, LABEL_SPEC_HASH: spec.spec_hash}
+            intent = ctx.store.step_intent(r, IntentKind.START, target=node.instance_id)
+            try:
+                container = ctx.edges.runtime.start(node, spec, name, labels)
+            except TransientError as exc:
+                ctx.store.note_error(intent.id, str(exc))
+                if self._age_in_state(r) > ctx.options.start_timeout:
+                    return self._failed(r, S.STOPPING, f"container did not start: {exc}", intent.id)
+                raise
+            except PermanentError as exc:
+                return self._failed(r, S.STOPPING, f"container start failed: {exc}", intent.id)
+            r = ctx.store.complete(intent.id, outcome={"container": container.id}, to=None,
+                                   container_id=container.id, address=container.address, port=container.port,
+                                   spec_hash=spec.spec_hash, image=spec.image) or r
+            ctx.event("start", f"replica {r.id}: container {container.id[:12]} on {node.instance_id} "
+                      f"({container.address}:{container.port})", replica=r.id)
+        if self._age_in_state(r) > ctx.options.start_timeout:
+            return self._failed(r, S.STOPPING, f"not healthy within {ctx.options.start_timeout:.0f}s "
+                                f"({r.health_passes} passes)")
+        if not self._probe_due(r):
+            return r
+        passes = r.health_passes + 1 if self._probe(r) else 0
+        target = int(ctx.policy.workload.health.passes)
+        return ctx.store.transition(r.id, S.HEALTHY if passes >= target else None, health_passes=passes)
+
+    def _healthy(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        name = server_name(ctx.options.controller_id, r.policy, r.id)
+        intent = ctx.store.step_intent(r, IntentKind.ADMIT, target=name)
+        server = Server(name=name, address=r.address or "", port=int(r.port or 0), instance_id=r.instance_id or "")
+        try:
+            ctx.load_balancer().add(self._backend(), server)
+        except TransientError as exc:
+            ctx.store.note_error(intent.id, str(exc))
+            raise
+        except PermanentError as exc:
+            return self._failed(r, S.STOPPING, f"admission to the load balancer failed: {exc}", intent.id)
+        ctx.event("admit", f"replica {r.id}: serving as {name} ({r.address}:{r.port})", replica=r.id)
+        return ctx.store.complete(intent.id, to=S.SERVING, server_name=name, health_failures=0) or r
+
+    def _serving(self, r: Replica) -> Replica:
+        if not self._probe_due(r):
+            return r
+        if self._probe(r):
+            return r if r.health_failures == 0 else self.ctx.store.transition(r.id, None, health_failures=0)
+        failures = r.health_failures + 1
+        if failures >= int(self.ctx.policy.workload.health.failures):
+            return self._failed(r, S.DRAINING, f"{failures} consecutive health check failures")
+        return self.ctx.store.transition(r.id, None, health_failures=failures)
+
+    # ------------------------------------------------------------------ the way out
+
+    def _draining(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        if not r.server_name:  # never admitted: nothing to drain
+            return ctx.store.transition(r.id, S.STOPPING)
+        lb, backend = ctx.load_balancer(), self._backend()
+        if not ctx.store.intents(replica_id=r.id, kind=IntentKind.DRAIN, state=IntentState.DONE):
+            intent = ctx.store.step_intent(r, IntentKind.DRAIN, target=r.server_name)
+            try:
+                lb.drain(backend, r.server_name)
+            except NotFoundError:
+                pass  # not in the load balancer (reloaded, or removed by hand): nothing to drain
+            except TransientError as exc:
+                ctx.store.note_error(intent.id, str(exc))
+                raise
+            ctx.store.complete(intent.id)
+            ctx.event("drain", f"replica {r.id}: draining {r.server_name}", replica=r.id)
+        forced = self._age_in_state(r) > float(ctx.policy.drain.timeout)
+        if not forced:
+            try:
+                sessions = lb.sessions(backend, r.server_name)
+            except NotFoundError:
+                sessions = 0
+            if sessions > 0:
+                return r
+        intent = ctx.store.step_intent(r, IntentKind.REMOVE, target=r.server_name)
+        try:
+            lb.remove(backend, r.server_name)
+        except TransientError as exc:
+            ctx.store.note_error(intent.id, str(exc))
+            raise
+        if forced:
+            ctx.event("drain-forced", f"replica {r.id}: drain exceeded {ctx.policy.drain.timeout:g}s; "
+                      "removed with sessions still open", replica=r.id)
+        return ctx.store.complete(intent.id, to=S.STOPPING) or r
+
+    def _stopping(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        node = self._node(r)
+        if r.container_id and node is not None:
+            intent = ctx.store.step_intent(r, IntentKind.STOP, target=r.container_id)
+            try:
+                ctx.edges.runtime.stop(node, r.container_id, str(ctx.policy.drain.signal),
+                                       float(ctx.policy.drain.stop_timeout))
+                ctx.edges.runtime.remove(node, r.container_id)
+            except NotFoundError:
+                pass
+            except TransientError as exc:
+                ctx.store.note_error(intent.id, str(exc))
+                if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + ctx.options.boot_timeout:
+                    raise
+                ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
+                          replica=r.id)
+            return ctx.store.complete(intent.id, to=S.RELEASING) or r
+        return ctx.store.transition(r.id, S.RELEASING)
+
+    def _releasing(self, r: Replica) -> Replica:
+        ctx = self.ctx
+        ids = [r.instance_id] if r.instance_id else self._instances_of_launch(r)
+        intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=",".join(ids))
+        for pending in ctx.store.intents(replica_id=r.id, state=IntentState.PENDING):
+            if pending.kind == IntentKind.LAUNCH:  # a launch that may still land: its instances go too
+                ids += [i for i in self._instances_of_launch(r, pending.id) if i not in ids]
+                ctx.store.fail(pending.id, "cancelled: the replica is being released")
+        if ids:
+            try:
+                ctx.edges.compute.release(ids)
+            except TransientError as exc:
+                ctx.store.note_error(intent.id, str(exc))
+                raise
+            ctx.store.mark_released(ids)
+        self._last_probe.pop(r.id, None)
+        ctx.event("release", f"replica {r.id}: released {', '.join(ids) or 'nothing (never launched)'}",
+                  replica=r.id)
+        return ctx.store.complete(intent.id, outcome={"released": ids}, to=S.GONE) or r
+
+    def _instances_of_launch(self, r: Replica, intent_id: str | None = None) -> list[str]:
+        """Instances a launch of this replica may have created, found by their intent tag."""
+        intents = ([intent_id] if intent_id else
+                   [i.id for i in self.ctx.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)])
+        if not intents:
+            return []
+        owned = self.ctx.edges.compute.list(Owner(self.ctx.options.controller_id, r.policy))
+        return [i.id for i in owned if i.tags.get(TAG_INTENT) in intents]

@@ -1,0 +1,117 @@
+"""The daemon's answers to the status endpoint (``controller.status.StatusSource``): status, events,
+readiness, history, and the operator actions pause / resume / drain. Mixed into ``controller.daemon.Daemon``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from controller.status_models import (
+    ControllerStatus,
+    DecisionStatus,
+    ErrorEntry,
+    Event,
+    EventPage,
+    InstanceStatus,
+    MetricPoint,
+    MetricStatus,
+    PolicyStatus,
+)
+
+if TYPE_CHECKING:
+    from controller.daemon import Daemon
+    from controller.tick import PolicyRuntime
+
+__all__ = ["StatusReport"]
+
+
+class StatusReport:
+    """StatusSource over the daemon's runtimes and store. Thread-safe: reads only, plus flag writes."""
+
+    def _d(self) -> Daemon:
+        return self  # type: ignore[return-value]
+
+    def status(self) -> ControllerStatus:
+        d = self._d()
+        ok, why = self.ready()
+        return ControllerStatus(controller_id=d.options.controller_id, role="active", version=d.version,
+                                started_at=d.started_at, ready=ok, ready_reason=why,
+                                policy_errors=list(d.policy_set.problems),
+                                policies=[self._policy(r) for r in sorted(d.runtimes.values(), key=lambda r: r.name)])
+
+    def _policy(self, runtime: PolicyRuntime) -> PolicyStatus:
+        d = self._d()
+        now = d.clock()
+        ps = d.store.policy_state(runtime.name)
+        replicas = d.store.live_replicas(runtime.name)
+        by_id = {r.id: r for r in replicas}
+        obs = runtime.observation(now) if runtime.last_observation is not None else None
+        metric = None if obs is None else MetricStatus(
+            value=obs.value, age_seconds=round(obs.age, 3), source=obs.source or str(runtime.policy.metric.source),
+            ok=obs.usable, error=obs.error)
+        last = d.store.last_decision(runtime.name)
+        decision = None if last is None else DecisionStatus(
+            desired=max(0, last.desired), direction="out" if last.direction == "out" else
+            "in" if last.direction == "in" else "hold",
+            reason=last.reason, at=last.at, details=json.loads(last.details) if last.details else {})
+        instances = []
+        for row in d.store.instances(runtime.name):
+            replica = by_id.get(row.replica_id or "")
+            age = max(0.0, now - row.created_at)
+            price = row.price_per_hour or float(runtime.policy.budget.prices.get(row.instance_type, 0.0))
+            instances.append(InstanceStatus(id=row.id, zone=row.zone, type=row.instance_type,
+                                            state=replica.state if replica else "orphan", age_seconds=age,
+                                            spend=round(price * age / 3600.0, 4), address=row.private_ip,
+                                            spot=row.spot))
+        return PolicyStatus(
+            name=runtime.name, paused=bool(ps and ps.paused), draining=bool(ps and (ps.drain_requested or ps.removed)),
+            metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
+            instances=instances, spend_this_hour=round(runtime.spend_per_hour(), 4),
+            budget_per_hour=float(runtime.policy.budget.max_per_hour),
+            last_errors=[ErrorEntry(at=at, message=m) for at, m in list(runtime.errors)[:10]])
+
+    def events(self, *, cursor: int | None, limit: int, policy: str | None) -> EventPage:
+        rows, next_cursor = self._d().store.events_after(cursor=cursor, limit=limit, policy=policy)
+        return EventPage(events=[Event(id=int(r.id or 0), at=r.at, policy=r.policy, kind=r.kind, message=r.message,
+                                       details=json.loads(r.details) if r.details else {}) for r in rows],
+                         next_cursor=next_cursor)
+
+    def ready(self) -> tuple[bool, str]:
+        d = self._d()
+        if not d._ready:
+            return False, d._why
+        if d._last_store_error is not None and time.monotonic() - d._last_store_error < 30.0:
+            return False, "state store busy or unreachable in the last 30s"
+        return True, ""
+
+    def _flags(self, policy: str, kind: str, message: str, **flags: Any) -> None:
+        d = self._d()
+        d.runtime(policy)  # NotFoundError for an unknown policy
+        d.store.save_policy(policy, **flags)
+        d.store.record_event(kind, message, policy=policy)
+        d.kick(policy)
+
+    def pause(self, policy: str) -> None:
+        self._flags(policy, "pause", f"policy {policy} paused by an operator: no scaling until resumed",
+                    paused=True)
+
+    def resume(self, policy: str) -> None:
+        self._flags(policy, "resume", f"policy {policy} resumed by an operator", paused=False,
+                    drain_requested=False)
+
+    def drain(self, policy: str) -> None:
+        self._flags(policy, "drain", f"policy {policy}: operator drain, all cloud replicas go; "
+                    "they stay at zero until resumed", drain_requested=True)
+
+    def history(self, policy: str, since: float) -> list[MetricPoint]:
+        d = self._d()
+        d.runtime(policy)
+        return [MetricPoint(at=s.at, value=s.value, capacity=s.capacity, replicas=s.replicas)
+                for s in d.store.samples(policy, since)]
+
+    def replica_counts(self, policy: str) -> dict[str, int]:
+        return dict(Counter(r.state for r in self._d().store.live_replicas(policy)))
+

@@ -1,0 +1,258 @@
+"""One policy at run time: its sampling (observe), its tick (decide -> plan -> journal -> act, then advance
+every live replica one step) and its image preparation. The daemon (controller/daemon.py) runs these as
+separate scheduler jobs per policy, so a slow or failing policy never stalls another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from controller.budget import Holding, hourly_spend
+from controller.edges import Edges, LoopOptions
+from controller.errors import BurstError, StateBusyError
+from controller.lifecycle import Lifecycle
+from controller.planner import PlanInput, ReplicaView, plan
+from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
+from controller.state import StateStore
+from controller.state_models import ACTIVE_STATES, LEAVING_STATES, IntentKind, IntentState, ReplicaState
+from policies.types import Decision, Direction, Fleet, Observation
+
+__all__ = ["PolicyRuntime", "Decide"]
+
+logger = logging.getLogger(__name__)
+
+Decide = Callable[[Any, Observation, Fleet, float], Decision]
+
+
+def _engine_decide(policy: Any, observation: Observation, fleet: Fleet, now: float) -> Decision:
+    from policies.engine import decide  # the decision engineer's module; imported late so tests can inject
+
+    return decide(policy, observation, fleet, now)
+
+
+class PolicyRuntime:
+    """Everything the loop keeps for one policy. ``policy`` is swapped atomically on reload."""
+
+    def __init__(self, policy: Any, *, store: StateStore, edges: Edges, options: LoopOptions,
+                 decide: Decide | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.store = store
+        self.edges = edges
+        self.options = options
+        self.clock = clock
+        self.decide = decide or _engine_decide
+        self.removed = False  # the policy file is gone: drain everything, then forget the policy
+        self.lifecycle = Lifecycle(self)
+        self.errors: deque[tuple[float, str]] = deque(maxlen=20)
+        self.last_observation: Observation | None = None
+        self.last_sample_at: float | None = None
+        self._history: deque[tuple[float, float]] = deque(maxlen=20000)
+        self._workload: WorkloadSpec | None = None
+        self._workload_at = 0.0
+        self._workload_lock = threading.Lock()
+        self._last_evaluate = 0.0
+        self._metrics: MetricsSource | None = None
+        self._lb: LoadBalancer | None = None
+        self._load_history()
+
+    # ------------------------------------------------------------------ PolicyContext
+
+    @property
+    def name(self) -> str:
+        return str(self.policy.name)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def event(self, kind: str, message: str, **details: Any) -> None:
+        try:
+            self.store.record_event(kind, message, policy=self.name, details=details or None)
+        except StateBusyError as exc:  # the audit line is lost, the log line is not
+            logger.warning("%s (event not stored: %s)", message, exc)
+
+    def error(self, message: str) -> None:
+        logger.warning("policy %s: %s", self.name, message)
+        self.errors.appendleft((self.clock(), message))
+
+    def load_balancer(self) -> LoadBalancer:
+        if self._lb is None:
+            self._lb = self.edges.load_balancer(self.policy)
+        return self._lb
+
+    def metrics(self) -> MetricsSource:
+        if self._metrics is None:
+            self._metrics = self.edges.metrics(self.policy)
+        return self._metrics
+
+    def replace_policy(self, policy: Any) -> None:
+        """A new valid version of the file: edges that depend on changed sections are rebuilt."""
+        old, self.policy = self.policy, policy
+        if old.metric != policy.metric and self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if old.traffic != policy.traffic:
+            self._lb = None
+        if old.workload != policy.workload or old.registry != policy.registry:
+            with self._workload_lock:
+                self._workload = None
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def workload(self) -> WorkloadSpec:
+        """The captured workload with its image copied to the cloud registry (cached; refreshed by the
+        replicate job)."""
+        with self._workload_lock:
+            if self._workload is None:
+                self._workload = self._prepare()
+                self._workload_at = self.clock()
+            return self._workload
+
+    def _prepare(self) -> WorkloadSpec:
+        src = self.edges.workloads.source_image(self.policy)
+        dst = str(self.policy.registry.target)
+        platforms = tuple(self.policy.workload.platforms) or None
+        result = self.edges.registry.replicate(src, dst, platforms)
+        spec = self.edges.workloads.capture(self.policy, f"{dst}@{result.digest}")
+        self.event("replicate", f"image {src} -> {dst}@{result.digest[:19]} ({result.copied_blobs} blobs copied, "
+                   f"{result.skipped_blobs} present, {result.seconds:.2f}s)", digest=result.digest)
+        return spec
+
+    def refresh_workload(self) -> None:
+        """Pre-replication: copy the image ahead of any burst, and pick up a changed on-prem spec."""
+        spec = self._prepare()
+        with self._workload_lock:
+            self._workload, self._workload_at = spec, self.clock()
+
+    def holdings(self) -> list[Holding]:
+        """Everything of this policy that costs or may cost money (see controller.budget)."""
+        out: list[Holding] = []
+        instances = {row.id: row for row in self.store.instances(self.name)}
+        for r in self.store.live_replicas(self.name):
+            row = instances.pop(r.instance_id, None) if r.instance_id else None
+            out.append(Holding(key=r.id, instance_type=row.instance_type if row else None,
+                               price_per_hour=row.price_per_hour if row else None))
+        for row in instances.values():  # an instance whose replica is gone or unknown still costs
+            out.append(Holding(key=row.replica_id or f"instance:{row.id}", instance_type=row.instance_type,
+                               price_per_hour=row.price_per_hour))
+        for intent in self.store.intents(policy=self.name, kind=IntentKind.LAUNCH, state=IntentState.PENDING):
+            out.append(Holding(key=intent.replica_id or f"intent:{intent.id}"))
+        return out
+
+    def spend_per_hour(self) -> float:
+        return hourly_spend(self.policy, self.holdings())
+
+    # ------------------------------------------------------------------ observe
+
+    def _load_history(self) -> None:
+        try:
+            for s in self.store.samples(self.name, since=self.clock() - 86400.0):
+                if s.ok and s.value is not None:
+                    self._history.append((s.at, s.value))
+        except StateBusyError as exc:
+            logger.warning("policy %s: history not loaded: %s", self.name, exc)
+
+    def sample(self) -> Observation:
+        """Query the metrics source and keep the reading (in memory and in the store)."""
+        now = self.clock()
+        try:
+            obs = self.metrics().query(float(self.policy.metric.window))
+        except BurstError as exc:  # sources should not raise, but a broken one must not kill the job
+            obs = Observation(value=None, age=0.0, source=str(self.policy.metric.source), ok=False, error=str(exc))
+        at = now - obs.age
+        active = len(self.store.replicas(self.name, ACTIVE_STATES))
+        self.store.record_sample(self.name, at=at, value=obs.value, ok=obs.usable, source=obs.source,
+                                 error=obs.error, replicas=active)
+        if obs.usable and obs.value is not None:
+            self._history.append((at, obs.value))
+        else:
+            self.error(f"metric {obs.source or self.policy.metric.source}: {obs.error or 'no value'}")
+        self.last_observation, self.last_sample_at = obs, at
+        return obs
+
+    def observation(self, now: float) -> Observation:
+        """The latest reading as of ``now``: aged, marked stale past ``metric.stale_after``."""
+        obs, at = self.last_observation, self.last_sample_at
+        if obs is None or at is None:
+            return Observation(value=None, age=float("inf"), source=str(self.policy.metric.source), ok=False,
+                               error="no sample yet")
+        age = max(0.0, now - at)
+        history = tuple(p for p in self._history if p[0] < at)
+        ok, error = obs.ok, obs.error
+        if age > float(self.policy.metric.stale_after):
+            ok, error = False, f"stale: last sample {age:.0f}s old"
+        return Observation(value=obs.value, age=age, source=obs.source, ok=ok, error=error, history=history)
+
+    # ------------------------------------------------------------------ tick
+
+    def tick(self, *, force_evaluate: bool = False) -> None:
+        """Evaluate when due, then advance every live replica."""
+        now = self.clock()
+        if force_evaluate or now - self._last_evaluate >= self.options.evaluate_interval:
+            self._last_evaluate = now
+            self.evaluate(now)
+        self.advance()
+
+    def advance(self) -> None:
+        for replica in self.store.live_replicas(self.name):
+            try:
+                self.lifecycle.advance(replica)
+            except StateBusyError:
+                raise  # the whole tick holds; the scheduler runs it again
+            except BurstError as exc:
+                self.error(f"replica {replica.id} ({replica.state}): {exc}")
+            except Exception as exc:  # a bug in one step must not stop the other replicas
+                logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
+                self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
+
+    def fleet(self, paused: bool) -> tuple[Fleet, list[ReplicaView]]:
+        replicas = self.store.live_replicas(self.name)
+        active = [r for r in replicas if r.state in ACTIVE_STATES]
+        ps = self.store.policy_state(self.name)
+        fleet = Fleet(active=len(active), ready=sum(r.state == ReplicaState.SERVING for r in active),
+                      draining=sum(r.state in LEAVING_STATES for r in replicas),
+                      last_scale_out=ps.last_scale_out if ps else None,
+                      last_scale_in=ps.last_scale_in if ps else None,
+                      launched_at=tuple(r.created_at for r in active), paused=paused)
+        return fleet, [ReplicaView(r.id, r.state, r.created_at) for r in active]
+
+    def evaluate(self, now: float) -> None:
+        ps = self.store.policy_state(self.name)
+        paused = bool(ps and ps.paused)
+        drain_all = self.removed or bool(ps and ps.drain_requested)
+        fleet, views = self.fleet(paused)
+        obs = self.observation(now)
+        if drain_all:
+            decision = Decision(0, Direction.IN, "policy removed" if self.removed else "operator drain")
+        else:
+            decision = self.decide(self.policy, obs, fleet, now)
+        p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(), now=now,
+                                        observation_ok=obs.usable, paused=paused, drain_all=drain_all,
+                                        last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
+                                        target=ps.target if ps else None))
+        reason = p.reason + (f" (held: {p.held})" if p.held else "")
+        direction = (Direction.OUT if p.launch else Direction.IN if p.drain else Direction.HOLD)
+        self.store.record_decision(self.name, value=obs.value, desired=p.desired, actual=len(views),
+                                   direction=str(direction), reason=reason, details=dict(decision.details))
+        if p.launch:
+            planned = self.store.plan_replicas(self.name, p.launch, spec_hash="", reason=p.reason)
+            self.store.save_policy(self.name, last_scale_out=now, target=len(views) + p.launch)
+            self.event("scale-out", f"launching {p.launch} replica(s) ({len(views)} -> {len(views) + p.launch}): "
+                       f"{reason}", replicas=[r.id for r, _ in planned], value=obs.value)
+        if p.drain:
+            for rid in p.drain:
+                self.store.transition(rid, ReplicaState.DRAINING, reason=p.reason)
+            if drain_all:
+                self.store.save_policy(self.name, target=0)
+            else:
+                self.store.save_policy(self.name, last_scale_in=now, target=len(views) - len(p.drain))
+            self.event("scale-in", f"draining {len(p.drain)} replica(s) ({len(views)} -> "
+                       f"{len(views) - len(p.drain)}): {reason}", replicas=list(p.drain), value=obs.value)
+        elif p.held and decision.direction != Direction.HOLD:
+            logger.info("policy %s: %s", self.name, reason)

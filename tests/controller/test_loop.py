@@ -1,0 +1,261 @@
+"""The control loop on in-memory fakes of the ports: a replica's whole life, journaled; failure paths and
+timeouts at each step; crash-resume without duplicate launches; the budget guard at launch time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from controller.edges import LoopOptions
+from controller.errors import CapacityError, TransientError
+from controller.ports import TAG_INTENT
+from controller.lifecycle import launch_spec
+from controller.state import StateStore, sqlite_url
+from controller.state_models import IntentKind, IntentState, ReplicaState
+from controller.tick import PolicyRuntime
+from policies.types import Decision, Direction, Fleet, Observation
+from tests.controller.fakes import World, make_policy
+
+S = ReplicaState
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+@dataclass
+class Env:
+    clock: Clock
+    store: StateStore
+    world: World
+    rt: PolicyRuntime
+    want: dict[str, int]
+
+    def tick(self, dt: float = 1.0, times: int = 1) -> None:
+        for _ in range(times):
+            self.clock.advance(dt)
+            self.rt.sample()
+            self.rt.tick(force_evaluate=True)
+
+    def states(self) -> list[str]:
+        return [r.state for r in self.store.live_replicas("web")]
+
+
+OPTIONS = LoopOptions(controller_id="dc1", evaluate_interval=0, step_interval=1, boot_timeout=60,
+                      start_timeout=30, launch_timeout=30, orphan_grace=100)
+
+
+def make_env(tmp_path, **policy_overrides: object) -> Env:
+    clock = Clock()
+    store = StateStore(sqlite_url(tmp_path / "state.db"), clock=clock)
+    world = World(clock)
+    want = {"n": 0}
+
+    def decide(policy: object, obs: Observation, fleet: Fleet, now: float) -> Decision:
+        n = want["n"]
+        d = Direction.OUT if n > fleet.active else Direction.IN if n < fleet.active else Direction.HOLD
+        return Decision(n, d, f"test wants {n}")
+
+    rt = PolicyRuntime(make_policy(**policy_overrides), store=store, edges=world.edges, options=OPTIONS,
+                       decide=decide, clock=clock)
+    return Env(clock, store, world, rt, want)
+
+
+@pytest.fixture
+def env(tmp_path) -> Iterator[Env]:
+    e = make_env(tmp_path)
+    yield e
+    e.store.close()
+
+
+def serve_one(env: Env) -> None:
+    env.want["n"] = 1
+    env.tick()
+    assert env.states() == [S.BOOTING]
+    env.tick(dt=5)  # booted: starting, container up, first probe
+    env.tick(dt=1)  # second probe passes -> healthy -> admitted
+    assert env.states() == [S.SERVING]
+
+
+def test_full_life_is_journaled_and_leaves_nothing(env: Env) -> None:
+    serve_one(env)
+    [r] = env.store.live_replicas("web")
+    launch = env.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)[0]
+    assert launch.state == IntentState.DONE and launch.token == launch.id
+    assert list(env.world.compute.by_token) == [launch.token]
+    assert env.world.compute.instances[r.instance_id]["tags"][TAG_INTENT] == launch.id
+    assert [s.name for s in env.world.lb.list("web")] == [f"dc1-web-{r.id}"]
+    assert r.launching_at and r.booting_at and r.starting_at and r.healthy_at and r.serving_at
+    env.want["n"] = 0
+    env.tick(dt=61)  # scale-in cooldown (60s) passed: drain, no sessions, stop, release
+    assert env.store.live_replicas("web") == []
+    gone = env.store.replica(r.id)
+    assert gone is not None and gone.state == S.GONE and gone.draining_at and gone.releasing_at
+    assert env.world.compute.instances == {} and env.world.lb.servers == {} and env.world.runtime.containers == {}
+    kinds = [i.kind for i in env.store.intents(replica_id=r.id)]
+    assert kinds == ["launch", "start", "admit", "drain", "remove", "stop", "release"]
+    assert env.store.intents(state=IntentState.PENDING) == []
+    assert env.world.compute.launch_calls == 1
+
+
+def test_a_launch_that_landed_before_a_crash_is_not_duplicated(env: Env, tmp_path) -> None:
+    env.want["n"] = 1
+    [(replica, intent)] = env.store.plan_replicas("web", 1, spec_hash="", reason="before the crash")
+    # the old process called RunInstances and died before writing the outcome
+    env.world.compute.launch(launch_spec(env.rt.policy, "dc1", replica.id, intent.id, ""), 1, intent.token)
+    restarted = PolicyRuntime(env.rt.policy, store=env.store, edges=env.world.edges, options=OPTIONS,
+                              decide=env.rt.decide, clock=env.clock)
+    env.rt = restarted
+    env.tick()
+    assert env.world.compute.created == 1 and env.world.compute.launch_calls == 2
+    assert env.store.intent(intent.id).state == IntentState.DONE  # type: ignore[union-attr]
+    assert len(env.store.live_replicas("web")) == 1
+
+
+def test_transient_launch_error_retries_with_the_same_token(env: Env) -> None:
+    env.world.compute.fail_next = [TransientError("Throttling.User")]
+    env.want["n"] = 1
+    env.tick()
+    [r] = env.store.live_replicas("web")
+    assert r.state == S.LAUNCHING
+    [intent] = env.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)
+    assert intent.state == IntentState.PENDING and intent.error == "Throttling.User"
+    assert env.rt.errors and "Throttling" in env.rt.errors[0][1]
+    env.tick()
+    assert env.states() == [S.BOOTING] and env.world.compute.created == 1
+    assert env.store.intent(intent.id).attempts == 2  # type: ignore[union-attr]
+
+
+def test_sold_out_launch_fails_and_leaves_nothing(env: Env) -> None:
+    env.world.compute.fail_next = [CapacityError("NoStock")]
+    env.want["n"] = 1
+    env.tick()
+    [r] = env.store.replicas("web")
+    assert r.state == S.GONE and "NoStock" in (r.failure or "")
+    assert env.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)[0].state == IntentState.FAILED
+    assert any(e.kind == "replica-failed" for e in env.store.events()[0])
+
+
+def test_a_node_that_never_boots_is_released_and_replaced(env: Env) -> None:
+    env.world.compute.never_boot = True
+    env.want["n"] = 1
+    env.tick()
+    first = env.store.live_replicas("web")[0]
+    env.tick(dt=61)  # boot timeout (60s): released; the next evaluation replaces it
+    assert env.store.replica(first.id).state == S.GONE  # type: ignore[union-attr]
+    assert first.instance_id not in env.world.compute.instances
+    env.world.compute.never_boot = False
+    env.tick(dt=1)
+    live = env.store.live_replicas("web")
+    assert len(live) == 1 and live[0].id != first.id
+
+
+def test_container_that_never_turns_healthy_is_stopped_and_released(env: Env) -> None:
+    env.world.health.healthy = False
+    env.want["n"] = 1
+    env.tick()
+    env.tick(dt=5)
+    [r] = env.store.live_replicas("web")
+    assert r.state == S.STARTING and r.container_id
+    env.tick(dt=31)
+    assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
+    assert env.world.runtime.containers == {} and r.instance_id not in env.world.compute.instances
+
+
+def test_unhealthy_serving_replica_is_drained_and_replaced(env: Env) -> None:
+    serve_one(env)
+    [r] = env.store.live_replicas("web")
+    env.world.health.healthy = False
+    env.tick(dt=1)
+    assert env.store.replica(r.id).health_failures == 1  # type: ignore[union-attr]
+    env.world.health.healthy = True  # one pass resets the count
+    env.tick(dt=1)
+    assert env.store.replica(r.id).health_failures == 0  # type: ignore[union-attr]
+    env.world.health.healthy = False
+    env.tick(dt=1)
+    env.tick(dt=1)
+    assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
+    env.tick(dt=1)  # the next evaluation replaces it, without waiting for the scale-out cooldown
+    assert [x.state for x in env.store.live_replicas("web")] == [S.BOOTING]
+
+
+def test_drain_waits_for_sessions_then_is_forced_at_its_timeout(env: Env) -> None:
+    serve_one(env)
+    [r] = env.store.live_replicas("web")
+    env.world.lb.sessions_of[r.server_name] = 3  # type: ignore[index]
+    env.want["n"] = 0
+    env.tick(dt=61)
+    assert env.states() == [S.DRAINING]
+    assert env.world.lb.servers[("web", r.server_name)].state == "drain"
+    env.tick(dt=5)
+    assert env.states() == [S.DRAINING]
+    env.tick(dt=16)  # 21s > drain.timeout 20s
+    assert env.states() == []
+    assert any(e.kind == "drain-forced" for e in env.store.events()[0])
+
+
+def test_drain_finishes_as_soon_as_sessions_end(env: Env) -> None:
+    serve_one(env)
+    [r] = env.store.live_replicas("web")
+    env.world.lb.sessions_of[r.server_name] = 2  # type: ignore[index]
+    env.want["n"] = 0
+    env.tick(dt=61)
+    env.world.lb.sessions_of[r.server_name] = 0  # type: ignore[index]
+    env.tick(dt=1)
+    assert env.states() == [] and not any(e.kind == "drain-forced" for e in env.store.events()[0])
+
+
+def test_budget_guard_at_launch_stops_a_runaway_plan(tmp_path) -> None:
+    env = make_env(tmp_path, budget={"max_per_hour": 1.3, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
+    try:
+        # a "bug elsewhere": four replicas planned straight into the journal, bypassing the planner
+        env.store.plan_replicas("web", 4, spec_hash="", reason="runaway")
+        env.rt.advance()
+        assert env.world.compute.created == 2
+        failed = [r for r in env.store.replicas("web") if r.state == S.GONE]
+        assert len(failed) == 2 and all("budget guard" in (r.failure or "") for r in failed)
+    finally:
+        env.store.close()
+
+
+def test_missing_metric_never_scales_in(env: Env) -> None:
+    serve_one(env)
+    env.world.metrics.value = None
+    env.want["n"] = 0
+    env.tick(dt=61)
+    assert env.states() == [S.SERVING]
+    last = env.store.last_decision("web")
+    assert last is not None and "missing" in last.reason
+
+
+def test_paused_policy_does_not_scale(env: Env) -> None:
+    env.store.save_policy("web", paused=True)
+    env.want["n"] = 2
+    env.tick()
+    assert env.states() == []
+    env.store.save_policy("web", paused=False)
+    env.tick()
+    assert len(env.states()) == 2
+
+
+def test_operator_drain_and_removed_policy_drain_everything(env: Env) -> None:
+    serve_one(env)
+    env.store.save_policy("web", drain_requested=True)
+    env.tick(dt=1)  # no cooldown, no min_lifetime for an operator drain
+    assert env.states() == []
+    env.store.save_policy("web", drain_requested=False)
+    env.tick(dt=31)
+    assert len(env.states()) == 1
+    env.rt.removed = True
+    env.tick(dt=10)
+    env.tick(dt=10)
+    assert env.states() == [] and env.world.compute.instances == {}

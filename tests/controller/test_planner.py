@@ -1,0 +1,77 @@
+"""Planning: from a decision and the fleet to launches and drains, after bounds, step limits, cooldowns,
+min_lifetime, missing data and the budget guard."""
+
+from __future__ import annotations
+
+from controller.budget import Holding
+from controller.planner import PlanInput, ReplicaView, plan
+from policies.types import Decision, Direction
+from tests.controller.fakes import make_policy
+
+NOW = 10_000.0
+
+
+def views(*states_and_ages: tuple[str, float]) -> list[ReplicaView]:
+    return [ReplicaView(f"r{i}", s, NOW - age) for i, (s, age) in enumerate(states_and_ages)]
+
+
+def pin(desired: int, active: list[ReplicaView], direction: Direction = Direction.OUT, **kw: object) -> PlanInput:
+    holdings = [Holding(v.id) for v in active]
+    return PlanInput(decision=Decision(desired, direction, "test"), active=active, holdings=holdings, now=NOW,
+                     **kw)  # type: ignore[arg-type]
+
+
+def test_scale_out_is_clamped_to_max_and_step() -> None:
+    p = make_policy()
+    out = plan(p, pin(10, []))
+    assert out.desired == 4 and out.launch == 2 and "max_step_up" in (out.held or "")
+
+
+def test_scale_out_cooldown_holds_but_replacement_does_not_wait() -> None:
+    p = make_policy()
+    assert plan(p, pin(2, [], last_scale_out=NOW - 10)).launch == 0
+    assert "cooldown" in (plan(p, pin(2, [], last_scale_out=NOW - 10)).held or "")
+    # the last scale-out aimed at 2 and one replica failed since: replaced without waiting for the cooldown
+    assert plan(p, pin(2, views(("serving", 100)), Direction.HOLD, last_scale_out=NOW - 10, target=2)).launch == 1
+    # but going beyond the last target waits
+    assert plan(p, pin(3, views(("serving", 100)), last_scale_out=NOW - 10, target=2)).launch == 0
+    assert plan(p, pin(2, [], last_scale_out=NOW - 31)).launch == 2
+
+
+def test_budget_limits_launches() -> None:
+    p = make_policy(budget={"max_per_hour": 1.3, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
+    out = plan(p, pin(4, views(("serving", 100))))
+    assert out.launch == 1 and "budget" in (out.held or "")
+
+
+def test_scale_in_prefers_replicas_not_serving_and_respects_min_lifetime() -> None:
+    p = make_policy(min_lifetime="300s")
+    active = views(("serving", 1000), ("serving", 100), ("booting", 20))
+    out = plan(p, pin(0, active, Direction.IN))
+    assert out.drain == ("r2", "r0")  # the booting one first, then the one old enough; r1 is too young
+    assert "min_lifetime" in (out.held or "")
+
+
+def test_never_scale_in_on_missing_data() -> None:
+    p = make_policy()
+    out = plan(p, pin(0, views(("serving", 1000)), Direction.IN, observation_ok=False))
+    assert out.drain == () and "missing" in (out.held or "")
+
+
+def test_scale_in_cooldown_counts_from_any_action() -> None:
+    p = make_policy()
+    assert plan(p, pin(0, views(("serving", 1000)), Direction.IN, last_scale_out=NOW - 30)).drain == ()
+    assert plan(p, pin(0, views(("serving", 1000)), Direction.IN, last_scale_out=NOW - 61)).drain == ("r0",)
+
+
+def test_paused_and_drain_all() -> None:
+    p = make_policy()
+    active = views(("serving", 1), ("launching", 1))
+    assert plan(p, pin(4, active, paused=True)).launch == 0
+    out = plan(p, pin(4, active, drain_all=True))
+    assert out.launch == 0 and set(out.drain) == {"r0", "r1"}
+
+
+def test_min_replicas_is_a_floor() -> None:
+    p = make_policy(replicas={"min": 1, "max": 4})
+    assert plan(p, pin(0, [], Direction.HOLD)).launch == 1
