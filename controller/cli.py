@@ -21,6 +21,7 @@ COMMANDS = [
     "policy",
     "emulate",
     "status",
+    "simulate",
 ]
 
 
