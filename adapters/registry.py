@@ -152,7 +152,7 @@ class RegistryClient:
                     continue
                 raise _transport_error(exc, host, what) from exc
             if resp.status_code == 401 and replayable and not auth_retried and \
-                    self._auth.challenged(host, resp.headers.get("www-authenticate"), scope):
+                    self._auth.challenged(host, resp.headers.get("www-authenticate"), scope, authz):
                 resp.close()
                 auth_retried = True
                 continue

@@ -108,6 +108,7 @@ class Authenticator:
         self._clock = clock
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
+        self._flights: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def header(self, host: str, scope: str) -> str | None:
@@ -122,14 +123,17 @@ class Authenticator:
             return "Bearer " + self._token(host, challenge, scope)
         return None
 
-    def challenged(self, host: str, www_authenticate: str | None, scope: str) -> bool:
-        """Record a 401's challenge and drop the token it refused; True if the scheme is one we speak."""
+    def challenged(self, host: str, www_authenticate: str | None, scope: str, sent: str | None) -> bool:
+        """Record a 401's challenge; drop the token it refused (``sent``, the Authorization header the
+        request carried). True if the scheme is one we speak."""
         challenge = parse_challenge(www_authenticate or "")
         if challenge is None or challenge.scheme not in ("basic", "bearer"):
             return False
         with self._lock:
             self._challenges[host] = challenge
-            self._tokens.pop((host, scope), None)
+            cached = self._tokens.get((host, scope))
+            if cached is not None and sent == "Bearer " + cached.value:
+                del self._tokens[(host, scope)]
         return True
 
     def forget(self, host: str) -> None:
@@ -144,15 +148,21 @@ class Authenticator:
 
     def _token(self, host: str, challenge: Challenge, scope: str) -> str:
         key = (host, scope)
-        now = self._clock()
         with self._lock:
             cached = self._tokens.get(key)
-            if cached and cached.expires > now:
+            if cached and cached.expires > self._clock():
                 return cached.value
-        value, ttl = self._fetch_token(host, challenge, scope)
-        with self._lock:
-            self._tokens[key] = _Token(value, now + max(ttl - TOKEN_MARGIN, ttl / 2))
-        return value
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:  # one fetch per scope at a time: parallel workers share the token it brings
+            with self._lock:
+                cached = self._tokens.get(key)
+                if cached and cached.expires > self._clock():
+                    return cached.value
+            now = self._clock()
+            value, ttl = self._fetch_token(host, challenge, scope)
+            with self._lock:
+                self._tokens[key] = _Token(value, now + max(ttl - TOKEN_MARGIN, ttl / 2))
+            return value
 
     def _fetch_token(self, host: str, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.params.get("realm")
