@@ -1,0 +1,126 @@
+"""Node bootstrap: renders ``deploy/node-bootstrap.yaml.tmpl`` (cloud-init) into the UserData of a launch.
+Installs Docker, serves its API on tcp 2376 with mutual TLS (our CA, a short-lived server certificate
+issued here; the CA key never leaves the controller) and logs in to the cloud registry with a short-lived
+token. Called by the wiring's ``user_data`` edge before ``EcsComputePool.launch``.
+
+Every instance of one RunInstances batch receives the same UserData, and a node's private IP is only known
+after launch, so the server certificate names every address of the node networks (the VSwitch CIDRs)
+rather than one IP: a /24 costs about 2 KB. Keep those networks small (at most ``MAX_NODE_ADDRESSES``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.pki import CertificateAuthority
+from controller.errors import ConfigError
+
+__all__ = ["DEFAULT_TEMPLATE", "MAX_NODE_ADDRESSES", "USER_DATA_LIMIT", "BootstrapSettings", "NodeBootstrap",
+           "RegistryLogin"]
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "node-bootstrap.yaml.tmpl"
+USER_DATA_LIMIT = 32 * 1024
+MAX_NODE_ADDRESSES = 1024
+MAX_TOKEN_LIFETIME = dt.timedelta(hours=12)  # anything longer is a password, not a token
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """A short-lived registry credential (e.g. ACR GetAuthorizationToken: one hour)."""
+
+    registry: str  # host[:port]
+    username: str
+    token: str
+    expires_at: dt.datetime  # timezone-aware
+
+    def __repr__(self) -> str:
+        return f"RegistryLogin(registry={self.registry!r}, username={self.username!r}, token=<redacted>, " \
+               f"expires_at={self.expires_at.isoformat()})"
+
+
+@dataclass
+class BootstrapSettings:
+    ca: CertificateAuthority
+    node_networks: tuple[str, ...]  # CIDRs node private IPs come from (the VSwitches of the policy's zones)
+    cert_days: int = 7
+    docker_port: int = 2376
+    template: Path = DEFAULT_TEMPLATE
+
+
+class NodeBootstrap:
+    def __init__(self, settings: BootstrapSettings) -> None:
+        self.settings = settings
+        if not 1 <= settings.cert_days <= 30:
+            problem = "bootstrap: cert_days must be within 1..30 (node certificates are short-lived)"
+            raise ConfigError("node certificate validity", [problem])
+        self._addresses = self._node_addresses(settings.node_networks)
+        try:
+            self._template = string.Template(settings.template.read_text())
+        except OSError as exc:
+            problem = f"{settings.template}: cannot read the node bootstrap template: {exc.strerror}"
+            raise ConfigError(problem, [problem]) from None
+
+    @staticmethod
+    def _node_addresses(networks: Sequence[str]) -> tuple[str, ...]:
+        out: list[str] = []
+        for cidr in networks:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ConfigError("node network", [f"bootstrap: node network {cidr!r}: {exc}"]) from None
+            hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
+            out += [str(ip) for ip in hosts]
+            if len(out) > MAX_NODE_ADDRESSES:
+                problem = (f"bootstrap: node networks hold more than {MAX_NODE_ADDRESSES} addresses; the node "
+                           "certificate names each one and UserData is limited to 32 KB: use smaller VSwitches")
+                raise ConfigError("node networks too large", [problem])
+        if not out:
+            raise ConfigError("no node network", ["bootstrap: name the VSwitch CIDR(s) nodes get addresses from"])
+        return tuple(out)
+
+    def render(self, launch_name: str, login: RegistryLogin | None = None,
+               now: dt.datetime | None = None) -> str:
+        """The cloud-init document for one launch (the same for every instance of it)."""
+        now = now or dt.datetime.now(dt.UTC)
+        registry, user, token, expires = "", "", "", "n/a"
+        if login is not None:
+            if not _REGISTRY.match(login.registry):
+                raise ConfigError("registry host", [f"bootstrap: registry {login.registry!r} is not host[:port]"])
+            if login.expires_at - now > MAX_TOKEN_LIFETIME:
+                problem = (f"bootstrap: the registry credential is valid for more than {MAX_TOKEN_LIFETIME}; "
+                           "UserData only carries short-lived tokens (ACR GetAuthorizationToken)")
+                raise ConfigError("long-lived registry credential", [problem])
+            if login.expires_at <= now:
+                raise ConfigError("expired registry token", ["bootstrap: the registry token has expired"])
+            registry, user, token, expires = login.registry, login.username, login.token, login.expires_at.isoformat()
+        cert, key = self.settings.ca.issue_pem(f"burst-node {launch_name}", server=True, ips=self._addresses,
+                                               days=self.settings.cert_days)
+        text = self._template.substitute(
+            launch_name=re.sub(r"[^A-Za-z0-9._:-]", "-", launch_name),
+            cert_days=self.settings.cert_days,
+            docker_port=self.settings.docker_port,
+            ca_pem=_indent(self.settings.ca.ca_cert_path.read_text()),
+            server_cert_pem=_indent(cert.decode()),
+            server_key_pem=_indent(key.decode()),
+            registry=registry,
+            registry_user=json.dumps(user),
+            registry_token=json.dumps(token),
+            registry_expires=expires,
+        )
+        size = len(text.encode())
+        if size > USER_DATA_LIMIT:
+            problem = (f"bootstrap: the rendered UserData is {size} bytes; ECS accepts {USER_DATA_LIMIT} "
+                       f"({len(self._addresses)} node addresses in the certificate: use smaller VSwitches)")
+            raise ConfigError("UserData too large", [problem])
+        return text
+
+
+def _indent(pem: str, spaces: int = 6) -> str:
+    return "\n".join(" " * spaces + line for line in pem.strip().splitlines())

@@ -1,0 +1,129 @@
+"""Node bootstrap UserData: valid cloud-init under 32 KB, a short-lived server certificate that really
+serves mutual TLS for a node address, and no long-lived secret (no cloud secret, no CA key, no password)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from ruamel.yaml import YAML
+
+from adapters.bootstrap import BootstrapSettings, NodeBootstrap, RegistryLogin
+from adapters.pki import CertificateAuthority
+from controller.errors import ConfigError
+from controller.ports import TAG_CONTROLLER, LaunchSpec
+from tests.fixtures_ecs import KEY_SECRET, REGION
+from tests.support.net import free_port
+
+NOW = dt.datetime.now(dt.timezone.utc)
+TOKEN = "acr-temp-token-" + "t" * 40
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    authority = CertificateAuthority(tmp_path / "pki")
+    authority.ensure()
+    return authority
+
+
+def login(hours: float = 1) -> RegistryLogin:
+    return RegistryLogin("registry.cn-test.example:5000", "cr_temp_user", TOKEN, NOW + dt.timedelta(hours=hours))
+
+
+def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: CertificateAuthority) -> None:
+    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",)))
+    text = boot.render("intent-42", login(), now=NOW)
+    assert len(text.encode()) < 32 * 1024
+    assert text.startswith("#cloud-config\n")
+    doc = YAML(typ="safe").load(text)
+    files = {f["path"]: f for f in doc["write_files"]}
+    assert files["/etc/docker/tls/server-key.pem"]["permissions"] == "0600"
+    assert files["/etc/docker/tls/ca.pem"]["content"].strip() == ca.ca_cert_path.read_text().strip()
+    dropin = files["/etc/systemd/system/docker.service.d/10-burst-tls.conf"]["content"]
+    assert "--tlsverify" in dropin and "tcp://0.0.0.0:2376" in dropin
+    assert files["/run/burst/registry-token"]["content"] == TOKEN
+    assert any("docker login" in " ".join(map(str, c)) for c in doc["runcmd"])
+
+    cert = x509.load_pem_x509_certificate(files["/etc/docker/tls/server-cert.pem"]["content"].encode())
+    assert cert.not_valid_after_utc - NOW <= dt.timedelta(days=7, minutes=1)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert len(sans.get_values_for_type(x509.IPAddress)) == 254
+
+    ca_key = ca.ca_key_path.read_text()
+    body = "".join(line for line in ca_key.splitlines() if "-----" not in line)
+    flat = text.replace("\n", "").replace(" ", "")
+    # PKCS#8 P-256: 48 base64 characters of shared ASN.1 header, then the private scalar, then the public
+    # key (which the CA certificate carries, legitimately)
+    assert ca_key.strip() not in text and body[48:88] not in flat
+    assert KEY_SECRET not in text and "PRIVATE KEY" in text  # only the node's own key
+    assert text.count("PRIVATE KEY-----") == 2  # BEGIN and END of one key
+
+
+def test_long_lived_or_expired_registry_credentials_are_refused(ca: CertificateAuthority) -> None:
+    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",)))
+    with pytest.raises(ConfigError) as info:
+        boot.render("x", login(hours=24 * 30), now=NOW)
+    assert "short-lived" in info.value.problems[0]
+    with pytest.raises(ConfigError):
+        boot.render("x", login(hours=-1), now=NOW)
+    assert "docker login" in boot.render("no-registry", None, now=NOW)  # the step is skipped on the node
+
+
+def test_size_limits(ca: CertificateAuthority) -> None:
+    big = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/22",))).render("big", login(), now=NOW)
+    assert len(big.encode()) < 32 * 1024
+    with pytest.raises(ConfigError):
+        NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/21",)))
+    with pytest.raises(ConfigError):
+        NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/24",), cert_days=365))
+
+
+def test_node_certificate_serves_mutual_tls_on_a_node_address(ca: CertificateAuthority) -> None:
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("tls", now=NOW)
+    files = {f["path"]: f["content"] for f in YAML(typ="safe").load(text)["write_files"]}
+    tmp = ca.dir
+    (tmp / "node.pem").write_text(files["/etc/docker/tls/server-cert.pem"])
+    (tmp / "node.key").write_text(files["/etc/docker/tls/server-key.pem"])
+    (tmp / "node-ca.pem").write_text(files["/etc/docker/tls/ca.pem"])
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tmp / "node-ca.pem"))
+    server_ctx.load_cert_chain(tmp / "node.pem", tmp / "node.key")
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    address, port = "127.0.1.77", free_port()
+    listener = socket.create_server((address, port))
+    outcome: list[str] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                outcome.append(tls.getpeercert()["subject"][0][0][1])
+                tls.sendall(b"ok")
+        except ssl.SSLError as exc:
+            outcome.append(f"refused: {exc.reason}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = ca.client_files()
+    ctx = ssl.create_default_context(cafile=str(client.ca))
+    ctx.load_cert_chain(client.cert, client.key)
+    with socket.create_connection((address, port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=address) as tls:  # hostname = the node's IP
+        assert tls.recv(2) == b"ok"
+    thread.join(5)
+    listener.close()
+    assert outcome == ["controller"]
+
+
+def test_user_data_reaches_the_instance(ca: CertificateAuthority, ecs_emulator, make_ecs_pool) -> None:  # type: ignore[no-untyped-def]
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("ud", login(), now=NOW)
+    spec = LaunchSpec(region=REGION, instance_types=("ecs.g7.large",), zones=(f"{REGION}-a",), image_id="img",
+                      security_group_id="sg", user_data=text, tags={TAG_CONTROLLER: "dc1"})
+    make_ecs_pool(ecs_emulator).launch(spec, 2, "ud-intent")
+    stored = list(ecs_emulator.state.user_data.values())
+    assert [base64.b64decode(s).decode() for s in stored] == [text]
