@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.errors import ConfigError
-from controller.service import register_secret
+from controller.service import redact, register_secret
 from policies.checks import DockerHost, HttpUrl, RegionId
+from policies.loader import format_path
+from policies.messages import locate_errors
 from policies.units import Duration
-from policies.yamltree import Pos, parse_documents
+from policies.yamltree import Document, Pos, parse_documents
 
 __all__ = [
     "DEFAULT_PATH",
@@ -132,10 +134,17 @@ class StateConfig(_Section):
     url: Annotated[str, AfterValidator(_state_url)] = "sqlite:////var/lib/burst-controller/state.db"
 
 
+def _token(value: str) -> str:
+    if len(value) < 16:
+        raise ValueError("a token needs at least 16 characters; generate one with: openssl rand -hex 32")
+    return value
+
+
 class StatusConfig(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9180"
     token_file: AbsPath | None = "/etc/burst-controller/status.token"
-    token: str | None = Field(default=None, min_length=16, description="inline token (prefer token_file)")
+    token: Annotated[str, AfterValidator(_token)] | None = Field(default=None,
+                                                                 description="inline token (prefer token_file)")
 
     @property
     def url(self) -> str:
@@ -256,63 +265,35 @@ class ControllerConfig(_Section):
 
 # --------------------------------------------------------------------------- loading
 
-_PREFIXES = ("Value error, ", "Assertion failed, ")
+def _problem(line: str) -> ConfigError:
+    """A ConfigError of one problem line, whose message is that line (for logs and `str(exc)`)."""
+    return ConfigError(line, [line])
 
 
-def _known_keys(path: tuple[str | int, ...]) -> list[str]:
-    """Field names the model accepts at ``path`` (for 'did you mean' hints)."""
-    model: Any = ControllerConfig
-    for part in path:
-        if isinstance(part, int) or model is None:
-            return []
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:  # a union of sections (credentials, auth): merge their fields
-            members = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-            return sorted({k for m in members for k in m.model_fields})
-    return list(model.model_fields) if model is not None else []
+def _position(doc: Document, path: tuple[str | int, ...], anchor: str) -> Pos:
+    """The key or value node of ``path``, else the nearest enclosing node that is in the file."""
+    if path and anchor == "value" and path in doc.values:
+        return doc.values[path]
+    for cut in range(len(path), 0, -1):
+        sub = path[:cut]
+        if sub in doc.keys:
+            return doc.keys[sub]
+        if sub in doc.values:
+            return doc.values[sub]
+    return doc.start
 
 
-def _message(err: Any, data_path: tuple[str | int, ...]) -> str:
-    kind, msg = err["type"], str(err["msg"])
-    for prefix in _PREFIXES:
-        msg = msg.removeprefix(prefix)
-    if kind == "extra_forbidden":
-        import difflib
-
-        name = str(data_path[-1])
-        close = difflib.get_close_matches(name, _known_keys(data_path[:-1]), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown field '{name}'{hint}"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "union_tag_invalid":
-        ctx = err.get("ctx") or {}
-        return (f"'{ctx.get('tag')}' is not a valid {ctx.get('discriminator', 'type').strip(chr(39))}: "
-                f"use one of {ctx.get('expected_tags')}")
-    return msg
-
-
-def _locate(err: Any, data: Any) -> tuple[tuple[str | int, ...], bool]:
-    """The path of ``err`` inside the document (dropping union tags pydantic puts in ``loc``) and whether
-    the last element exists there."""
-    path: list[str | int] = []
-    node = data
-    loc = list(err["loc"])
-    for i, part in enumerate(loc):
-        if (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
-            node = node[part]
-            path.append(part)
-        elif i < len(loc) - 1 and isinstance(node, dict):
-            continue  # a discriminated union's tag (e.g. credentials -> 'file' -> path)
-        else:
-            path.append(part)
-            return tuple(path), False
-    return tuple(path), True
+def _register_raw_secrets(data: dict[str, Any]) -> None:
+    """Secrets in a document that may fail validation: registered first so no problem line shows them."""
+    status = data.get("status")
+    if isinstance(status, dict) and isinstance(status.get("token"), (str, int)):
+        register_secret(str(status["token"]))
+    state = data.get("state")
+    if isinstance(state, dict) and isinstance(state.get("url"), str):
+        try:
+            register_secret(urlsplit(state["url"]).password)
+        except ValueError:
+            pass  # an unparsable URL is reported by the validator
 
 
 def load_config_text(text: str, filename: str = "<string>") -> ControllerConfig:
@@ -322,35 +303,30 @@ def load_config_text(text: str, filename: str = "<string>") -> ControllerConfig:
                 f"{'.'.join(map(str, p.path)) + ': ' if p.path else ''}{p.message}" for p in yaml_problems]
     if problems:
         raise ConfigError(f"{filename}: invalid YAML", problems)
-    if len(docs) != 1:
-        where = docs[1].start if len(docs) > 1 else None
-        at = f"{where.line}:{where.col}" if where else "1:1"
-        raise ConfigError(f"{filename}: not one document",
-                          [f"{filename}:{at}: the controller config is one YAML document (found {len(docs)})"])
+    if not docs or docs[0].data is None:
+        raise _problem(f"{filename}:1:1: the file is empty: start from deploy/controller.yaml (controller_id is required)")
+    if len(docs) > 1:
+        text_lines = text.splitlines()
+        marker = next((i + 1 for i in range(min(docs[1].start.line, len(text_lines)) - 1, -1, -1)
+                       if text_lines[i].startswith("---")), docs[1].start.line)
+        raise _problem(f"{filename}:{marker}:1: the controller config is one YAML document; remove this '---'")
     doc = docs[0]
     if not isinstance(doc.data, dict):
-        raise ConfigError(f"{filename}: not a mapping", [
-            (f"{filename}:{doc.start.line}:{doc.start.col}: the controller config is a mapping of "
-             "`key: value` lines (controller_id, state, status, ...)")])
+        raise _problem(f"{filename}:{doc.start.line}:{doc.start.col}: the controller config is a mapping of "
+             "`key: value` lines (controller_id, state, status, ...)")
+    _register_raw_secrets(doc.data)
     try:
         return ControllerConfig.model_validate(doc.data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False, include_input=False):
-            path, exists = _locate(err, doc.data)
-            pos: Pos | None
-            if err["type"] == "extra_forbidden":
-                pos = doc.keys.get(path)
-            elif exists:
-                pos = doc.values.get(path) or doc.keys.get(path)
-            else:  # missing: point at the mapping that should hold it
-                parent = path[:-1]
-                pos = doc.keys.get(parent) or doc.values.get(parent)
-            pos = pos or doc.start
-            dotted = ".".join(map(str, path)) or "(top level)"
-            lines.append((pos.line, pos.col, f"{filename}:{pos.line}:{pos.col}: {dotted}: {_message(err, path)}"))
-        lines.sort()
-        raise ConfigError(f"{filename}: {len(lines)} problem(s)", [line for *_, line in lines]) from None
+        # the policy loader's translation of pydantic errors (messages, 'did you mean', union tags)
+        located = locate_errors(ControllerConfig, doc.data, [dict(e) for e in exc.errors(include_url=False)])
+        lines: dict[str, tuple[int, int]] = {}
+        for shown, where, anchor, message in located:
+            pos = _position(doc, where, anchor)
+            line = redact(f"{filename}:{pos.line}:{pos.col}: {format_path(shown) or '(top level)'}: {message}")
+            lines.setdefault(line, (pos.line, pos.col))
+        ordered = sorted(lines, key=lambda text: lines[text])
+        raise ConfigError(f"{filename}: {len(ordered)} problem(s)", ordered) from None
 
 
 def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig:
@@ -359,9 +335,9 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig
     try:
         text = Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{name}: not found", [f"{name}: no such file (pass --config PATH)"]) from None
+        raise _problem(f"{name}: no such file (pass --config PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{name}: unreadable", [f"{name}: cannot read: {exc}"]) from None
+        raise _problem(f"{name}: cannot read: {exc}") from None
     return load_config_text(text, name)
 
 
@@ -380,20 +356,19 @@ def read_secret_file(path: str, what: str) -> str:
     try:
         st = real.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: missing", [f"{path}: {what} file not found"]) from None
+        raise _problem(f"{path}: {what} file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: unreadable", [f"{path}: cannot read the {what} file: {exc.strerror}"]) from None
+        raise _problem(f"{path}: cannot read the {what} file: {exc.strerror}") from None
     if st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
-        raise ConfigError(f"{real}: too open", [
-            (f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
-             f"run: chmod 600 {real}")])
+        raise _problem(f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
+             f"run: chmod 600 {real}")
     try:
         value = real.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable", [f"{path}: cannot read the {what} file: {exc}"]) from None
+        raise _problem(f"{path}: cannot read the {what} file: {exc}") from None
     if not value:
-        raise ConfigError(f"{path}: empty", [f"{path}: the {what} file is empty"])
+        raise _problem(f"{path}: the {what} file is empty")
     register_secret(value)
     return value
 
@@ -420,8 +395,7 @@ def cloud_credentials(cfg: ControllerConfig, environ: dict[str, str] | None = No
     if isinstance(creds, EnvCredentials):
         key_id, secret = env.get(ENV_KEY_ID, ""), env.get(ENV_KEY_SECRET, "")
         if not key_id or not secret:
-            raise ConfigError("cloud credentials missing", [
-                f"cloud.credentials.source is env but {ENV_KEY_ID} and {ENV_KEY_SECRET} are not both set"])
+            raise _problem(f"cloud.credentials.source is env but {ENV_KEY_ID} and {ENV_KEY_SECRET} are not both set")
         register_secret(secret)
         return key_id, secret
     if isinstance(creds, FileCredentials):
@@ -434,8 +408,7 @@ def cloud_credentials(cfg: ControllerConfig, environ: dict[str, str] | None = No
         key_id = values.get("access_key_id") or values.get(ENV_KEY_ID.lower(), "")
         secret = values.get("access_key_secret") or values.get(ENV_KEY_SECRET.lower(), "")
         if not key_id or not secret:
-            raise ConfigError(f"{creds.path}: incomplete", [
-                f"{creds.path}: write two lines, access_key_id = ... and access_key_secret = ..."])
+            raise _problem(f"{creds.path}: write two lines, access_key_id = ... and access_key_secret = ...")
         register_secret(secret)
         return key_id, secret
     return None
