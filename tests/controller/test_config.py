@@ -77,18 +77,18 @@ def test_every_problem_at_its_line_and_column() -> None:
     f = "/etc/burst-controller/controller.yaml"
     got = problems(BAD)
     assert got == [
-        f"{f}:1:16: controller_id: 'DC1' is not a valid controller id: 1 to 32 lowercase letters, digits and "
-        "dashes (not at the start or end); it is written into every ECS tag and container label",
-        f"{f}:3:8: state.url: 'mysql://db/x' is not a state database URL: use "
-        "sqlite:////var/lib/burst-controller/state.db or postgresql+psycopg://user:password@host/dbname",
+        (f"{f}:1:16: controller_id: 'DC1' is not a valid controller id: 1 to 32 lowercase letters, digits and "
+        "dashes (not at the start or end); it is written into every ECS tag and container label"),
+        (f"{f}:3:8: state.url: 'mysql://db/x' is not a state database URL: use "
+        "sqlite:////var/lib/burst-controller/state.db or postgresql+psycopg://user:password@host/dbname"),
         f"{f}:5:11: status.listen: '0.0.0.0:99999': the port must be a number from 1 to 65535",
         f"{f}:6:3: status.tokn: unknown field 'tokn'; did you mean 'token'?",
         f"{f}:8:3: cloud.credentials.path: required field 'path' is missing",
         f"{f}:9:13: cloud.endpoint: 'ftp://x' is not an http(s) URL: write it like http://127.0.0.1:9090",
         f"{f}:11:9: cloud_registry.auth: unknown type 'basc': expected one of none, basic, acr; did you mean 'basic'?",
         f"{f}:12:21: intervals.sample: must be greater than 0, got '0s'",
-        f"{f}:12:29: intervals.gc: 'fast' is not a duration: use a number with a unit, like 90s, 5m, 1h30m "
-        "(units ms, s, m, h, d, w)",
+        (f"{f}:12:29: intervals.gc: 'fast' is not a duration: use a number with a unit, like 90s, 5m, 1h30m "
+        "(units ms, s, m, h, d, w)"),
         f"{f}:13:13: log_format: expected one of text, json; got 'xml'",
         f"{f}:15:18: onprem.docker_hosts[0]: '/var/run/docker.sock' needs a scheme: write unix:///var/run/docker.sock",
     ]
