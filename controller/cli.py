@@ -23,6 +23,8 @@ COMMANDS = [
     "status",
     "simulate",
     "replicate",
+    "run",
+    "demo",
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from controller.ports import ComputePool, ImageRegistry, Instance, LoadBalancer, MetricsSource, NodeRuntime, WorkloadSpec
 
-__all__ = ["WorkloadSource", "HealthProbe", "Edges", "LoopOptions"]
+__all__ = ["WorkloadSource", "ReplicaProbe", "Edges", "LoopOptions"]
 
 
 class WorkloadSource(Protocol):
@@ -24,7 +24,7 @@ class WorkloadSource(Protocol):
         """The runnable spec of the selected containers, with ``image`` (the cloud copy, by digest)."""
 
 
-class HealthProbe(Protocol):
+class ReplicaProbe(Protocol):
     def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
         """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
 
@@ -35,7 +35,7 @@ class Edges:
     registry: ImageRegistry
     runtime: NodeRuntime
     workloads: WorkloadSource
-    health: HealthProbe
+    health: ReplicaProbe
     load_balancer: Callable[[Any], LoadBalancer]  # policy -> its LB (cached by the factory)
     metrics: Callable[[Any], MetricsSource]  # policy -> its metrics source
     # where a node's Docker Engine answers, when the compute pool does not say

@@ -1,0 +1,384 @@
+"""A complete local burst environment on one machine, for `burstctl demo` and the end-to-end tests: the ECS
+emulator (instances on 127.0.1.x whose Docker endpoint is the local engine over mutual TLS), an on-prem and
+a cloud registry (Debian's docker-registry), HAProxy with the on-prem server in its backend, and the
+on-prem workload container (busybox httpd with a slow CGI page, so sessions rise under load). It writes
+the controller config and a policy tuned for a quick cycle, and removes everything it started in ``stop``.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from adapters.credentials import CloudCredentials, StaticCredentials
+from adapters.dockerclient import docker_client
+from adapters.emulator.ecs import EcsEmulator
+from adapters.emulator.ecs_state import EcsConfig
+from adapters.localimage import ensure_busybox_image
+from adapters.localregistry import LocalRegistry
+from controller.errors import NotFoundError, TransientError
+from controller.ports import LABEL_CONTROLLER
+
+__all__ = ["Lab", "LabSettings", "EMULATOR_KEY"]
+
+logger = logging.getLogger(__name__)
+
+EMULATOR_KEY = ("local", "local-secret")  # the emulator's default access key pair (not a real secret)
+LAB_LABEL = "io.burst-controller.lab"
+# busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions
+_WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
+                 "sleep 0.3\\necho served by $(hostname)\\n' > /www/cgi-bin/work && chmod +x /www/cgi-bin/work "
+                 "&& exec httpd -f -p 80 -h /www")
+
+_HAPROXY = """\
+global
+    stats socket {sock} mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    pidfile {root}/haproxy.pid
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 10s
+    retries 3
+    option redispatch
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend web
+
+backend web
+    balance roundrobin
+    http-response set-header X-Served-By %[srv_name]
+    server onprem 127.0.0.1:{onprem_port}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TransientError(f"127.0.0.1:{port} did not open within {timeout:.0f}s")
+
+
+@dataclass
+class LabSettings:
+    boot_delay: float = 2.0  # emulated instance boot time
+    pki_dir: Path = Path(os.environ.get("BURST_PKI_DIR", "/var/lib/burst-controller-dev/pki"))
+    docker_tls_endpoint: str = os.environ.get("BURST_DOCKER_TLS_ENDPOINT", "tcp://127.0.0.1:2376")
+    max_replicas: int = 2
+    scale_out_above: float = 6.0  # HAProxy backend sessions
+    scale_in_below: float = 2.0
+    orphan_grace: str = "20s"
+    intervals: dict[str, str] = field(default_factory=lambda: {
+        "sample": "0.5s", "evaluate": "1s", "step": "0.5s", "reconcile": "3s", "replicate": "60s", "gc": "60s"})
+
+
+class Lab:
+    def __init__(self, root: Path | None = None, settings: LabSettings | None = None,
+                 controller_id: str | None = None) -> None:
+        self.settings = settings or LabSettings()
+        self._own_root = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="burst-lab-"))
+        self.id = uuid.uuid4().hex[:6]
+        self.controller_id = controller_id or f"lab-{self.id}"
+        self.policy_name = "web"
+        self.docker: docker.DockerClient | None = None
+        self.emulator: EcsEmulator | None = None
+        self.registries: list[LocalRegistry] = []
+        self.haproxy: subprocess.Popen[bytes] | None = None
+        self.frontend_port = 0
+        self.status_port = 0
+        self.token = uuid.uuid4().hex
+        self.onprem_container: Any = None
+
+    # ------------------------------------------------------------------ paths and coordinates
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.root / "haproxy.sock"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "controller.yaml"
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.root / "policies"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.policies_dir / "web.yaml"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.frontend_port}/cgi-bin/work"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    def credentials(self) -> StaticCredentials:
+        return StaticCredentials(CloudCredentials(*EMULATOR_KEY, source="emulator"))
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `burstctl run` subprocess against this lab."""
+        return {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": EMULATOR_KEY[0],
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": EMULATOR_KEY[1]}
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, progress: Any = None) -> Lab:
+        say = progress or (lambda msg: logger.info("%s", msg))
+        try:
+            self.docker = docker_client("unix:///var/run/docker.sock", None, timeout=120)
+            ensure_busybox_image(self.docker, "local/busybox:1")
+            say("starting the ECS emulator")
+            self.emulator = EcsEmulator(config=EcsConfig(boot_delay=self.settings.boot_delay,
+                                                         docker_endpoint=self.settings.docker_tls_endpoint))
+            self.emulator.start()
+            say("starting the on-prem and cloud registries")
+            for name in ("registry-onprem", "registry-cloud"):
+                self.registries.append(LocalRegistry(self.root / name).start())
+            say("pushing the workload image to the on-prem registry")
+            image = self._push_workload_image()
+            say("starting the on-prem workload container")
+            onprem_port = self._start_onprem(image)
+            say("starting HAProxy")
+            self._start_haproxy(onprem_port)
+            self._write_files()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def onprem_registry(self) -> str:
+        return self.registries[0].address
+
+    @property
+    def cloud_registry(self) -> str:
+        return self.registries[1].address
+
+    def _push_workload_image(self) -> str:
+        assert self.docker is not None
+        repo = f"{self.onprem_registry}/lab/web"
+        self.docker.images.get("local/busybox:1").tag(repo, "1")
+        for line in self.docker.api.push(repo, tag="1", stream=True, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                raise TransientError(f"push to the on-prem registry failed: {line['error']}")
+        return f"{repo}:1"
+
+    def _start_onprem(self, image: str) -> int:
+        assert self.docker is not None
+        port = _free_port()
+        self.onprem_container = self.docker.containers.run(
+            image, ["sh", "-c", _WORKLOAD_CMD], name=f"burst-lab-onprem-{self.id}", detach=True,
+            labels={LAB_LABEL: self.id, "app": f"web-{self.id}"}, ports={"80/tcp": ("127.0.0.1", port)},
+            hostname="onprem")
+        _wait_port(port)
+        return port
+
+    def _start_haproxy(self, onprem_port: int) -> None:
+        exe = shutil.which("haproxy")
+        if not exe:
+            raise NotFoundError("haproxy is not installed: run scripts/services.sh install")
+        self.frontend_port = _free_port()
+        cfg = self.root / "haproxy.cfg"
+        cfg.write_text(_HAPROXY.format(sock=self.haproxy_socket, root=self.root, port=self.frontend_port,
+                                       onprem_port=onprem_port))
+        self.haproxy = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=open(self.root / "haproxy.log", "wb"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_port(self.frontend_port)
+        deadline = time.monotonic() + 10
+        while not self.haproxy_socket.exists():
+            if time.monotonic() > deadline:
+                raise TransientError("HAProxy did not open its stats socket")
+            time.sleep(0.02)
+
+    def policy_yaml(self, **changes: Any) -> str:
+        s = self.settings
+        sock = self.haproxy_socket
+        text = f"""\
+name: {self.policy_name}
+description: "lab workload: busybox httpd behind HAProxy"
+workload:
+  hosts: ["unix:///var/run/docker.sock"]
+  selector: {{app: web-{self.id}}}
+  service_port: 80
+  health: {{path: /, interval: 0.5s, timeout: 0.4s, passes: 2, failures: 3}}
+metric:
+  source: haproxy
+  window: 2s
+  stale_after: 15s
+  haproxy: {{socket: {sock}, backend: web, stat: sessions}}
+strategy:
+  type: threshold
+  scale_out_above: {s.scale_out_above:g}
+  scale_in_below: {s.scale_in_below:g}
+  sustained_out: 1s
+  sustained_in: 3s
+  step_out: {s.max_replicas}
+  step_in: {s.max_replicas}
+replicas: {{min: 0, max: {s.max_replicas}, max_step_up: {s.max_replicas}, max_step_down: {s.max_replicas}}}
+cooldown: {{scale_out: 5s, scale_in: 4s}}
+min_lifetime: 0s
+cloud:
+  region: cn-hangzhou
+  zones: [cn-hangzhou-h]
+  instance_types: [ecs.c6.large]
+  image_id: aliyun_3_x64_20G_alibase_20240819.vhd
+  vswitches: {{cn-hangzhou-h: vsw-lab}}
+  security_group: sg-lab
+registry:
+  target: {self.cloud_registry}/lab/web
+traffic:
+  haproxy: {{socket: {sock}, backend: web}}
+drain: {{timeout: 15s, signal: SIGTERM, stop_timeout: 2s}}
+budget: {{max_per_hour: 5.0, prices: {{ecs.c6.large: 0.62}}}}
+"""
+        for old, new in changes.items():
+            text = text.replace(old, new)
+        return text
+
+    def _write_files(self) -> None:
+        assert self.emulator is not None
+        self.status_port = _free_port()
+        self.policies_dir.mkdir(parents=True, exist_ok=True)
+        self.policy_path.write_text(self.policy_yaml())
+        token_file = self.root / "status.token"
+        token_file.write_text(self.token + "\n")
+        token_file.chmod(0o600)
+        intervals = "\n".join(f"  {k}: {v}" for k, v in self.settings.intervals.items())
+        self.config_path.write_text(f"""\
+controller_id: {self.controller_id}
+state:
+  url: sqlite:///{self.root}/state.db
+state_dir: {self.settings.pki_dir.parent}
+status:
+  listen: 127.0.0.1:{self.status_port}
+  token_file: {token_file}
+policies_dir: {self.policies_dir}
+onprem:
+  docker_hosts: ["unix:///var/run/docker.sock"]
+  registry: {self.onprem_registry}
+cloud:
+  region: cn-hangzhou
+  endpoint: {self.emulator.url}
+  credentials: {{source: env}}
+  node_docker_endpoint: "{self.settings.docker_tls_endpoint}"
+cloud_registry:
+  url: {self.cloud_registry}
+  insecure: true
+  auth: {{type: none}}
+intervals:
+{intervals}
+timeouts: {{launch: 30s, boot: 30s, start: 30s}}
+orphan_grace: {self.settings.orphan_grace}
+log_format: text
+log_level: INFO
+""")
+
+    # ------------------------------------------------------------------ observation helpers
+
+    def live_instances(self) -> list[dict[str, Any]]:
+        return [] if self.emulator is None else self.emulator.live_instances()
+
+    def cloud_containers(self) -> list[Any]:
+        if self.docker is None:
+            return []
+        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"})
+
+    def haproxy_command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.haproxy_socket))
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def cloud_servers(self) -> list[str]:
+        """Names of this controller's servers in the HAProxy backend."""
+        out = []
+        for line in self.haproxy_command("show stat").splitlines():
+            parts = line.split(",")
+            if len(parts) > 1 and parts[0] == "web" and parts[1].startswith(f"{self.controller_id}-"):
+                out.append(parts[1])
+        return out
+
+    # ------------------------------------------------------------------ stop
+
+    def _remove_lab_images(self) -> None:
+        """The tag pushed on-prem and the copies nodes pulled from the cloud registry (the layers are
+        busybox's own, shared with local/busybox:1, so only references go)."""
+        assert self.docker is not None
+        prefixes = tuple(f"{r.address}/" for r in self.registries)
+        if not prefixes:
+            return
+        try:
+            for image in self.docker.images.list():
+                refs = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+                for ref in refs:
+                    if ref.startswith(prefixes):
+                        try:
+                            self.docker.images.remove(ref, noprune=True)
+                        except docker.errors.DockerException as exc:
+                            logger.debug("lab cleanup: image %s: %s", ref, exc)
+        except docker.errors.DockerException as exc:
+            logger.warning("lab cleanup: images: %s", exc)
+
+    def stop(self) -> None:
+        """Remove everything this lab started; safe to call twice and after a partial start."""
+        if self.docker is not None:
+            for flt in ({"label": f"{LABEL_CONTROLLER}={self.controller_id}"}, {"label": f"{LAB_LABEL}={self.id}"}):
+                try:
+                    for c in self.docker.containers.list(all=True, filters=flt):
+                        c.remove(force=True)
+                except docker.errors.DockerException as exc:
+                    logger.warning("lab cleanup: %s", exc)
+        if self.haproxy is not None:
+            self.haproxy.terminate()
+            try:
+                self.haproxy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.haproxy.kill()
+            self.haproxy = None
+        if self.docker is not None:
+            self._remove_lab_images()
+        for reg in self.registries:
+            reg.stop()
+        self.registries.clear()
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        if self.docker is not None:
+            self.docker.close()
+            self.docker = None
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)

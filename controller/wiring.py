@@ -1,0 +1,175 @@
+"""Builds the real objects from the controller config and hands them to the loop: the only controller module
+that names concrete adapters. Used by ``burstctl run`` and ``burstctl demo``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from adapters.credentials import CredentialsProvider, resolve_credentials
+from adapters.dockerclient import docker_client
+from adapters.ecs import EcsComputePool, EcsPoolSettings
+from adapters.ecs_api import EcsApiSettings
+from adapters.haproxy import HaproxyLoadBalancer, HaproxyMetricsSource
+from adapters.health import HttpHealthChecker
+from adapters.metrics_docker import DockerCpuMetricsSource
+from adapters.metrics_host import HostMetricsSource
+from adapters.metrics_prometheus import PrometheusMetricsSource
+from adapters.node_runtime import DockerNodeRuntime
+from adapters.pki import TlsFiles
+from adapters.registry import RegistryOptions
+from adapters.registryauth import Credentials, StaticCredentials
+from adapters.replication import Replicator
+from adapters.workload import DockerWorkloadCapture, selection_from_policy
+from controller.daemon import Daemon
+from controller.edges import Edges, LoopOptions
+from controller.errors import ConfigError
+from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
+from controller.state import StateStore
+
+__all__ = ["loop_options", "build_edges", "build_store", "build_daemon", "node_tls"]
+
+logger = logging.getLogger(__name__)
+
+
+def loop_options(cfg: Any) -> LoopOptions:
+    i, t = cfg.intervals, cfg.timeouts
+    return LoopOptions(controller_id=cfg.controller_id, sample_interval=i.sample, evaluate_interval=i.evaluate,
+                       step_interval=i.step, reconcile_interval=i.reconcile, replicate_interval=i.replicate,
+                       gc_interval=i.gc, orphan_grace=cfg.orphan_grace, launch_timeout=t.launch,
+                       boot_timeout=t.boot, start_timeout=t.start)
+
+
+def node_tls(cfg: Any) -> TlsFiles:
+    """The controller's client certificate for node Docker endpoints (``burstctl pki init`` made it)."""
+    pki = Path(cfg.state_dir) / "pki"
+    return TlsFiles(ca=pki / "ca.pem", cert=pki / "controller-cert.pem", key=pki / "controller-key.pem")
+
+
+class _DockerWorkloads:
+    """``WorkloadSource`` over the Docker SDK capture of the on-prem containers."""
+
+    def __init__(self, capture: DockerWorkloadCapture) -> None:
+        self._capture = capture
+
+    def source_image(self, policy: Any) -> str:
+        src = self._capture.image_source(selection_from_policy(policy))
+        if src.repo_digests:
+            wanted = src.reference.split("@")[0].rsplit(":", 1)[0]
+            for ref in src.repo_digests:
+                if ref.split("@")[0] == wanted:
+                    return ref
+            return src.repo_digests[0]
+        return f"docker-daemon:{src.reference}"  # never pushed: the replicator pushes it from the engine
+
+    def capture(self, policy: Any, image: str) -> WorkloadSpec:
+        return self._capture.capture(selection_from_policy(policy), image=image)
+
+
+class _HttpProbe:
+    """``ReplicaProbe`` over the replicas engineer's HTTP health checker."""
+
+    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
+        target = Container(id="probe", name="probe", node_id="", state="running", health=None, labels={},
+                           address=address, port=port)
+        result = HttpHealthChecker(path, timeout).check([target]).get("probe")
+        return bool(result and result.ok)
+
+
+def _metrics(cfg: Any, tls: TlsFiles | None) -> Any:
+    def build(policy: Any) -> MetricsSource:
+        m = policy.metric
+        if m.source == "host_cpu":
+            return HostMetricsSource("cpu")
+        if m.source == "workload_cpu":
+            w = policy.workload
+            return DockerCpuMetricsSource(list(w.hosts), selector=dict(w.selector), names=list(w.names), tls=tls)
+        if m.source == "prometheus":
+            return PrometheusMetricsSource(m.prometheus.url, m.prometheus.query)
+        if m.source == "haproxy":
+            return HaproxyMetricsSource(m.haproxy.socket, m.haproxy.backend, m.haproxy.stat)
+        raise ConfigError(f"policy {policy.name}: metric source {m.source} is not supported")
+    return build
+
+
+def _load_balancers() -> Any:
+    cache: dict[str, LoadBalancer] = {}
+
+    def build(policy: Any) -> LoadBalancer:
+        traffic = policy.traffic
+        if traffic.haproxy is None:
+            raise ConfigError(f"policy {policy.name}: traffic.slb is not wired in this build; use traffic.haproxy")
+        key = str(traffic.haproxy.socket)
+        if key not in cache:
+            cache[key] = HaproxyLoadBalancer(key)
+        return cache[key]
+    return build
+
+
+def _registry_credentials(cfg: Any) -> tuple[StaticCredentials, dict[str, tuple[str, str]]]:
+    creds = StaticCredentials()
+    pairs: dict[str, tuple[str, str]] = {}
+    auth = cfg.cloud_registry.auth
+    if auth.type == "basic":
+        try:
+            password = Path(auth.password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{auth.password_file}: {exc.strerror}",
+                              [f"{auth.password_file}: cannot read the cloud registry password"]) from None
+        host = cfg.cloud_registry.url.split("/", 1)[0]
+        creds.add(host, Credentials(auth.username, password))
+        pairs[host] = (auth.username, password)
+    elif auth.type == "acr":
+        raise ConfigError("cloud_registry.auth.type acr is not wired in this build; use basic or none")
+    return creds, pairs
+
+
+def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> Edges:
+    tls = node_tls(cfg)
+    c = cfg.cloud.credentials
+    provider = credentials or resolve_credentials(c.source, path=getattr(c, "path", None),
+                                                  role_name=getattr(c, "role_name", None))
+    compute = EcsComputePool(EcsPoolSettings(
+        api=EcsApiSettings(region=cfg.cloud.region, credentials=provider, endpoint=cfg.cloud.endpoint),
+        docker_endpoint_template=cfg.cloud.node_docker_endpoint))
+    reg_creds, reg_pairs = _registry_credentials(cfg)
+    insecure = {cfg.cloud_registry.url.split("/", 1)[0]} if cfg.cloud_registry.insecure else set()
+    if cfg.onprem.registry:
+        insecure.add(cfg.onprem.registry)
+    onprem_host = cfg.onprem.docker_hosts[0]
+    onprem_tls = None
+    if cfg.onprem.docker_tls is not None:
+        t = cfg.onprem.docker_tls
+        onprem_tls = TlsFiles(ca=Path(t.ca), cert=Path(t.cert), key=Path(t.key))
+    registry = Replicator(RegistryOptions(credentials=reg_creds, insecure_hosts=frozenset(insecure)),
+                          docker_factory=lambda: docker_client(onprem_host, onprem_tls if onprem_host.startswith("tcp")
+                                                               else None))
+    runtime = DockerNodeRuntime(tls, registry_auth=reg_pairs or None)
+    capture = DockerWorkloadCapture(tls=onprem_tls)
+    template = cfg.cloud.node_docker_endpoint
+
+    def node_endpoint(inst: Instance) -> str:
+        return str(template).format(private_ip=inst.private_ip, instance_id=inst.id, zone=inst.zone)
+
+    def close() -> None:
+        for thing in (compute, registry, runtime, capture):
+            try:
+                thing.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort at shutdown
+                logger.debug("close %s: %s", type(thing).__name__, exc)
+
+    return Edges(compute=compute, registry=registry, runtime=runtime, workloads=_DockerWorkloads(capture),
+                 health=_HttpProbe(), load_balancer=_load_balancers(), metrics=_metrics(cfg, onprem_tls),
+                 node_endpoint=node_endpoint, close=close)
+
+
+def build_store(cfg: Any) -> StateStore:
+    return StateStore(cfg.state.url)
+
+
+def build_daemon(cfg: Any, *, edges: Edges | None = None, store: StateStore | None = None,
+                 version: str = "0") -> Daemon:
+    return Daemon(options=loop_options(cfg), store=store or build_store(cfg), edges=edges or build_edges(cfg),
+                  policies_dir=cfg.policies_dir, version=version)
