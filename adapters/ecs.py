@@ -9,7 +9,8 @@ wiring module; the controller sees only ``controller.ports.ComputePool``."""
 from __future__ import annotations
 
 import base64
-import calendar
+import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -306,12 +307,13 @@ def _chunks(items: _list[str], size: int) -> Iterator[_list[str]]:
         yield items[start:start + size]
 
 
+@functools.lru_cache(maxsize=4096)  # a launch's instances share their CreationTime (minute precision)
 def _parse_time(text: str | None) -> float | None:
+    """ECS CreationTime (``2017-12-10T04:04Z``, UTC) as epoch seconds."""
     if not text:
         return None
-    for fmt in ("%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return float(calendar.timegm(time.strptime(text, fmt)))
-        except ValueError:
-            continue
-    return None
+    try:
+        stamp = dt.datetime.fromisoformat(text)  # 3.11+ reads the trailing Z
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()

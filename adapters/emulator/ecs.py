@@ -150,32 +150,33 @@ class _Handlers:
         token_style = req.get("NextToken") is not None or req.get("MaxResults") is not None
         with self.state.lock:
             now = self.state.clock()
-            wanted = set(ids) if ids is not None else None
-            rows: list[tuple[InstanceRecord, str]] = []
-            for rec in self.state.live():
-                if rec.region != region or (wanted is not None and rec.id not in wanted):
-                    continue
-                if (zone and rec.zone != zone) or (itype and rec.instance_type != itype):
+            if ids is not None:  # by id: look them up (in creation order, like the real listing)
+                found = [self.state.instances[i] for i in dict.fromkeys(ids) if i in self.state.instances]
+                candidates = sorted((r for r in found if r.deleted_at is None), key=lambda r: r.seq)
+            else:
+                candidates = list(self.state.live())
+            rows: list[InstanceRecord] = []
+            for rec in candidates:
+                if rec.region != region or (zone and rec.zone != zone) or (itype and rec.instance_type != itype):
                     continue
                 if any(k not in rec.tags or (v is not None and rec.tags[k] != v) for k, v in tag_filters):
                     continue
-                st = self.state.status(rec, now)
-                if status is None or st == status:
-                    rows.append((rec, st))
-        answer: dict[str, Any] = {"TotalCount": len(rows)}
-        if token_style:
-            size = req.get_int("MaxResults", 10, 1, 100)
-            after = _decode_token(req.get("NextToken"))
-            rest = [row for row in rows if row[0].seq > after]
-            chosen = rest[:size]
-            more = len(rest) > size
-            answer.update(PageSize=size, PageNumber=1,
-                          NextToken=_encode_token(chosen[-1][0].seq) if more and chosen else "")
-        else:
-            number, size = _page(req, 10, 100)
-            chosen = rows[(number - 1) * size: number * size]
-            answer.update(PageNumber=number, PageSize=size, NextToken="")
-        answer["Instances"] = {"Instance": [_instance_json(rec, st) for rec, st in chosen]}
+                if status is None or self.state.status(rec, now) == status:
+                    rows.append(rec)
+            answer: dict[str, Any] = {"TotalCount": len(rows)}
+            if token_style:
+                size = req.get_int("MaxResults", 10, 1, 100)
+                after = _decode_token(req.get("NextToken"))
+                rest = [rec for rec in rows if rec.seq > after]
+                chosen = rest[:size]
+                more = len(rest) > size
+                answer.update(PageSize=size, PageNumber=1,
+                              NextToken=_encode_token(chosen[-1].seq) if more and chosen else "")
+            else:
+                number, size = _page(req, 10, 100)
+                chosen = rows[(number - 1) * size: number * size]
+                answer.update(PageNumber=number, PageSize=size, NextToken="")
+            answer["Instances"] = {"Instance": [_instance_json(rec, self.state.status(rec, now)) for rec in chosen]}
         return answer
 
     def describe_instance_status(self, req: RpcRequest) -> dict[str, Any]:

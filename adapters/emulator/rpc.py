@@ -448,6 +448,7 @@ class RpcServer:
 class _RequestHandler(BaseHTTPRequestHandler):
     rpc: RpcServer
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK pools connections
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     server_version = "AliyunEmulator/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:
