@@ -151,7 +151,7 @@ class _FileLoader:
         except Exception as exc:  # noqa: BLE001 - a validator bug must not become a traceback for ops
             self.problem(file, doc.start, (), f"internal error while validating: {type(exc).__name__}: {exc}")
             return
-        if not duplicate:
+        if not duplicate and not doc.flawed:
             self.result.policies[policy.name] = policy
             self.result.origins[policy.name] = self._names[policy.name]
 
@@ -258,6 +258,6 @@ def load_policies(paths: Sequence[str | os.PathLike[str]]) -> LoadResult:
         loader.problem("<arguments>", Pos(1, 1), (), "no policy file or directory given")
     for path in paths:
         loader.path(Path(path))
-    order = {f: i for i, f in enumerate(dict.fromkeys([*loader.result.files, *(p.file for p in loader.result.problems)]))}
+    order = {f: i for i, f in enumerate(dict.fromkeys(p.file for p in loader.result.problems))}  # as read
     loader.result.problems.sort(key=lambda p: (order[p.file], p.line, p.col))
     return loader.result

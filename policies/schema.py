@@ -15,10 +15,20 @@ from policies.checks import label_value
 from policies.model import Policy
 from policies.units import format_duration, parse_duration
 
-__all__ = ["policy_json_schema", "policy_schema_text", "policy_reference_markdown", "DURATION_PATTERN"]
+__all__ = [
+    "DURATION_PATTERN",
+    "REFERENCE_BEGIN",
+    "REFERENCE_END",
+    "policy_json_schema",
+    "policy_reference_markdown",
+    "policy_schema_text",
+    "with_reference",
+]
 
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?((ms|s|m|h|d|w)(\d+(\.\d+)?(ms|s|m|h|d|w))*)?)\s*$"
 _DURATION_MARK = "x-duration"
+REFERENCE_BEGIN = "<!-- policy-reference:begin (generated: burstctl policy schema --update-doc FILE; do not edit) -->"
+REFERENCE_END = "<!-- policy-reference:end -->"
 _BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
 
 
@@ -157,3 +167,13 @@ def policy_reference_markdown() -> str:
             lines.append(f"| `{field}` | {_cell(_type_text(prop))} | {_cell(default)} | {_cell(meaning)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def with_reference(document: str) -> str:
+    """``document`` (Markdown) with the text between the reference markers replaced by the current
+    reference. Raises ValueError when the markers are missing."""
+    begin, end = document.find(REFERENCE_BEGIN), document.find(REFERENCE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the markers {REFERENCE_BEGIN} and {REFERENCE_END} are missing")
+    head = document[: begin + len(REFERENCE_BEGIN)]
+    return f"{head}\n\n{policy_reference_markdown()}\n{document[end:]}"

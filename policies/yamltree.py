@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.scanner import Scanner
 
-__all__ = ["MAX_DEPTH", "MAX_TEXT", "MAX_VALUES", "Document", "Pos", "YamlProblem", "parse_documents"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_TEXT", "MAX_VALUES", "Document", "Pos", "YamlProblem", "parse_documents"]
 
-MAX_TEXT = 2 * 1024 * 1024  # characters; a policy file is a few kilobytes
+# The pure-Python YAML reader handles some tens of kilobytes a second on a busy host, so these bound the
+# time any input can take to a few seconds. A policy file is a few kilobytes and a few hundred values.
+MAX_TEXT = 256 * 1024  # characters per file
+MAX_NODES = 30_000  # YAML nodes per file, as written
 MAX_VALUES = 100_000  # values per document after alias expansion: stops "billion laughs"
 MAX_DEPTH = 50  # nesting levels; a policy needs about five
 
@@ -49,6 +54,7 @@ class Document:
 
     data: Any
     start: Pos
+    flawed: bool = False  # the YAML itself had problems (duplicate keys, tags): never a valid policy
     keys: dict[Path, Pos] = field(default_factory=dict)
     values: dict[Path, Pos] = field(default_factory=dict)
 
@@ -62,6 +68,10 @@ class _Abort(Exception):
         self.message = message
 
 
+def _tag(node: Node) -> str:
+    return str(node.tag).replace("tag:yaml.org,2002:", "!!")
+
+
 def _pos(node: Node) -> Pos:
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -70,7 +80,32 @@ def _mark_pos(mark: Any) -> Pos:
     return Pos(int(getattr(mark, "line", 0)) + 1, int(getattr(mark, "column", 0)) + 1)
 
 
+class _LimitError(MarkedYAMLError):
+    """Input beyond what a policy file can need; raised while scanning, before the work explodes."""
+
+
+class _BoundedScanner(Scanner):
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:  # noqa: N803 - ruamel's name
+        # each open flow level makes every later token slower: deep [[[[...]]]] would take minutes
+        if len(self.flow_context) >= MAX_DEPTH:
+            raise _LimitError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.reader.get_mark())
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _BoundedComposer(Composer):
+    _nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _LimitError(problem=f"too many values: more than {MAX_NODES} in one file (split it)",
+                              problem_mark=self.parser.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def _syntax_message(exc: MarkedYAMLError) -> str:
+    if isinstance(exc, _LimitError):
+        return str(exc.problem)
     problem = (exc.problem or exc.context or "malformed YAML").strip()
     if "\\t" in problem or "'\\t'" in problem or "\t" in problem:
         problem += " (indent with spaces, not tabs)"
@@ -117,14 +152,14 @@ class _Builder:
 
     def _tag_check(self, node: Node, path: Path, expected: str) -> None:
         if node.tag not in (expected, None) and not str(node.tag).startswith("tag:yaml.org,2002:"):
-            self._problem(_pos(node), path, f"unsupported YAML tag {node.tag}: policy files use plain values")
+            self._problem(_pos(node), path, f"unsupported YAML tag {_tag(node)}: policy files use plain values")
 
     def _problem(self, pos: Pos, path: Path, message: str) -> None:
         self._problems.append(YamlProblem(pos, path, message))
 
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
         if node.tag not in _KNOWN_TAGS:
-            self._problem(_pos(node), path, f"unsupported YAML tag {node.tag}: policy files use plain values")
+            self._problem(_pos(node), path, f"unsupported YAML tag {_tag(node)}: policy files use plain values")
             return node.value
         try:
             return self._constructor.construct_object(node, deep=True)
@@ -192,6 +227,8 @@ def parse_documents(text: str) -> tuple[list[Document], list[YamlProblem]]:
     if len(text) > MAX_TEXT:
         return [], [YamlProblem(Pos(1, 1), (), f"file too large ({len(text)} characters; the limit is {MAX_TEXT})")]
     yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = _BoundedScanner
+    yaml.Composer = _BoundedComposer
     lines = text.splitlines()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ruamel warns on re-used anchors; the values are still right
@@ -205,8 +242,12 @@ def parse_documents(text: str) -> tuple[list[Document], list[YamlProblem]]:
                 mark = exc.problem_mark or exc.context_mark
                 problems.append(YamlProblem(_mark_pos(mark), (), _syntax_message(exc)))
                 break
-            except YAMLError as exc:
-                problems.append(YamlProblem(Pos(1, 1), (), f"YAML error: {str(exc).splitlines()[0]}"))
+            except YAMLError as exc:  # the reader's errors carry a character offset instead of a mark
+                offset = getattr(exc, "position", None)
+                pos = Pos(1, 1)
+                if isinstance(offset, int) and 0 <= offset <= len(text):
+                    pos = Pos(text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset))
+                problems.append(YamlProblem(pos, (), f"YAML error: {str(exc).splitlines()[0]}"))
                 break
             except RecursionError:
                 problems.append(YamlProblem(Pos(1, 1), (), f"nested more than {MAX_DEPTH} levels deep"))
@@ -220,8 +261,10 @@ def parse_documents(text: str) -> tuple[list[Document], list[YamlProblem]]:
                 documents.append(Document(None, _empty_document_pos(lines, node)))
                 continue
             doc = Document(None, _pos(node))
+            before = len(problems)
             try:
                 doc.data = _Builder(yaml, doc, problems).build(node, ())
+                doc.flawed = len(problems) > before
             except _Abort as exc:
                 problems.append(YamlProblem(exc.pos, (), exc.message))
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from controller.errors import BurstError
 from policies.loader import load_policies
-from policies.schema import policy_reference_markdown, policy_schema_text
+from policies.schema import policy_reference_markdown, policy_schema_text, with_reference
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     schema = psub.add_parser("schema", help="print the policy JSON Schema (or the Markdown field reference)")
     schema.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     schema.add_argument("--markdown", action="store_true", help="the field reference as Markdown tables")
+    schema.add_argument("--update-doc", metavar="MD",
+                        help="also refresh the generated reference between the policy-reference markers in MD")
     schema.set_defaults(func=_schema)
 
 
@@ -51,13 +53,25 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BurstError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _schema(args: argparse.Namespace) -> int:
+    if args.update_doc:
+        try:
+            document = Path(args.update_doc).read_text(encoding="utf-8")
+            _write(args.update_doc, with_reference(document))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BurstError(f"cannot update {args.update_doc}: {exc}") from exc
+        if not args.output:
+            return 0
     text = policy_reference_markdown() if args.markdown else policy_schema_text()
     if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise BurstError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
-        return 0
-    sys.stdout.write(text)
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
     return 0
