@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RegistryCredentials = Mapping[str, tuple[str, str]]  # registry host -> (username, password)
+# registry auth failures reach us as 500s from the engine, recognisable only by their text
+_AUTH_MARKERS = ("unauthorized", "authentication required", "no basic auth credentials", "access denied",
+                 "incorrect username or password")
 # host ports tried for the service port of the replicas on one node: service_port, +1, ...
 _PORT_SPAN = 64
 
@@ -58,7 +61,7 @@ def map_docker_error(exc: Exception, what: str) -> BurstError:
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
         text = _explain(exc)
-        if status in (401, 403) or "unauthorized" in text.lower() or "authentication required" in text.lower():
+        if status in (401, 403) or any(m in text.lower() for m in _AUTH_MARKERS):
             return AuthError(f"{what}: {text}")
         if "manifest unknown" in text or "not found: manifest" in text:
             return NotFoundError(f"{what}: {text}")

@@ -242,8 +242,10 @@ class DockerWorkloadCapture:
                 "no registry digest (RepoDigests is empty: it was built locally and never pushed). Replicate "
                 "it to the cloud registry first (the registry step pushes local-only images and records the "
                 "digest) and capture with that digest.")
-        wanted_repo = source.reference.split("@")[0].rsplit(":", 1)[0] if "/" in source.reference or ":" in \
-            source.reference else source.reference
+        wanted_repo = source.reference.split("@")[0]
+        head, sep, tag = wanted_repo.rpartition(":")
+        if sep and "/" not in tag:  # a tag, not the port of a registry host
+            wanted_repo = head
         for ref in source.repo_digests:  # prefer the repository the container was started from
             if ref.split("@")[0] == wanted_repo:
                 return ref

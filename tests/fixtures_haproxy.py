@@ -25,7 +25,7 @@ __all__ = ["HaproxyProcess", "start_haproxy"]
 _CONFIG = """\
 global
     stats socket {sock} mode 600 level admin expose-fd listeners
-    stats timeout 30s
+{tcp_socket}    stats timeout 30s
     pidfile {pidfile}
 
 defaults
@@ -55,6 +55,7 @@ class HaproxyProcess:
     socket: Path
     port: int  # the HTTP frontend, on 127.0.0.1
     backends: tuple[str, ...]
+    admin_tcp: str | None = None  # "tcp://127.0.0.1:P" when started with a TCP admin socket too
     proc: subprocess.Popen[bytes] | None = None
     reloads: int = field(default=0)
 
@@ -114,7 +115,7 @@ class HaproxyProcess:
 
 
 def start_haproxy(tmp: Path, backends: tuple[str, ...] = ("web",),
-                  static_servers: dict[str, list[str]] | None = None) -> HaproxyProcess:
+                  static_servers: dict[str, list[str]] | None = None, tcp_admin: bool = False) -> HaproxyProcess:
     exe = shutil.which("haproxy")
     assert exe, "haproxy missing: scripts/services.sh install"
     port = free_port()
@@ -122,11 +123,14 @@ def start_haproxy(tmp: Path, backends: tuple[str, ...] = ("web",),
     body = "".join(_BACKEND.format(name=b, static="".join(f"    server {s}\n" for s in (static_servers or {}).get(b, ())))
                    for b in backends)
     cfg = tmp / "haproxy.cfg"
+    admin_port = free_port() if tcp_admin else None
+    tcp_socket = f"    stats socket ipv4@127.0.0.1:{admin_port} level admin\n" if admin_port else ""
     cfg.write_text(_CONFIG.format(sock=sock, pidfile=tmp / "haproxy.pid", port=port, default=backends[0],
-                                  backends=body))
+                                  backends=body, tcp_socket=tcp_socket))
     check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    hp = HaproxyProcess(dir=tmp, socket=sock, port=port, backends=backends)
+    hp = HaproxyProcess(dir=tmp, socket=sock, port=port, backends=backends,
+                        admin_tcp=f"tcp://127.0.0.1:{admin_port}" if admin_port else None)
     hp.proc = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=open(tmp / "haproxy.log", "wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -143,12 +147,14 @@ def start_haproxy(tmp: Path, backends: tuple[str, ...] = ("web",),
 
 @pytest.fixture()
 def haproxy_factory() -> Iterator[Callable[..., HaproxyProcess]]:
-    """``haproxy_factory(backends=("web",), static_servers=None)`` starts one; all are stopped at teardown."""
+    """``haproxy_factory(backends=("web",), static_servers=None, tcp_admin=False)`` starts one; all are
+    stopped at teardown."""
     started: list[tuple[HaproxyProcess, Path]] = []
 
-    def make(backends: tuple[str, ...] = ("web",), static_servers: dict[str, list[str]] | None = None) -> HaproxyProcess:
+    def make(backends: tuple[str, ...] = ("web",), static_servers: dict[str, list[str]] | None = None,
+             tcp_admin: bool = False) -> HaproxyProcess:
         tmp = Path(tempfile.mkdtemp(prefix="haproxy-"))
-        hp = start_haproxy(tmp, backends, static_servers)
+        hp = start_haproxy(tmp, backends, static_servers, tcp_admin)
         started.append((hp, tmp))
         return hp
 

@@ -5,7 +5,6 @@ DockerNodeRuntime. Every container started here carries TEST_LABEL and is remove
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,6 @@ import pytest
 from adapters.node_runtime import DockerNodeRuntime
 from adapters.pki import TlsFiles
 from controller.ports import Node
-from tests.support.net import free_port, wait_port
 
 TEST_LABEL = "io.burst-controller.test"
 TEST_LABEL_VALUE = "replicas"
@@ -30,13 +28,14 @@ SLOW_CGI = ('#!/bin/sh\\nsleep ${QUERY_STRING:-4}\\necho "Content-Type: text/pla
             'echo "slow $(cat /etc/hostname)"\\n')
 HTTPD_SCRIPT = (
     "mkdir -p /www/cgi-bin && printf '" + SLOW_CGI + "' > /www/cgi-bin/slow && busybox chmod 755 "
-    "/www/cgi-bin/slow && hostname > /www/id && echo ok > /www/healthz && exec httpd -f -p 80 -h /www"
+    "/www/cgi-bin/slow && hostname > /www/id && echo \"${VERSION:-}\" > /www/version && echo ok > /www/healthz && "
+    "exec httpd -f -p 80 -h /www"
 )
 
 
-def _cleanup(client: docker.DockerClient, run_id: str | None = None) -> None:
-    label = f"{TEST_LABEL}={TEST_LABEL_VALUE}" if run_id is None else f"{TEST_LABEL}.run={run_id}"
-    for c in client.containers.list(all=True, filters={"label": label}):
+def _cleanup(client: docker.DockerClient, run_id: str) -> None:
+    # only this test's containers: other pytest sessions (other areas, run in parallel) load this plugin too
+    for c in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}.run={run_id}"}):
         try:
             c.remove(force=True, v=True)
         except docker.errors.NotFound:
@@ -45,31 +44,24 @@ def _cleanup(client: docker.DockerClient, run_id: str | None = None) -> None:
 
 @pytest.fixture(scope="session")
 def replica_registry(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[str]:
-    """A docker-registry on loopback with the busybox image pushed; yields its host:port."""
-    exe = shutil.which("docker-registry")
-    assert exe, "docker-registry missing: scripts/services.sh install"
+    """A real docker-registry on loopback (anonymous); yields its host:port."""
+    from adapters.localregistry import LocalRegistry
+
     tmp = Path(tempfile.mkdtemp(prefix="replicas-registry-"))
-    port = free_port()
-    (tmp / "config.yml").write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(tmp / "data") + "\n"
-        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:" + str(port) + "\n"
-        "log:\n  level: error\n")
-    proc = subprocess.Popen([exe, "serve", str(tmp / "config.yml")], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "registry.log", "wb"))
+    registry = LocalRegistry(tmp).start()
     try:
-        wait_port("127.0.0.1", port)
-        yield f"127.0.0.1:{port}"
+        yield registry.address
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        registry.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def push_image(client: docker.DockerClient, source: str, registry: str, repo: str, tag: str = "1") -> str:
+def push_image(client: docker.DockerClient, source: str, registry: str, repo: str, tag: str = "1",
+               auth: dict[str, str] | None = None) -> str:
     """Tag and push ``source`` to ``registry/repo:tag``; return the ``repo@sha256:...`` digest reference."""
     image = client.images.get(source)
     image.tag(f"{registry}/{repo}", tag)
-    for event in client.api.push(f"{registry}/{repo}", tag=tag, stream=True, decode=True):
+    for event in client.api.push(f"{registry}/{repo}", tag=tag, stream=True, decode=True, auth_config=auth):
         assert "error" not in event, event
     digests = client.images.get(f"{registry}/{repo}:{tag}").attrs["RepoDigests"]
     ref = next(d for d in digests if d.startswith(f"{registry}/{repo}@"))
@@ -77,10 +69,15 @@ def push_image(client: docker.DockerClient, source: str, registry: str, repo: st
 
 
 @pytest.fixture(scope="session")
-def pushed_busybox(docker_client: docker.DockerClient, busybox_image: str, replica_registry: str) -> str:
+def pushed_busybox(docker_client: docker.DockerClient, busybox_image: str, replica_registry: str) -> Iterator[str]:
     """The busybox image pushed to the test registry: ``127.0.0.1:P/replicas/busybox:1`` (has a RepoDigest)."""
-    push_image(docker_client, busybox_image, replica_registry, "replicas/busybox")
-    return f"{replica_registry}/replicas/busybox:1"
+    digest_ref = push_image(docker_client, busybox_image, replica_registry, "replicas/busybox")
+    yield f"{replica_registry}/replicas/busybox:1"
+    for ref in (f"{replica_registry}/replicas/busybox:1", digest_ref):  # names only; layers are busybox's
+        try:
+            docker_client.images.remove(ref, noprune=True)
+        except docker.errors.DockerException:
+            pass
 
 
 @pytest.fixture()
@@ -132,8 +129,27 @@ def replica_labels(run_id: str, policy: str = "web", replica: str = "r1", contro
             TEST_LABEL: TEST_LABEL_VALUE, f"{TEST_LABEL}.run": run_id}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _replicas_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
-    """At the end of the session, remove any container of this area a failed test left behind."""
-    yield
-    _cleanup(docker_client)
+@pytest.fixture()
+def web_replicas(docker_client: docker.DockerClient, node_runtime: DockerNodeRuntime, nodes: Callable[[int], list[Node]],
+                 pushed_busybox: str, run_id: str) -> Callable[..., list[tuple[Node, Any]]]:
+    """``web_replicas(n, env=None, delay=0)``: n busybox-httpd replicas, one per new node, started through the
+    node runtime (so on the node's address); /id answers the container's hostname, /cgi-bin/slow?N sleeps."""
+    from controller.ports import LABEL_SPEC_HASH, WorkloadSpec
+
+    digest_ref = next(d for d in docker_client.images.get(pushed_busybox).attrs["RepoDigests"]
+                      if d.startswith(pushed_busybox.rsplit(":", 1)[0] + "@"))
+
+    def start(n: int, env: dict[str, str] | None = None, delay: float = 0.0,
+              healthcheck: dict[str, Any] | None = None, spec_hash: str = "h1") -> list[tuple[Node, Any]]:
+        script = (f"sleep {delay}; " if delay else "") + HTTPD_SCRIPT
+        spec = WorkloadSpec(image=digest_ref, entrypoint=("/bin/sh", "-c"), command=(script,), env=dict(env or {}),
+                            exposed_ports=("80/tcp",), healthcheck=healthcheck, spec_hash=spec_hash)
+        out = []
+        for i, node in enumerate(nodes(n)):
+            replica = f"r{i}-{uuid.uuid4().hex[:4]}"
+            labels = replica_labels(run_id, replica=replica)
+            labels[LABEL_SPEC_HASH] = spec_hash
+            out.append((node, node_runtime.start(node, spec, f"ctl-test-web-{replica}", labels)))
+        return out
+
+    return start
