@@ -135,7 +135,7 @@ class _ProviderSigner(Signer):
 class EcsApiSettings:
     region: str
     credentials: CredentialsProvider
-    endpoint: str | None = None  # "http://127.0.0.1:PORT" or "host:port"; None = the real regional API
+    endpoint: object | None = None  # "http://127.0.0.1:PORT", "host:port" or a URL object; None = the real API
     connect_timeout: float = 5.0
     read_timeout: float = 30.0  # per call; the SDK's own table would wait 86 s for RunInstances
     max_attempts: int = 6
@@ -160,7 +160,8 @@ class EcsApi:
                                 proxy={"http": None, "https": None}, pool_size=settings.pool_size)
         self.client._signer = _ProviderSigner(settings.credentials)
         if settings.endpoint:
-            parts = urlsplit(settings.endpoint if "://" in settings.endpoint else f"http://{settings.endpoint}")
+            raw = str(settings.endpoint)  # also a pydantic HttpUrl from the config, which is not a str
+            parts = urlsplit(raw if "://" in raw else f"http://{raw}")
             self._https = parts.scheme == "https"
             self.client.add_endpoint(settings.region, "Ecs", parts.netloc)
 
