@@ -107,11 +107,16 @@ class LocalRegistry:
                 raise TransientError(f"docker-registry exited ({self._proc.returncode}); see {self.root}/registry.log")
             try:
                 urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1).close()
-                return self
             except urllib.error.HTTPError:
-                return self  # 401 from an authenticated registry: it is up
+                pass  # 401 from an authenticated registry: it is up
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Whoever answered, it must be ours: a port taken between picking and binding makes the
+            # registry exit at once with "address already in use" while the other listener answers.
+            time.sleep(0.05)
+            if self._proc.poll() is None:
+                return self
         self.stop()
         raise TransientError(f"docker-registry on {self.address} did not answer within {timeout}s")
 
