@@ -258,3 +258,15 @@ def test_secret_never_in_logs(ecs_emulator, make_ecs_pool, caplog) -> None:  # t
     assert "DescribeInstances" in caplog.text  # the SDK's debug lines were captured
     for secret in (KEY_SECRET, "wrong-secret-value", sts_secret, token):
         assert secret not in text  # ... and never logged
+
+
+def test_concurrent_launches_of_one_intent_buy_once(ecs_emulator, make_ecs_pool) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools = [make_ecs_pool(ecs_emulator) for _ in range(4)]  # e.g. a controller and its restarted self
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda n: pools[n % 4].launch(SPEC, 7, f"race-{n % 2}"), range(8)))
+    by_intent = {f"race-{k}": {frozenset(i.id for i in r) for n, r in enumerate(results) if n % 2 == k}
+                 for k in (0, 1)}
+    assert all(len(sets) == 1 for sets in by_intent.values())  # every caller got the same instances
+    assert len(ecs_emulator.live_instances()) == 14
