@@ -94,11 +94,11 @@ class _Metadata:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_PUT(self) -> None:  # noqa: N802
+            def do_PUT(self) -> None:
                 ok = self.path == "/latest/api/token" and self.headers.get("X-aliyun-ecs-metadata-token-ttl-seconds")
                 self._send(200 if ok else 400, "session-token" if ok else "")
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.headers.get("X-aliyun-ecs-metadata-token") != "session-token":
                     return self._send(403, "")
                 base = "/latest/meta-data/ram/security-credentials/"
