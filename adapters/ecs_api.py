@@ -152,10 +152,10 @@ class EcsApi:
     def __init__(self, settings: EcsApiSettings) -> None:
         self.settings = settings
         self._https = False
-        first = settings.credentials.get()
-        # the placeholder secret is never used: _ProviderSigner replaces the SDK's signer right below,
-        # so the real secret lives only in the provider (and the SDK's env fallback cannot take over)
-        self.client = AcsClient(first.access_key_id, "-", settings.region, auto_retry=False,
+        # the placeholder key is never used: _ProviderSigner replaces the SDK's signer right below, so the
+        # secret lives only in the provider (fetched per request: a RAM role is not asked at start-up),
+        # and the SDK's ALIYUN_ACCESS_KEY_* environment fallback cannot take over
+        self.client = AcsClient("-", "-", settings.region, auto_retry=False,
                                 connect_timeout=settings.connect_timeout, timeout=settings.read_timeout,
                                 proxy={"http": None, "https": None}, pool_size=settings.pool_size)
         self.client._signer = _ProviderSigner(settings.credentials)
