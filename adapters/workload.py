@@ -26,7 +26,14 @@ from controller.errors import (
     PermanentError,
     TransientError,
 )
-from controller.ports import WorkloadSpec
+from controller.ports import (
+    LABEL_CONTROLLER,
+    LABEL_NODE,
+    LABEL_POLICY,
+    LABEL_REPLICA,
+    LABEL_SPEC_HASH,
+    WorkloadSpec,
+)
 from controller.specs import spec_diff, with_hash
 
 __all__ = [
@@ -42,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 MOUNT_DROP = "drop"
 MOUNT_TMPFS = "tmpfs"
+# ownership labels are set per replica, never copied from what was captured
+_OUR_LABELS = frozenset({LABEL_CONTROLLER, LABEL_POLICY, LABEL_REPLICA, LABEL_SPEC_HASH, LABEL_NODE})
 _ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -174,7 +183,12 @@ class DockerWorkloadCapture:
                         continue  # a listed name may live on another of the hosts
                     if info["State"].get("Running"):
                         ids.add(info["Id"])
-                found.extend((host, api.inspect_container(cid)) for cid in ids)
+                for cid in ids:
+                    info = api.inspect_container(cid)
+                    # our own replicas copy the workload's labels; where they share an engine with the
+                    # on-prem containers (emulation, demo) they must never be taken for the workload
+                    if LABEL_CONTROLLER not in ((info.get("Config") or {}).get("Labels") or {}):
+                        found.append((host, info))
             except (DockerException, requests.exceptions.RequestException) as exc:
                 raise _map_error(exc, f"listing workload containers on {host}") from exc
         if not found:
@@ -291,7 +305,7 @@ class DockerWorkloadCapture:
             secret_env=frozenset(k for k in sel.secret_env if k in env),
             service_port=sel.service_port,
             exposed_ports=tuple(sorted(exposed)),
-            labels=dict(config.get("Labels") or {}),
+            labels={k: v for k, v in (config.get("Labels") or {}).items() if k not in _OUR_LABELS},
             user=config.get("User") or None,
             working_dir=config.get("WorkingDir") or None,
             healthcheck=dict(config["Healthcheck"]) if config.get("Healthcheck") else None,

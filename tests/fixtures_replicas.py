@@ -29,7 +29,8 @@ SLOW_CGI = ('#!/bin/sh\\nsleep ${QUERY_STRING:-4}\\necho "Content-Type: text/pla
 HTTPD_SCRIPT = (
     "mkdir -p /www/cgi-bin && printf '" + SLOW_CGI + "' > /www/cgi-bin/slow && busybox chmod 755 "
     "/www/cgi-bin/slow && hostname > /www/id && echo \"${VERSION:-}\" > /www/version && echo ok > /www/healthz && "
-    "exec httpd -f -p 80 -h /www"
+    # httpd as pid 1 would ignore SIGTERM; a shell that forwards it makes the stop graceful, like a real app
+    "httpd -f -p 80 -h /www & pid=$!; trap 'kill $pid; wait $pid; exit 0' TERM; wait $pid"
 )
 
 
