@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controller import metrics
+from controller.dashboard import mount_dashboard
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.status_models import (
     POLICY_NAME_PATTERN,
@@ -256,6 +257,7 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
                           dependencies=[Depends(require_token)],
                           summary=f"{action} a policy (bearer token)", responses=_AUTH_ERRORS,
                           name=action)
+    mount_dashboard(app)  # the operator dashboard at / (controller/dashboard.py, controller/web/)
     return app
 
 
