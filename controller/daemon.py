@@ -47,6 +47,9 @@ class Daemon(StatusReport):
         self._stopping = False
         self._running: dict[str, float] = {}  # job id -> start (monotonic), for the job-timeout report
         self._last_store_error: float | None = None
+        # "skipped: maximum number of running instances reached" is the design (a slow policy skips its own
+        # late runs), not news; overlong jobs are reported by _guard instead
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=64)},  # threads are made lazily
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

@@ -37,10 +37,11 @@ logger = logging.getLogger(__name__)
 
 EMULATOR_KEY = ("local", "local-secret")  # the emulator's default access key pair (not a real secret)
 LAB_LABEL = "io.burst-controller.lab"
-# busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions
+# busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
+# shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
 _WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
                  "sleep 0.3\\necho served by $(hostname)\\n' > /www/cgi-bin/work && chmod +x /www/cgi-bin/work "
-                 "&& exec httpd -f -p 80 -h /www")
+                 "&& httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait")
 
 _HAPROXY = """\
 global

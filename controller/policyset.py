@@ -57,7 +57,11 @@ class PolicySet:
 
     def reload(self) -> ReloadResult:
         self._signature = self.signature()
+        empty = self._signature == () and self.directory.is_dir()
         result = load_policies([self.directory])
+        if empty:
+            # every file removed on purpose: not a problem, the policies are removed (and drained)
+            result.problems = [p for p in result.problems if str(Path(p.file)) != str(self.directory)]
         bad_files = {str(Path(p.file)) for p in result.problems}
         whole_dir_bad = str(self.directory) in bad_files or not self.directory.is_dir()
         out = ReloadResult(problems=[str(p) for p in result.problems])

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
 from controller import migrations
@@ -104,8 +103,9 @@ class StateStore:
 
     @staticmethod
     def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+        # pooled: opening a SQLite connection (and its PRAGMAs) costs more than most queries
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout},
-                               poolclass=NullPool if ":memory:" not in url else None)
+                               pool_size=8, max_overflow=24, pool_pre_ping=False)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from controller.budget import Holding, hourly_spend
@@ -19,7 +20,7 @@ from controller.lifecycle import Lifecycle
 from controller.planner import PlanInput, ReplicaView, plan
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.state import StateStore
-from controller.state_models import ACTIVE_STATES, LEAVING_STATES, IntentKind, IntentState, ReplicaState
+from controller.state_models import ACTIVE_STATES, LEAVING_STATES, IntentKind, IntentState, Replica, ReplicaState
 from policies.types import Decision, Direction, Fleet, Observation
 
 __all__ = ["PolicyRuntime", "Decide"]
@@ -27,6 +28,7 @@ __all__ = ["PolicyRuntime", "Decide"]
 logger = logging.getLogger(__name__)
 
 Decide = Callable[[Any, Observation, Fleet, float], Decision]
+MAX_PARALLEL_STEPS = 16  # replicas of one policy advanced at once
 
 
 def _engine_decide(policy: Any, observation: Observation, fleet: Fleet, now: float) -> Decision:
@@ -200,16 +202,28 @@ class PolicyRuntime:
         self.advance()
 
     def advance(self) -> None:
-        for replica in self.store.live_replicas(self.name):
-            try:
-                self.lifecycle.advance(replica)
-            except StateBusyError:
-                raise  # the whole tick holds; the scheduler runs it again
-            except BurstError as exc:
-                self.error(f"replica {replica.id} ({replica.state}): {exc}")
-            except Exception as exc:  # a bug in one step must not stop the other replicas
-                logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
-                self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
+        """Advance every live replica; in parallel, so one replica's slow pull, stop or probe does not hold
+        back the others (each replica is still advanced by one thread at a time)."""
+        replicas = self.store.live_replicas(self.name)
+        if len(replicas) <= 1:
+            for replica in replicas:
+                self._advance_one(replica)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(replicas), MAX_PARALLEL_STEPS),
+                                thread_name_prefix=f"step-{self.name}") as pool:
+            for future in [pool.submit(self._advance_one, r) for r in replicas]:
+                future.result()
+
+    def _advance_one(self, replica: Replica) -> None:
+        try:
+            self.lifecycle.advance(replica)
+        except StateBusyError:
+            raise  # the whole tick holds; the scheduler runs it again
+        except BurstError as exc:
+            self.error(f"replica {replica.id} ({replica.state}): {exc}")
+        except Exception as exc:  # a bug in one step must not stop the other replicas
+            logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
+            self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
 
     def fleet(self, paused: bool) -> tuple[Fleet, list[ReplicaView]]:
         replicas = self.store.live_replicas(self.name)

@@ -1,0 +1,202 @@
+"""End to end on the real components: `burstctl run` as its own process against the lab (ECS emulator over
+the real SDK, two docker-registry instances, HAProxy, the local Docker Engine over mutual TLS, SQLite):
+a burst and drain driven by real load through HAProxy; SIGKILL mid-burst and a restart that adopts its
+instances and launches no duplicate; an invalid policy edit that leaves the last good one in force; the
+status endpoint and its token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.commands.demo import burst_cycle
+from controller.lab import Lab, LabSettings
+from controller.loadgen import LoadGenerator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ControllerProcess:
+    """`burstctl run --config ...` in a child process, logging to a file in the lab directory."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.lab.root / f"controller-{self.starts}.log"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "run", "--config", str(self.lab.config_path)],
+            cwd=ROOT, env=self.lab.env(), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"controller exited: {self.log()}"
+            try:
+                if httpx.get(f"{self.lab.status_url}/readyz", timeout=1, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"controller not ready in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.lab.status_url}/v1/status", timeout=5, trust_env=False).json()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(root=tmp_path / "lab", settings=LabSettings(boot_delay=1.0)).start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+        leftovers = lab.cloud_containers()
+        assert leftovers == [], "lab left containers behind"
+
+
+@pytest.fixture
+def controller(lab: Lab) -> Iterator[ControllerProcess]:
+    c = ControllerProcess(lab)
+    try:
+        yield c
+    finally:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait(10)
+
+
+def wait_for(what: str, until: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerProcess) -> None:
+    controller.start()
+    load = LoadGenerator(lab.url)
+    try:
+        result = burst_cycle(lab, None, load, hold=3.0, timeout=60.0)
+    finally:
+        load.stop()
+    print(result.line())
+    assert result.error is None, controller.log()
+    assert result.cloud_requests > 0 and result.failed == 0 and result.drained
+    assert result.launched == 2  # replicas.max
+    assert lab.live_instances() == [] and lab.cloud_servers() == []
+    events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
+    kinds = [e["kind"] for e in events["events"]]
+    for kind in ("replicate", "scale-out", "launch", "start", "admit", "scale-in", "drain", "release"):
+        assert kind in kinds, f"no {kind} event in {kinds}"
+    assert controller.terminate() == 0
+
+
+def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: Lab, controller: ControllerProcess) -> None:
+    assert lab.emulator is not None
+    controller.start()
+    load = LoadGenerator(lab.url)
+    try:
+        load.set_clients(16)
+        # kill it while the replicas are on their way in (launched, not yet serving)
+        wait_for("a launch", lambda: len(lab.live_instances()) >= 1, timeout=60)
+        controller.kill()
+        launched_before = {i.get("InstanceId") for i in lab.live_instances()}
+        controller.start()
+        wait_for("two cloud replicas serving", lambda: len(lab.cloud_servers()) == 2, timeout=60)
+        calls = lab.emulator.calls()
+        live = lab.live_instances()
+        assert len(live) == 2, live
+        assert launched_before <= {i.get("InstanceId") for i in live}  # the first ones were adopted, not replaced
+        assert calls.get("DeleteInstances", 0) == 0  # nothing launched twice and cleaned up
+        state = controller.status()
+        [web] = state["policies"]
+        assert web["replicas"] == {"serving": 2}
+        load.set_clients(1)
+        wait_for("drain", lambda: not lab.live_instances() and not lab.cloud_servers(), timeout=60)
+        assert load.snapshot().failed == 0
+    finally:
+        load.stop()
+    assert controller.terminate() == 0
+    assert "Traceback" not in controller.log()
+
+
+def test_invalid_policy_edit_keeps_the_last_good_one_and_the_status_token(lab: Lab,
+                                                                         controller: ControllerProcess) -> None:
+    controller.start()
+    url, token = lab.status_url, lab.token
+    before = controller.status()
+    assert [p["name"] for p in before["policies"]] == ["web"] and before["policy_errors"] == []
+    assert before["policies"][0]["budget_per_hour"] == 5.0
+
+    # an edit with a mistake: the file is rejected with FILE:LINE:COL, the last good version stays
+    lab.policy_path.write_text(lab.policy_yaml(**{"max_per_hour: 5.0": "max_per_hour: -3"}))
+    wait_for("the rejection in status", lambda: controller.status()["policy_errors"] != [], timeout=20)
+    state = controller.status()
+    assert any(line.startswith(f"{lab.policy_path}:") and "budget.max_per_hour" in line
+               for line in state["policy_errors"]), state["policy_errors"]
+    assert [p["name"] for p in state["policies"]] == ["web"] and state["policies"][0]["budget_per_hour"] == 5.0
+    assert "policy rejected" in controller.log()
+
+    # fixed: the new version takes over and the errors clear
+    lab.policy_path.write_text(lab.policy_yaml(**{"max_per_hour: 5.0": "max_per_hour: 6.5"}))
+    wait_for("the fixed policy", lambda: controller.status()["policies"][0]["budget_per_hour"] == 6.5, timeout=20)
+    assert controller.status()["policy_errors"] == []
+
+    # the status endpoint's token guards the mutations
+    pause = f"{url}/v1/policies/web/pause"
+    assert httpx.post(pause, timeout=5, trust_env=False).status_code == 401
+    assert httpx.post(pause, headers={"Authorization": "Bearer wrong"}, timeout=5, trust_env=False).status_code == 403
+    ok = httpx.post(pause, headers={"Authorization": f"Bearer {token}"}, timeout=5, trust_env=False)
+    assert ok.status_code == 200, ok.text
+    assert controller.status()["policies"][0]["paused"] is True
+    missing = httpx.post(f"{url}/v1/policies/nope/pause", headers={"Authorization": f"Bearer {token}"},
+                         timeout=5, trust_env=False)
+    assert missing.status_code == 404
+    assert httpx.post(f"{url}/v1/policies/web/resume", headers={"Authorization": f"Bearer {token}"},
+                      timeout=5, trust_env=False).status_code == 200
+    assert controller.status()["policies"][0]["paused"] is False
+
+    # SIGHUP reloads too; a removed file drains (nothing to drain here) and the policy is forgotten
+    os.remove(lab.policy_path)
+    assert controller.proc is not None
+    controller.proc.send_signal(signal.SIGHUP)
+    wait_for("the removal", lambda: controller.status()["policies"] == [] or
+             controller.status()["policies"][0]["draining"], timeout=20)
+    assert controller.terminate() == 0
