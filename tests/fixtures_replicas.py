@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +21,8 @@ from controller.ports import Node
 
 TEST_LABEL = "io.burst-controller.test"
 TEST_LABEL_VALUE = "replicas"
-# Node addresses of this area's tests; other areas use other parts of 127.0.1.0/24.
-NODE_ADDRESS_BASE = 200
+# Node addresses of this area's tests (127.0.1.192/26); other areas use other parts of 127.0.1.0/24.
+NODE_ADDRESS_BASE = 192
 
 # A CGI script behind busybox httpd: /cgi-bin/slow?N sleeps N seconds (default 4) then answers.
 SLOW_CGI = ('#!/bin/sh\\nsleep ${QUERY_STRING:-4}\\necho "Content-Type: text/plain"\\necho\\n'
@@ -103,15 +104,31 @@ def onprem(docker_client: docker.DockerClient, run_id: str) -> Callable[..., Any
 
 
 @pytest.fixture()
-def nodes(run_id: str) -> Callable[[int], list[Node]]:
-    """``nodes(n)``: n emulated nodes, each with its own 127.0.1.x address, all on the local TLS engine."""
-    from tests.conftest import DOCKER_TLS_ENDPOINT
+def nodes(run_id: str, make_ecs_emulator: Callable[..., Any], make_ecs_pool: Callable[..., Any]) -> Callable[[int], list[Node]]:
+    """``nodes(n)``: n running instances of the ECS emulator (real SDK), as the runtime sees them: each has
+    its own 127.0.1.x address (this area's part of the pool) and the local engine's mutual-TLS endpoint."""
+    from controller.ports import TAG_CONTROLLER, TAG_POLICY, InstanceState, LaunchSpec
+    from tests.fixtures_ecs import REGION
 
-    counter = iter(range(NODE_ADDRESS_BASE, 255))
+    emulator = make_ecs_emulator(boot_delay=0.2, address_pool=f"127.0.1.{NODE_ADDRESS_BASE}/26")
+    pool = make_ecs_pool(emulator)
+    spec = LaunchSpec(region=REGION, instance_types=("ecs.g7.large",), zones=(f"{REGION}-a",), image_id="img",
+                      security_group_id="sg", vswitches={f"{REGION}-a": "vsw"},
+                      tags={TAG_CONTROLLER: "ctl-test", TAG_POLICY: "web"})
+    launched = iter(range(1000))
 
     def make(n: int) -> list[Node]:
-        return [Node(instance_id=f"i-{run_id}-{i}", address=f"127.0.1.{i}", docker_endpoint=DOCKER_TLS_ENDPOINT)
-                for i in (next(counter) for _ in range(n))]
+        ids = [i.id for i in pool.launch(spec, n, f"{run_id}-{next(launched)}")]
+        deadline = time.monotonic() + 15
+        while True:
+            instances = pool.get(ids)
+            if all(i.state == InstanceState.RUNNING for i in instances) and len(instances) == n:
+                break
+            assert time.monotonic() < deadline, f"instances did not boot: {instances}"
+            time.sleep(0.05)
+        by_id = {i.id: i for i in instances}
+        return [Node(instance_id=i, address=str(by_id[i].private_ip), docker_endpoint=str(by_id[i].docker_endpoint))
+                for i in ids]
 
     return make
 
