@@ -164,8 +164,9 @@ class _FileLoader:
             return
         if stat.S_ISDIR(st.st_mode):
             try:
+                # not recursive: a sub-directory (or a symlink loop) named x.yaml is skipped
                 entries = sorted(p for p in path.iterdir()
-                                 if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+                                 if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and not p.is_dir())
             except OSError as exc:
                 self.problem(shown, Pos(1, 1), (), f"cannot list directory: {exc.strerror or exc}")
                 return

@@ -80,13 +80,21 @@ def _step(tp: Any, elem: str | int) -> tuple[Any, bool]:
     return None, True
 
 
-def allowed_fields(root: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """Field names of the model found at ``loc`` (a pydantic loc), or [] if that is not one model."""
+def _type_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> Any:
+    """The annotation found by following a pydantic ``loc`` from ``root`` (None if lost on the way)."""
     tp: Any = root
     for elem in loc:
         tp, _ = _step(tp, elem)
         if tp is None:
-            return []
+            return None
+    return tp
+
+
+def allowed_fields(root: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """Field names of the model found at ``loc`` (a pydantic loc), or [] if that is not one model."""
+    tp = _type_at(root, loc)
+    if tp is None:
+        return []
     members = _union_members(tp)
     if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
         return list(members[0].model_fields)
@@ -153,8 +161,6 @@ def _message(err: dict[str, Any]) -> str:
         choices = _choices(str(ctx.get("expected_tags", "")))
         hint = _did_you_mean(str(ctx.get("tag")), choices)
         return f"unknown type '{ctx.get('tag')}': expected one of {', '.join(choices)}{hint}"
-    if kind == "union_tag_not_found":
-        return "say which kind with 'type:' (the block has no type field)"
     if kind == "greater_than":
         return f"must be greater than {_bound(ctx, 'gt')}, got {got}"
     if kind == "greater_than_equal":
@@ -200,6 +206,12 @@ def locate_errors(root: type[BaseModel], data: Any, errors: list[dict[str, Any]]
                 hint = f" (fields here: {', '.join(allowed)})"
             out.append((path, path, "key", f"unknown field '{key}'{hint}"))
             continue
-        anchor = "key" if at_key or kind == "union_tag_not_found" else "value"
+        if kind == "union_tag_not_found":
+            field = str((err.get("ctx") or {}).get("discriminator", "type")).strip("'")
+            tags = [t for t in (_tag_of(m) for m in _union_members(_type_at(root, loc))) if t]
+            choices = f": one of {', '.join(tags)}" if tags else ""
+            out.append(((*path, field), path, "key", f"required field '{field}' is missing{choices}"))
+            continue
+        anchor = "key" if at_key else "value"
         out.append((path, path, anchor, _message(err)))
     return out

@@ -168,7 +168,7 @@ class _Builder:
             self._problem(_pos(node), path, f"cannot read this value: {reason}")
             return node.value
 
-    def _pairs(self, node: MappingNode, depth: int) -> Iterator[tuple[Node, Node, bool]]:
+    def _pairs(self, node: MappingNode, path: Path, depth: int) -> Iterator[tuple[Node, Node, bool]]:
         """Key/value node pairs with `<<` merges expanded; the flag says whether the pair was merged in."""
         merges: list[Node] = []
         for key, value in node.value:
@@ -178,20 +178,20 @@ class _Builder:
                 yield key, value, False
         for source in merges:
             if not isinstance(source, MappingNode):
-                self._problem(_pos(source), (), "'<<' merges only mappings (an alias to key: value lines)")
+                self._problem(_pos(source), path, "'<<' merges only mappings (an alias to key: value lines)")
                 continue
             if id(source) in self._open or depth > MAX_DEPTH:
                 raise _Abort(_pos(source), "a '<<' merge refers to the mapping that contains it")
             self._open.add(id(source))
             try:
-                for key, value, _ in self._pairs(source, depth + 1):
+                for key, value, _ in self._pairs(source, path, depth + 1):
                     yield key, value, True
             finally:
                 self._open.discard(id(source))
 
     def _mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key_node, value_node, merged in self._pairs(node, depth):
+        for key_node, value_node, merged in self._pairs(node, path, depth):
             if not isinstance(key_node, ScalarNode):
                 self._problem(_pos(key_node), path, "a key must be a plain word, not a list or mapping")
                 continue

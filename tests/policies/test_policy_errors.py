@@ -70,6 +70,10 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("unknown strategy type with did-you-mean", "  type: threshold", "  type: treshold",
      ["8:3: strategy: unknown type 'treshold': expected one of threshold, target, predictive; "
       "did you mean 'threshold'?"]),
+    ("strategy without a type", "  type: threshold", "  # type: threshold",
+     ["7:1: strategy.type: required field 'type' is missing: one of threshold, target, predictive"]),
+    ("merge of something that is not a mapping", "budget:", "budget:\n  <<: [1]",
+     ["26:8: budget: '<<' merges only mappings (an alias to key: value lines)"]),
     ("enum value with did-you-mean", "  source: workload_cpu", "  source: workload-cpu",
      ["6:11: metric.source: expected one of host_cpu, workload_cpu, prometheus, haproxy; got 'workload-cpu'; "
       "did you mean 'workload_cpu'?"]),

@@ -69,6 +69,7 @@ def test_directory_means_its_yaml_files_sorted(tmp_path: Path) -> None:
     _write(tmp_path / "a.yaml", _named("ay"))
     _write(tmp_path / "notes.txt", "not: a policy")
     _write(tmp_path / ".web.yaml.swp", "editor junk")
+    (tmp_path / "loop.yaml").symlink_to(tmp_path)  # a directory named like a policy file is not entered
     _write(tmp_path / "c.yaml", _named("cee").replace("  max: 4", "  max: lots"))
     result = load_policies([tmp_path])
     assert result.files == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yml"), str(tmp_path / "c.yaml")]
