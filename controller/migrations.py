@@ -152,8 +152,25 @@ def _v1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_leader_lease(conn: Connection) -> None:
+    """The leader lease of an active/standby pair (controller/leader.py, SCALE-HA): one row per controller
+    id; ``epoch`` is the fencing token, raised by every takeover."""
+    md = MetaData()
+    Table(
+        "leader_lease", md,
+        Column("controller_id", String(64), primary_key=True),
+        Column("holder", String(200), nullable=False),   # host:pid:random of the holding process
+        Column("epoch", BigInteger, nullable=False),
+        Column("expires_at", Float, nullable=False),     # the database's clock on PostgreSQL
+        Column("acquired_at", Float, nullable=False),
+        Column("renewed_at", Float, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "leader lease", _v2_leader_lease),
 ]
 LATEST = MIGRATIONS[-1][0]
 

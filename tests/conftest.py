@@ -12,7 +12,7 @@ import pytest
 
 from adapters.pki import TlsFiles
 
-pytest_plugins: list[str] = ["tests.fixtures_replicas", "tests.fixtures_haproxy", "tests.fixtures_ecs", "tests.fixtures_registry", "tests.fixtures_prometheus"]
+pytest_plugins: list[str] = ["tests.fixtures_replicas", "tests.fixtures_haproxy", "tests.fixtures_ecs", "tests.fixtures_registry", "tests.fixtures_prometheus", "tests.fixtures_ha"]
 
 PKI_DIR = Path(os.environ.get("BURST_PKI_DIR", "/var/lib/burst-controller-dev/pki"))
 DOCKER_TLS_ENDPOINT = os.environ.get("BURST_DOCKER_TLS_ENDPOINT", "tcp://127.0.0.1:2376")
