@@ -22,6 +22,7 @@ COMMANDS = [
     "emulate",
     "status",
     "simulate",
+    "history",
     "replicate",
     "run",
     "demo",

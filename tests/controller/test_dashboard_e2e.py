@@ -2,21 +2,25 @@
 (``ControllerService``) wired by controller/wiring.py to the lab (controller/lab.py): the ECS emulator over
 the real SDK, real registries, HAProxy and Docker containers. Load on HAProxy makes the policy burst; the
 page must chart the recorded samples, show the burst in the fleet table, and pause the policy with the
-token (checked through /v1/status). Saves artifacts/dashboard.png. Bounded under 60 s."""
+token (checked through /v1/status). Saves artifacts/dashboard.png. Then `burstctl history` exports the
+samples the running daemon recorded and `burstctl simulate` replays them. Bounded under 60 s."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from controller.cli import main
 from controller.commands.run import ControllerService
 from controller.config import load_config
 from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator
+from controller.simtrace import load_trace
 from controller.wiring import build_edges
 from tests.support.browser import chromium_page, screenshot
 
@@ -48,7 +52,7 @@ def _status(lab: Lab) -> dict[str, Any]:
 
 
 def test_a_burst_shows_on_the_dashboard_and_the_pause_button_pauses(
-        controller: tuple[Lab, ControllerService]) -> None:
+        controller: tuple[Lab, ControllerService], tmp_path: Path) -> None:
     lab, service = controller
     load = LoadGenerator(lab.url)
     try:
@@ -102,3 +106,11 @@ def test_a_burst_shows_on_the_dashboard_and_the_pause_button_pauses(
         assert problems == []
     finally:
         load.stop()
+
+    # the samples this daemon recorded, exported while it runs, replay in the simulator
+    trace = tmp_path / "recorded.csv"
+    assert main(["history", "--policy", "web", "--since", "10m", "--export", str(trace),
+                 "--config", str(lab.config_path)]) == 0
+    assert len(load_trace(trace).times) >= 10
+    assert main(["simulate", "--policy", str(lab.policy_path), "--trace", str(trace), "--json",
+                 "--interval", "1s", "--boot-delay", "2s"]) == 0
