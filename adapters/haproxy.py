@@ -22,7 +22,7 @@ from controller.errors import BurstError, NotFoundError, PermanentError, Transie
 from controller.ports import Server
 from policies.types import Observation
 
-__all__ = ["RuntimeApi", "HaproxyLoadBalancer", "HaproxyMetricsSource", "StatRow"]
+__all__ = ["HaproxyLoadBalancer", "HaproxyMetricsSource", "RuntimeApi", "StatRow"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RuntimeApi:
         if self.address.startswith("tcp://"):
             host, _, port = self.address[len("tcp://"):].rpartition(":")
             return socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
-        path = self.address[len("unix://"):] if self.address.startswith("unix://") else self.address
+        path = self.address.removeprefix("unix://")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:

@@ -39,7 +39,7 @@ from adapters.credentials import CredentialsProvider
 from controller.errors import AuthError, BurstError, NotFoundError, PermanentError, TransientError
 from controller.ports import Server
 
-__all__ = ["SlbLoadBalancer", "SlbSettings", "map_slb_error", "BATCH"]
+__all__ = ["BATCH", "SlbLoadBalancer", "SlbSettings", "map_slb_error"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from controller.errors import IntegrityError, PermanentError
 from controller.ports import WorkloadSpec
 from controller.specs import spec_hash
 
-__all__ = ["SpecCodec", "KEY_RELATIVE_PATH"]
+__all__ = ["KEY_RELATIVE_PATH", "SpecCodec"]
 
 KEY_RELATIVE_PATH = Path("secrets") / "workload-spec.key"
 _FORMAT = 1

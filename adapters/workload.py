@@ -37,11 +37,11 @@ from controller.ports import (
 from controller.specs import spec_diff, with_hash
 
 __all__ = [
-    "WorkloadSelection",
     "CapturedContainer",
+    "DockerWorkloadCapture",
     "ImageSource",
     "WorkloadDivergedError",
-    "DockerWorkloadCapture",
+    "WorkloadSelection",
     "selection_from_policy",
 ]
 

@@ -14,7 +14,7 @@ from typing import Any
 from controller.errors import TransientError
 from controller.ports import LoadBalancer, Node, NodeRuntime
 
-__all__ = ["DrainSettings", "DrainTarget", "DrainOutcome", "drain_replica", "drain_settings_from_policy"]
+__all__ = ["DrainOutcome", "DrainSettings", "DrainTarget", "drain_replica", "drain_settings_from_policy"]
 
 logger = logging.getLogger(__name__)
 

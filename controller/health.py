@@ -12,7 +12,7 @@ from typing import Protocol
 
 from controller.ports import Container
 
-__all__ = ["HealthResult", "HealthProbe", "Transition", "HealthTracker", "docker_health_ok"]
+__all__ = ["HealthProbe", "HealthResult", "HealthTracker", "Transition", "docker_health_ok"]
 
 
 @dataclass(frozen=True, slots=True)

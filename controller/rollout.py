@@ -28,8 +28,15 @@ from controller.ports import (
     WorkloadSpec,
 )
 
-__all__ = ["RolloutReplica", "StepKind", "RollStep", "next_roll_step", "RolloutSettings", "roll_forward",
-           "replica_name"]
+__all__ = [
+    "RollStep",
+    "RolloutReplica",
+    "RolloutSettings",
+    "StepKind",
+    "next_roll_step",
+    "replica_name",
+    "roll_forward",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.ports import WorkloadSpec
 
-__all__ = ["image_digest", "canonical", "spec_hash", "with_hash", "spec_diff"]
+__all__ = ["canonical", "image_digest", "spec_diff", "spec_hash", "with_hash"]
 
 _HASHED_SECRET = "sha256:"
 

@@ -74,7 +74,8 @@ class HaproxyProcess:
         return b"".join(chunks).decode()
 
     def _worker_pids(self) -> set[str]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)  # type: ignore[union-attr]
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
         return set(out.stdout.split())
 
     def reload(self, timeout: float = 10.0) -> None:
@@ -127,12 +128,13 @@ def start_haproxy(tmp: Path, backends: tuple[str, ...] = ("web",),
     tcp_socket = f"    stats socket ipv4@127.0.0.1:{admin_port} level admin\n" if admin_port else ""
     cfg.write_text(_CONFIG.format(sock=sock, pidfile=tmp / "haproxy.pid", port=port, default=backends[0],
                                   backends=body, tcp_socket=tcp_socket))
-    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True)
+    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     hp = HaproxyProcess(dir=tmp, socket=sock, port=port, backends=backends,
                         admin_tcp=f"tcp://127.0.0.1:{admin_port}" if admin_port else None)
-    hp.proc = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=open(tmp / "haproxy.log", "wb"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp / "haproxy.log", "wb") as log:  # the child keeps its own descriptor
+        hp.proc = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         wait_port("127.0.0.1", port)
         deadline = time.monotonic() + 10

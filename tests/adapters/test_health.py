@@ -53,7 +53,7 @@ def test_admitted_only_after_consecutive_passes_and_evicted_after_failures(web_r
 
 
 def test_checks_are_concurrent_and_time_out(web_replicas):
-    ((node, replica),) = web_replicas(1)
+    ((_, replica),) = web_replicas(1)
     holes = []
     for _ in range(6):  # accept connections (kernel backlog) but never answer
         s = socket.socket()

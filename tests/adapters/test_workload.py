@@ -23,7 +23,7 @@ SECRET = "s3cr3t-" + uuid.uuid4().hex
 
 
 def _rich_workload(onprem, image: str, app: str, data_dir: str, **overrides):
-    kwargs = dict(
+    kwargs = dict(  # noqa: C408 - reads like the docker run options it mirrors
         entrypoint=["/bin/sh", "-c"],
         command=[HTTPD_SCRIPT],
         environment={"VERSION": "1", "API_TOKEN": SECRET, "EMPTY": ""},
@@ -46,8 +46,8 @@ def _rich_workload(onprem, image: str, app: str, data_dir: str, **overrides):
 
 
 def _selection(app: str, **kw) -> WorkloadSelection:
-    base = dict(hosts=("unix:///var/run/docker.sock",), selector={"app": app}, service_port=80,
-                mounts={"/data": "drop"}, secret_env=frozenset({"API_TOKEN"}), policy="web")
+    base = {"hosts": ("unix:///var/run/docker.sock",), "selector": {"app": app}, "service_port": 80,
+            "mounts": {"/data": "drop"}, "secret_env": frozenset({"API_TOKEN"}), "policy": "web"}
     base.update(kw)
     return WorkloadSelection(**base)
 

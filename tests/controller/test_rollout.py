@@ -13,7 +13,14 @@ from adapters.health import HttpHealthChecker
 from adapters.workload import DockerWorkloadCapture, WorkloadSelection
 from controller.drain import DrainSettings
 from controller.ports import LABEL_CONTROLLER, LABEL_POLICY, LABEL_REPLICA, LABEL_SPEC_HASH, Owner, Server
-from controller.rollout import RolloutReplica, RolloutSettings, StepKind, next_roll_step, replica_name, roll_forward
+from controller.rollout import (
+    RolloutReplica,
+    RolloutSettings,
+    StepKind,
+    next_roll_step,
+    replica_name,
+    roll_forward,
+)
 from tests.fixtures_replicas import HTTPD_SCRIPT, TEST_LABEL, TEST_LABEL_VALUE
 
 
