@@ -131,6 +131,15 @@ class Replicator:
         plan = self._plan(src, platforms)
         if dst.digest and dst.digest != plan.top.digest:
             raise IntegrityError(f"destination asks for {dst.digest} but the source resolves to {plan.top.digest}")
+        if self.client.head_manifest(dst) == plan.top.digest:
+            # Already there. The registry accepted that manifest only once every blob it names was in
+            # the repository, so the blobs need no HEAD each: this is the cheap warm path.
+            for blob in plan.blobs:
+                if progress is not None:
+                    progress(blob.digest, blob.size, blob.size)
+                if listener is not None:
+                    listener(blob.digest, blob.size, SKIPPED)
+            return CopyResult(plan.top.digest, skipped_blobs=len(plan.blobs))
         counters = _Counters()
         copier = BlobCopier(self.client, src, dst, progress)
 

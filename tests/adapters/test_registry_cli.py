@@ -91,7 +91,8 @@ def test_killed_copy_resumes_with_only_missing_blobs(src_registry, make_registry
     finally:
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
-    rerun = subprocess.run(args[:-2] + ["--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run([*args[:-2], "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           check=True)
     result = json.loads(rerun.stdout)
     assert result["digest"] == img.digest
     assert result["skipped_blobs"] >= 1 and result["copied_blobs"] >= 1  # at least one layer landed, not all

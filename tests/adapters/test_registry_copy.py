@@ -27,10 +27,8 @@ def replicator():
 
 
 def manifest_bytes(reg: LocalRegistry, repo: str, ref: str) -> tuple[bytes, str]:
-    accept = ", ".join(["application/vnd.oci.image.index.v1+json",
-                        "application/vnd.docker.distribution.manifest.list.v2+json",
-                        "application/vnd.oci.image.manifest.v1+json",
-                        "application/vnd.docker.distribution.manifest.v2+json"])
+    accept = ("application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, "
+              "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
     r = httpx.get(f"http://{reg.address}/v2/{repo}/manifests/{ref}", headers={"Accept": accept})
     r.raise_for_status()
     return r.content, r.headers["content-type"]
