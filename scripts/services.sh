@@ -17,7 +17,7 @@ PKI_DIR="$RUN_DIR/pki"
 STARTED="$RUN_DIR/started"
 DOCKER_TLS_ADDR=127.0.0.1:2376
 PKGS=(docker.io containerd runc iptables docker-registry skopeo haproxy busybox-static openssl
-      prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv)
+      prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
