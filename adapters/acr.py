@@ -90,12 +90,13 @@ class AcrTokenCredentials:
         self.fetches = 0  # how many tokens were requested (for status and tests)
 
     @classmethod
-    def from_env(cls, instance_id: str, region: str, hosts: Iterable[str],
+    def from_env(cls, instance_id: str, region: str, hosts: Iterable[str], *, endpoint: str | None = None,
                  fallback: CredentialSource | None = None) -> AcrTokenCredentials:
+        """With the AccessKey from ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET (+ _SECURITY_TOKEN)."""
         keys = keys_from_env()
         if keys is None:
             raise ConfigError("ACR token: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        return cls(instance_id, region, hosts, keys, fallback=fallback)
+        return cls(instance_id, region, hosts, keys, endpoint=endpoint, fallback=fallback)
 
     def __repr__(self) -> str:
         return f"AcrTokenCredentials(instance_id={self.instance_id!r}, hosts={sorted(self.hosts)})"

@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "and ALIBABA_CLOUD_ACCESS_KEY_SECRET)")
     p.add_argument("--acr-region", metavar="REGION", default=os.environ.get("ALIBABA_CLOUD_REGION_ID", ""),
                    help="region of the ACR instance")
+    p.add_argument("--acr-endpoint", metavar="URL",
+                   help="the ACR API endpoint (default: the region's public one; e.g. a VPC endpoint)")
     p.add_argument("--insecure", action="append", default=[], metavar="HOST[:PORT]",
                    help="speak plain HTTP to this registry (loopback registries always are)")
     p.add_argument("--ca-file", help="extra CA bundle for registries with private certificates")
@@ -77,7 +79,7 @@ def build_replicator(args: argparse.Namespace) -> Replicator:
         from adapters.acr import AcrTokenCredentials
 
         credentials = AcrTokenCredentials.from_env(args.dst_acr_instance, args.acr_region, (dst.host,),
-                                                   fallback=store)
+                                                   endpoint=args.acr_endpoint, fallback=store)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     options = RegistryOptions(credentials=credentials, insecure_hosts=frozenset(args.insecure),

@@ -4,6 +4,7 @@ logs or reprs, and ACR temporary tokens from the real aliyun SDK against the RPC
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -202,3 +203,20 @@ def test_acr_sdk_errors_are_mapped(acr_api):
     server.faults.update({"error_rate": 1.0})
     with pytest.raises(TransientError):
         acr_credentials(server, "h", lambda: 0.0).token()
+
+
+def test_cli_with_an_acr_token(acr_api, make_registry, src_registry, src_pusher, repo_name, capsys, monkeypatch):
+    from controller.cli import main
+
+    server, _, _ = acr_api
+    registry = make_registry(users={"cr_temp_user": "acr-temp-token"})
+    img = src_pusher.image(repo_name, "v1", [MB], seed=122)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "ak-test")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "sk-test")
+    rc = main(["replicate", f"{src_registry.address}/{repo_name}:v1", f"{registry.address}/{repo_name}:v1",
+               "--dst-acr-instance", "cri-test", "--acr-region", "cn-hangzhou", "--acr-endpoint", server.url,
+               "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out)["digest"] == img.digest
+    assert server.calls()["calls"]["GetAuthorizationToken"] == 1
