@@ -25,10 +25,11 @@ def engine_image(docker_client, busybox_image, tmp_path):
     name = f"local/regtest-{uuid.uuid4().hex[:8]}:1"
     docker_client.images.build(path=str(tmp_path), tag=name, labels={TEST_LABEL: "registry"}, rm=True)
     yield name
+    base = name.split(":")[0].split("/")[-1]  # regtest-xxxx, in the local and the pushed names alike
     for image in docker_client.images.list(filters={"label": f"{TEST_LABEL}=registry"}):
         for tag in image.tags:
-            if tag.split(":")[0].endswith(name.split(":")[0].split("/")[-1]):
-                docker_client.images.remove(tag, noprune=False)
+            if base in tag:
+                docker_client.images.remove(tag)
 
 
 def test_local_engine_image_is_pushed_and_its_registry_digest_recorded(docker_client, engine_image, dst_registry):
