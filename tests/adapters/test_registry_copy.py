@@ -211,3 +211,31 @@ def test_transient_source_failure_is_retried(tmp_path, dst_registry, repo_name):
         restart.join()
         src.stop()
     assert result.digest == img.digest and result.copied_blobs == 2
+
+
+def test_monolithic_upload_refused_as_too_large_falls_back_to_chunks(src_registry, dst_registry, src_pusher,
+                                                                     repo_name, monkeypatch):
+    """A registry behind a proxy with a body limit answers 413 to one big PUT: the copy goes on in PATCH
+    parts. (The 413 is injected at the client; the parts then go to the real registry.)"""
+    from controller.errors import PermanentError
+
+    img = src_pusher.image(repo_name, "v1", [3 * MB], seed=91)
+    r = Replicator(RegistryOptions(concurrency=1))
+    refused = []
+
+    def too_large(host, repo, location, digest, size, body):
+        refused.append(digest)
+        raise PermanentError(f"registry {host} refused upload: request too large", code="TOO_LARGE")
+
+    monkeypatch.setattr(r.client, "put_blob", too_large)
+    patches = []
+    real_patch = r.client.patch_blob
+    monkeypatch.setattr(r.client, "patch_blob", lambda *a: patches.append(a[3]) or real_patch(*a))
+    try:
+        result = r.replicate(f"{src_registry.address}/{repo_name}:v1", f"{dst_registry.address}/{repo_name}:v1")
+    finally:
+        r.close()
+    assert result.digest == img.digest and result.copied_blobs == 2
+    assert len(refused) == 1  # the first blob was refused once; the client remembered and chunked the rest
+    assert patches == [0, 0]  # one part (offset 0) each: the 3 MB layer fits in a 16 MiB part, so does the config
+    assert blob_present(dst_registry, repo_name, img.layers[0][0])
