@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Holding", "BudgetCheck", "price_of", "hourly_spend", "check_launch"]
+__all__ = ["BudgetCheck", "Holding", "check_launch", "hourly_spend", "price_of"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,18 @@ occupies more than its own threads; every job catches its errors, so a failing o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.edges import Edges, LoopOptions
@@ -47,6 +50,9 @@ class Daemon(StatusReport):
         self._stopping = False
         self._running: dict[str, float] = {}  # job id -> start (monotonic), for the job-timeout report
         self._last_store_error: float | None = None
+        # SCALE-HA (controller/ha.py): in an active/standby pair, True only while this process holds the
+        # leader lease; no job starts without it (a process resumed after a pause must not act)
+        self.leader: Callable[[], bool] | None = None
         # "skipped: maximum number of running instances reached" is the design (a slow policy skips its own
         # late runs), not news; overlong jobs are reported by _guard instead
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
@@ -107,15 +113,15 @@ class Daemon(StatusReport):
     # ------------------------------------------------------------------ jobs
 
     def _add(self, job_id: str, fn: Callable[[], object], every: float, first: float = 0.0) -> None:
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         self.scheduler.add_job(self._guard, "interval", seconds=max(0.2, every), id=job_id, args=(job_id, fn),
                                replace_existing=True,
-                               next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first))
+                               next_run_time=datetime.now(UTC) + timedelta(seconds=first))
 
     def _guard(self, job_id: str, fn: Callable[[], object]) -> None:
         """Every job runs through here: timed, its errors caught and reported, never propagated."""
-        if self._stopping:
+        if self._stopping or (self.leader is not None and not self.leader()):
             return
         started = time.monotonic()
         self._running[job_id] = started
@@ -146,18 +152,16 @@ class Daemon(StatusReport):
 
     def _unschedule_policy(self, name: str) -> None:
         for kind in ("sample", "tick", "replicate"):
-            try:
+            with contextlib.suppress(JobLookupError):  # already gone
                 self.scheduler.remove_job(f"{kind}:{name}")
-            except Exception:  # noqa: BLE001 - apscheduler's JobLookupError: already gone
-                pass
 
     def kick(self, name: str) -> None:
         """Run the policy's tick now (after an operator action) instead of at its next interval."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         if self.scheduler.running and self.scheduler.get_job(f"tick:{name}"):
             self.runtimes[name]._last_evaluate = 0.0
-            self.scheduler.modify_job(f"tick:{name}", next_run_time=datetime.now(timezone.utc))
+            self.scheduler.modify_job(f"tick:{name}", next_run_time=datetime.now(UTC))
 
     def reconcile(self) -> None:
         with self._lock:

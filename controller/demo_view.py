@@ -53,7 +53,7 @@ def _render(lab: Lab, service: Any, load: LoadGenerator, phase: str, cycle: int,
 
 def run_live(lab: Lab, service: Any, load: LoadGenerator, *, cycles: int, hold: float, cycle: Callable[..., Any]) -> int:
     results: list[Any] = []
-    state = {"phase": "starting", "cycle": 1}
+    state: dict[str, Any] = {"phase": "starting", "cycle": 1}
     with Live(_render(lab, service, load, state["phase"], 1, results), refresh_per_second=4,
               screen=False, transient=False) as live:
         def tick() -> None:

@@ -9,9 +9,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.ports import ComputePool, ImageRegistry, Instance, LoadBalancer, MetricsSource, NodeRuntime, WorkloadSpec
+from controller.ports import (
+    ComputePool,
+    ImageRegistry,
+    Instance,
+    LoadBalancer,
+    MetricsSource,
+    NodeRuntime,
+    WorkloadSpec,
+)
 
-__all__ = ["WorkloadSource", "ReplicaProbe", "Edges", "LoopOptions"]
+__all__ = ["Edges", "LoopOptions", "ReplicaProbe", "WorkloadSource"]
 
 
 class WorkloadSource(Protocol):

@@ -31,7 +31,7 @@ from adapters.localregistry import LocalRegistry
 from controller.errors import NotFoundError, TransientError
 from controller.ports import LABEL_CONTROLLER
 
-__all__ = ["Lab", "LabSettings", "EMULATOR_KEY"]
+__all__ = ["EMULATOR_KEY", "Lab", "LabSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,9 @@ class Lab:
         cfg = self.root / "haproxy.cfg"
         cfg.write_text(_HAPROXY.format(sock=self.haproxy_socket, root=self.root, port=self.frontend_port,
                                        onprem_port=onprem_port))
-        self.haproxy = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=open(self.root / "haproxy.log", "wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.root / "haproxy.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.haproxy = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
         _wait_port(self.frontend_port)
         deadline = time.monotonic() + 10
         while not self.haproxy_socket.exists():

@@ -36,7 +36,7 @@ from controller.ports import (
 from controller.state import StateStore
 from controller.state_models import IntentKind, IntentState, Replica, ReplicaState
 
-__all__ = ["PolicyContext", "Lifecycle", "server_name", "launch_spec"]
+__all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
@@ -170,8 +170,7 @@ class Lifecycle:
         if self._age_in_state(r) > ctx.options.launch_timeout:
             return self._failed(r, S.RELEASING, f"launch not done after {ctx.options.launch_timeout:.0f}s: "
                                 f"{intent.error or 'no answer'}", intent.id)
-        others = [h for h in ctx.holdings() if h.key != r.id]
-        check = check_launch(ctx.policy, others, 1)
+        check = check_launch(ctx.policy, self._ahead_of(r), 1)
         if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
         spec = launch_spec(ctx.policy, ctx.options.controller_id, r.id, intent.token,
@@ -194,6 +193,15 @@ class Lifecycle:
                   replica=r.id, instance=inst.id, token=intent.token)
         return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
                                   instance_id=inst.id) or r
+
+    def _ahead_of(self, r: Replica) -> list[Holding]:
+        """What counts against this launch: everything holding money except replicas planned after this one
+        that have no instance yet. Concurrent launch steps thus see a consistent first-come order and the
+        first ones that fit the budget go, whatever the threads' timing."""
+        mine = (r.created_at, r.id)
+        later = {x.id for x in self.ctx.store.live_replicas(r.policy)
+                 if x.id != r.id and not x.instance_id and (x.created_at, x.id) > mine}
+        return [h for h in self.ctx.holdings() if h.key != r.id and h.key not in later]
 
     def _booting(self, r: Replica) -> Replica:
         ctx = self.ctx

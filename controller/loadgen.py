@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["LoadGenerator", "LoadStats", "MAX_CLIENTS"]
+__all__ = ["MAX_CLIENTS", "LoadGenerator", "LoadStats"]
 
 logger = logging.getLogger(__name__)
 

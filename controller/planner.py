@@ -13,7 +13,7 @@ from controller.budget import Holding, check_launch
 from controller.state_models import ReplicaState
 from policies.types import Decision
 
-__all__ = ["ReplicaView", "PlanInput", "Plan", "plan"]
+__all__ = ["Plan", "PlanInput", "ReplicaView", "plan"]
 
 # Cheapest to give up first: replicas not serving yet cost money but carry no traffic.
 _NOT_SERVING = (ReplicaState.PLANNED, ReplicaState.REPLICATING, ReplicaState.LAUNCHING,

@@ -20,7 +20,7 @@ from controller.state import StateStore
 from controller.state_models import IntentKind, IntentState, ReplicaState
 from controller.tick import PolicyRuntime
 
-__all__ = ["Reconciler", "ReconcileReport"]
+__all__ = ["ReconcileReport", "Reconciler"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState

@@ -40,7 +40,7 @@ from controller.state_models import (
     ReplicaState,
 )
 
-__all__ = ["StateStore", "DEFAULT_URL", "new_id"]
+__all__ = ["DEFAULT_URL", "StateStore", "new_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +129,9 @@ class StateStore:
         if lock is not None:
             lock.acquire()
         try:
-            with _translated(), Session(self._writer, expire_on_commit=False) as session:
-                with session.begin():
-                    fence_token = self.fence(session) if self.fence else None
-                    yield session, fence_token
+            with _translated(), Session(self._writer, expire_on_commit=False) as session, session.begin():
+                fence_token = self.fence(session) if self.fence else None
+                yield session, fence_token
         finally:
             if lock is not None:
                 lock.release()

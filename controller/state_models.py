@@ -11,18 +11,18 @@ from enum import StrEnum
 from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "IntentKind",
-    "IntentState",
-    "ReplicaState",
     "ACTIVE_STATES",
     "LEAVING_STATES",
-    "Intent",
-    "InstanceRow",
-    "Replica",
     "DecisionRow",
-    "MetricSample",
     "EventRow",
+    "InstanceRow",
+    "Intent",
+    "IntentKind",
+    "IntentState",
+    "MetricSample",
     "PolicyState",
+    "Replica",
+    "ReplicaState",
 ]
 
 

@@ -20,10 +20,17 @@ from controller.lifecycle import Lifecycle
 from controller.planner import PlanInput, ReplicaView, plan
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.state import StateStore
-from controller.state_models import ACTIVE_STATES, LEAVING_STATES, IntentKind, IntentState, Replica, ReplicaState
+from controller.state_models import (
+    ACTIVE_STATES,
+    LEAVING_STATES,
+    IntentKind,
+    IntentState,
+    Replica,
+    ReplicaState,
+)
 from policies.types import Decision, Direction, Fleet, Observation
 
-__all__ = ["PolicyRuntime", "Decide"]
+__all__ = ["Decide", "PolicyRuntime"]
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from controller.errors import ConfigError
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
 from controller.state import StateStore
 
-__all__ = ["loop_options", "build_edges", "build_store", "build_daemon", "node_tls"]
+__all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
 
 logger = logging.getLogger(__name__)
 

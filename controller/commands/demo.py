@@ -21,7 +21,7 @@ from controller.config import load_config
 from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator
 
-__all__ = ["add_parser", "CycleResult", "burst_cycle"]
+__all__ = ["CycleResult", "add_parser", "burst_cycle"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator
     phase(f"peak: {HIGH_CLIENTS} clients")
     t0 = time.monotonic()
     load.set_clients(HIGH_CLIENTS)
-    cloud_first = lambda: min((t for s, t in load.first_seen.items() if s.startswith(prefix) and t >= t0),  # noqa: E731
+    cloud_first = lambda: min((t for s, t in load.first_seen.items() if s.startswith(prefix) and t >= t0),
                               default=None)
     if not _wait(lambda: cloud_first() is not None, timeout, track):
         result.error = f"no cloud replica served within {timeout:.0f}s"

@@ -17,10 +17,11 @@ from typing import Any
 from controller.config import DEFAULT_PATH, load_config, parse_listen, status_token
 from controller.daemon import Daemon
 from controller.edges import Edges
+from controller.ha import HaDaemon, build_ha_daemon
 from controller.service import Notifier, setup_logging
 from controller.status import StatusServer, create_app
 
-__all__ = ["add_parser", "ControllerService"]
+__all__ = ["ControllerService", "add_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ class ControllerService:
         self.token = status_token(cfg)
         self.edges = edges or build_edges(cfg)
         self.store = build_store(cfg)
-        self.daemon: Daemon = build_daemon(cfg, edges=self.edges, store=self.store, version=version)
+        self.daemon: Daemon | HaDaemon
+        if cfg.ha.enabled:  # SCALE-HA: one member of an active/standby pair (docs/ha.md)
+            self.daemon = build_ha_daemon(cfg, edges=self.edges, store=self.store, version=version)
+        else:
+            self.daemon = build_daemon(cfg, edges=self.edges, store=self.store, version=version)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.server: StatusServer | None = None
@@ -74,7 +79,8 @@ class ControllerService:
         except Exception as exc:  # noqa: BLE001 - the status line must never take the daemon down
             return f"state store unavailable: {exc}"
         replicas = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no cloud replicas"
-        return f"{len(self.daemon.runtimes)} policies, {replicas}"
+        role = "standby, " if isinstance(self.daemon, HaDaemon) and self.daemon.standby else ""
+        return f"{role}{len(self.daemon.runtimes)} policies, {replicas}"
 
     def serve(self) -> int:
         self.start()
@@ -82,7 +88,8 @@ class ControllerService:
             interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
             while not self.stop_requested.wait(interval):
                 ok, _ = self.daemon.ready()
-                if ok:  # a controller whose store is gone stops feeding the watchdog: systemd restarts it
+                standby = isinstance(self.daemon, HaDaemon) and self.daemon.standby  # healthy, not acting
+                if ok or standby:  # a controller whose store is gone stops feeding the watchdog: systemd restarts it
                     self.notifier.watchdog()
                 self.notifier.status(self.summary())
         finally:

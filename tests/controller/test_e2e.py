@@ -38,9 +38,10 @@ class ControllerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         self.starts += 1
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run", "--config", str(self.lab.config_path)],
-            cwd=ROOT, env=self.lab.env(), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "controller.cli", "run", "--config", str(self.lab.config_path)],
+                cwd=ROOT, env=self.lab.env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"controller exited: {self.log()}"

@@ -10,8 +10,8 @@ import pytest
 
 from controller.edges import LoopOptions
 from controller.errors import CapacityError, TransientError
-from controller.ports import TAG_INTENT
 from controller.lifecycle import launch_spec
+from controller.ports import TAG_INTENT
 from controller.state import StateStore, sqlite_url
 from controller.state_models import IntentKind, IntentState, ReplicaState
 from controller.tick import PolicyRuntime

@@ -53,7 +53,7 @@ def test_pending_intent_is_reused_after_a_restart(state_url: str) -> None:
 
 
 def test_complete_and_fail_move_the_replica_in_the_same_transaction(store: StateStore) -> None:
-    [(replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+    [(_replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
     moved = store.complete(launch.id, outcome={"instances": ["i-1"]}, to=ReplicaState.BOOTING, instance_id="i-1")
     assert moved is not None and moved.state == ReplicaState.BOOTING and moved.instance_id == "i-1"
     assert moved.booting_at is not None and moved.state_since == moved.booting_at
@@ -71,7 +71,7 @@ def test_complete_and_fail_move_the_replica_in_the_same_transaction(store: State
 
 
 def test_note_error_keeps_the_intent_pending(store: StateStore) -> None:
-    [(replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
+    [(_replica, launch)] = store.plan_replicas("web", 1, spec_hash="h", reason="r")
     store.note_error(launch.id, "Throttling.User")
     row = store.intent(launch.id)
     assert row is not None and row.state == IntentState.PENDING and row.error == "Throttling.User"
@@ -224,7 +224,7 @@ def test_events_after_follows_oldest_first(store: StateStore) -> None:
     latest, cur = store.events_after(limit=2)
     assert [e.message for e in latest] == ["m3", "m4"] and cur == latest[-1].id
     first = store.events()[0][-1].id
-    page, cur2 = store.events_after(cursor=first, limit=3)
+    page, _cur2 = store.events_after(cursor=first, limit=3)
     assert [e.message for e in page] == ["m1", "m2", "m3"]
     tail, cur3 = store.events_after(cursor=latest[-1].id, limit=3)
     assert tail == [] and cur3 == latest[-1].id

@@ -1,0 +1,177 @@
+"""The daemon on fakes, in real time with short intervals: per-policy jobs (a hung policy never stalls
+another), the StatusSource answers, operator pause/resume/drain, a policy removed while it had replicas is
+drained even across a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from controller.daemon import Daemon
+from controller.edges import LoopOptions
+from controller.errors import NotFoundError
+from controller.state import StateStore, sqlite_url
+from controller.status_models import ControllerStatus
+from policies.types import Decision, Direction, Fleet, Observation
+from tests.controller.fakes import FakeMetrics, World, policy_dict
+
+OPTIONS = LoopOptions(controller_id="dc1", sample_interval=0.1, evaluate_interval=0.2, step_interval=0.1,
+                      reconcile_interval=0.5, replicate_interval=60, gc_interval=0.3, reload_interval=0.2,
+                      boot_timeout=30, start_timeout=30, orphan_grace=60)
+
+
+class HangingMetrics(FakeMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def query(self, window: float) -> Observation:
+        self.release.wait(30)
+        return super().query(window)
+
+
+def write_policy(d: Path, name: str) -> None:
+    data = policy_dict(name)
+    data["workload"]["health"] = {"path": "/", "interval": "0.1s", "timeout": "0.05s", "passes": 1, "failures": 2}
+    data["cooldown"] = {"scale_out": "0s", "scale_in": "0s"}
+    with (d / f"{name}.yaml").open("w") as fh:
+        YAML().dump(data, fh)
+
+
+def wait_for(what: str, until: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "policies"
+        self.dir.mkdir()
+        self.url = sqlite_url(tmp / "state.db")
+        self.world = World(time.time)
+        self.world.compute.boot_delay = 0.0
+        self.metrics: dict[str, FakeMetrics] = {}
+        self.world.edges.metrics = lambda p: self.metrics.setdefault(p.name, FakeMetrics())
+        self.want: dict[str, int] = {}
+        self.daemons: list[Daemon] = []
+
+    def decide(self, policy: object, obs: Observation, fleet: Fleet, now: float) -> Decision:
+        n = self.want.get(policy.name, 0)  # type: ignore[attr-defined]
+        return Decision(n, Direction.OUT if n > fleet.active else Direction.IN if n < fleet.active else Direction.HOLD,
+                        f"wants {n}")
+
+    def daemon(self) -> Daemon:
+        d = Daemon(options=OPTIONS, store=StateStore(self.url), edges=self.world.edges, policies_dir=self.dir,
+                   decide=self.decide)
+        d.start()
+        self.daemons.append(d)
+        return d
+
+    def serving(self, d: Daemon, name: str) -> int:
+        return d.replica_counts(name).get("serving", 0)
+
+    def close(self) -> None:
+        for m in self.metrics.values():
+            if isinstance(m, HangingMetrics):
+                m.release.set()
+        for d in self.daemons:
+            if d.scheduler.running:
+                d.stop(timeout=10)
+            d.store.close()
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    yield harness
+    harness.close()
+
+
+def test_a_hung_policy_never_stalls_another(h: Harness) -> None:
+    write_policy(h.dir, "web")
+    write_policy(h.dir, "slow")
+    h.metrics["slow"] = HangingMetrics()
+    h.want.update(web=2, slow=1)
+    d = h.daemon()
+    wait_for("web serving 2", lambda: h.serving(d, "web") == 2)
+    # slow's sampler hangs, but its tick still runs on what it has: it holds (no data) and never scales in
+    assert d.status().policies[0].name == "slow"
+
+
+def test_status_source_answers_and_operator_actions(h: Harness) -> None:
+    write_policy(h.dir, "web")
+    h.want["web"] = 1
+    d = h.daemon()
+    wait_for("one serving", lambda: h.serving(d, "web") == 1)
+    st = d.status()
+    assert isinstance(st, ControllerStatus) and st.controller_id == "dc1" and st.ready
+    [web] = st.policies
+    assert web.replicas == {"serving": 1} and len(web.instances) == 1 and web.instances[0].state == "serving"
+    assert web.metric is not None and web.metric.ok and web.decision is not None
+    assert web.budget_per_hour == 10.0 and abs(web.spend_this_hour - 0.62) < 1e-9
+    assert d.history("web", 0)
+    page = d.events(cursor=None, limit=100, policy="web")
+    assert any(e.kind == "admit" for e in page.events)
+    with pytest.raises(NotFoundError):
+        d.pause("nope")
+
+    d.pause("web")
+    h.want["web"] = 2
+    time.sleep(1.0)
+    assert d.replica_counts("web") == {"serving": 1} and d.status().policies[0].paused
+
+    d.drain("web")
+    wait_for("drained", lambda: d.replica_counts("web") == {})
+    assert d.status().policies[0].draining
+    d.resume("web")
+    wait_for("back to 2", lambda: h.serving(d, "web") == 2)
+
+
+def test_a_removed_policy_is_drained_even_across_a_restart(h: Harness) -> None:
+    write_policy(h.dir, "web")
+    h.want["web"] = 1
+    d = h.daemon()
+    wait_for("one serving", lambda: h.serving(d, "web") == 1)
+    d.stop()
+    (h.dir / "web.yaml").unlink()
+    h.world.lb.sessions_of = {s.name: 5 for s in h.world.lb.list("web")}  # hold the drain open for a bit
+    d2 = h.daemon()
+    assert d2.runtimes["web"].removed
+    wait_for("draining", lambda: d2.replica_counts("web").get("draining") == 1)
+    h.world.lb.sessions_of = {}
+    wait_for("drained", lambda: d2.replica_counts("web") == {})
+    assert h.world.compute.instances == {}
+    wait_for("forgotten", lambda: "web" not in d2.runtimes)
+
+
+def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> None:
+    import sqlite3
+
+    write_policy(h.dir, "web")
+    h.want["web"] = 1
+    d = h.daemon()
+    assert d.ready() == (True, "")
+    d.scheduler.pause()  # drive the job by hand from here
+    busy = StateStore(h.url, busy_timeout=0.1)
+    d.store.close()
+    d.store = d.runtimes["web"].store = d.reconciler.store = busy
+    lock = sqlite3.connect(h.url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # held, not raised
+        ok, why = d.ready()
+        assert not ok and "state store" in why
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # resumes once the lock is gone
+    assert len(busy.live_replicas("web")) == 1
