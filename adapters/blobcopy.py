@@ -118,7 +118,7 @@ class BlobCopier:
                 if attempt == attempts:
                     raise
                 logger.info("blob copy interrupted; retrying", extra={"blob": blob.digest, "error": str(exc)})
-                c._backoff(attempt, f"blob {blob.digest}", "transient")
+                c.backoff(attempt, f"blob {blob.digest}", "transient")
             # an interrupted or refused upload session is gone: start a fresh one
             location = c.start_upload(d.host, d.repository)
         raise TransientError(f"blob {blob.digest}: copy did not complete")  # pragma: no cover

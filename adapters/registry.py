@@ -149,7 +149,13 @@ class RegistryClient:
         while True:
             attempt += 1
             hdrs = dict(headers or {})
-            authz = self._auth.header(host, scope)
+            try:
+                authz = self._auth.header(host, scope)
+            except TransientError as exc:  # the token service is down or busy: same backoff as the registry
+                if attempt < attempts:
+                    self.backoff(attempt, what, str(exc))
+                    continue
+                raise
             if authz:
                 hdrs["Authorization"] = authz
             try:
@@ -157,7 +163,7 @@ class RegistryClient:
                 resp = self._http.send(req, stream=stream)
             except httpx.TransportError as exc:
                 if attempt < attempts:
-                    self._backoff(attempt, what, type(exc).__name__)
+                    self.backoff(attempt, what, type(exc).__name__)
                     continue
                 raise _transport_error(exc, host, what) from exc
             if resp.status_code == 401 and replayable and not auth_retried and \
@@ -168,7 +174,7 @@ class RegistryClient:
             if resp.status_code in _TRANSIENT_STATUS and attempt < attempts:
                 delay = _retry_after(resp)
                 resp.close()
-                self._backoff(attempt, what, f"HTTP {resp.status_code}", delay)
+                self.backoff(attempt, what, f"HTTP {resp.status_code}", delay)
                 continue
             if resp.status_code in ok or (method == "HEAD" and resp.status_code == 404):
                 return resp
@@ -179,7 +185,8 @@ class RegistryClient:
                 self._auth.forget(host)
             raise _error_for(resp, host, what, self._auth.username(host))
 
-    def _backoff(self, attempt: int, what: str, why: str, delay: float | None = None) -> None:
+    def backoff(self, attempt: int, what: str, why: str, delay: float | None = None) -> None:
+        """Sleep before attempt ``attempt + 1``: exponential from ``options.backoff``, with jitter."""
         wait = delay if delay is not None else self.options.backoff * (2 ** (attempt - 1))
         wait = min(wait, 30.0) * (0.75 + random.random() / 2)
         logger.info("registry retry", extra={"what": what, "why": why, "attempt": attempt, "wait": round(wait, 2)})
@@ -201,8 +208,11 @@ class RegistryClient:
         if served and served.startswith("sha256:") and served != digest:
             raise IntegrityError(f"{what} on {ref.host}: registry says {served}, content hashes to {digest}")
         media_type = resp.headers.get("content-type", "").split(";")[0].strip()
-        if media_type not in MANIFEST_TYPES:
-            media_type = str(json.loads(data).get("mediaType") or media_type) if data.startswith(b"{") else media_type
+        if media_type not in MANIFEST_TYPES:  # some registries answer application/json: trust the document
+            try:
+                media_type = str(json.loads(data).get("mediaType") or media_type)
+            except (ValueError, AttributeError):
+                pass
         if media_type not in MANIFEST_TYPES:
             raise PermanentError(f"{what} on {ref.host}: unsupported manifest type {media_type!r} "
                                  "(Docker schema 2, OCI manifests and indexes are supported)")

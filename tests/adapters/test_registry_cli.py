@@ -80,7 +80,7 @@ def test_errors_are_one_clean_line(capsys, src_registry, auth_registry, src_push
 
 def test_killed_copy_resumes_with_only_missing_blobs(src_registry, make_registry, src_pusher, repo_name):
     dst = make_registry()
-    img = src_pusher.image(repo_name, "v1", [12 * MB] * 4, seed=204)
+    img = src_pusher.image(repo_name, "v1", [6 * MB] * 4, seed=204)
     args = [sys.executable, "-m", "controller.cli", "replicate", f"{src_registry.address}/{repo_name}:v1",
             f"{dst.address}/{repo_name}:v1", "--concurrency", "1"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
