@@ -60,7 +60,9 @@ class StatusReport:
         instances = []
         for row in d.store.instances(runtime.name):
             replica = by_id.get(row.replica_id or "")
-            age = max(0.0, now - row.created_at)
+            # ECS CreationTime has minute precision: when the launch returned (booting_at) is the true age
+            born = (replica.booting_at if replica and replica.booting_at else None) or row.created_at
+            age = max(0.0, now - born)
             price = row.price_per_hour or float(runtime.policy.budget.prices.get(row.instance_type, 0.0))
             instances.append(InstanceStatus(id=row.id, zone=row.zone, type=row.instance_type,
                                             state=replica.state if replica else "orphan", age_seconds=age,

@@ -175,15 +175,25 @@ class PolicyRuntime:
         except BurstError as exc:  # sources should not raise, but a broken one must not kill the job
             obs = Observation(value=None, age=0.0, source=str(self.policy.metric.source), ok=False, error=str(exc))
         at = now - obs.age
-        active = len(self.store.replicas(self.name, ACTIVE_STATES))
+        serving = len(self.store.replicas(self.name, [ReplicaState.SERVING]))
         self.store.record_sample(self.name, at=at, value=obs.value, ok=obs.usable, source=obs.source,
-                                 error=obs.error, replicas=active)
+                                 error=obs.error, capacity=self._scale_line(), replicas=serving)
         if obs.usable and obs.value is not None:
             self._history.append((at, obs.value))
         else:
             self.error(f"metric {obs.source or self.policy.metric.source}: {obs.error or 'no value'}")
         self.last_observation, self.last_sample_at = obs, at
         return obs
+
+    def _scale_line(self) -> float | None:
+        """The level the strategy scales out at (threshold) or aims for (target, predictive): the line the
+        dashboard draws against the metric."""
+        strategy = self.policy.strategy
+        for attr in ("scale_out_above", "target"):
+            value = getattr(strategy, attr, None)
+            if isinstance(value, (int, float)):
+                return float(value)
+        return None
 
     def observation(self, now: float) -> Observation:
         """The latest reading as of ``now``: aged, marked stale past ``metric.stale_after``."""
