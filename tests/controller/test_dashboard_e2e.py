@@ -78,7 +78,7 @@ def test_a_burst_shows_on_the_dashboard_and_the_pause_button_pauses(
             assert web.locator(".decision .reason").inner_text().strip()
 
             # let a replica serve, then refresh the chart (the window change refetches the history)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 10
             while time.monotonic() < deadline and "serving" not in web.locator("table.fleet").inner_text():
                 time.sleep(0.25)
             page.select_option("#range-select", "900")
