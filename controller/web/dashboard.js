@@ -164,7 +164,7 @@
       errors: h("ul", { class: "errors mono" }),
       errorsBox: h("div", { class: "errors-box", hidden: true }),
       buttons: {},
-      capacityKey: h("span", { class: "key key-capacity", hidden: true }, "capacity"),
+      capacityKey: h("span", { class: "key key-capacity", hidden: true }, "capacity: the scale-out line or target"),
     };
     const actions = h("div", { class: "actions", role: "group", "aria-label": `Operator actions for ${name}` });
     for (const [action, label, cls] of [["pause", "Pause", ""], ["resume", "Resume", ""], ["drain", "Drain", "danger"]]) {
