@@ -11,7 +11,7 @@ import jsonschema_rs
 import pytest
 from ruamel.yaml import YAML
 
-from policies.loader import load_policies
+from policies.loader import load_policies, load_policy_text
 from policies.schema import REFERENCE_BEGIN, policy_json_schema, policy_schema_text, with_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +99,14 @@ def test_docs_reference_is_fresh() -> None:
     assert with_reference(document) == document, (
         "the generated reference in docs/policies.md is stale: run "
         "burstctl policy schema --update-doc docs/policies.md")
+
+
+def test_batch_example_commented_predictive_alternative_is_valid() -> None:
+    """batch.yaml says `type: predictive` works with the commented lines: keep that true."""
+    text = (ROOT / "deploy" / "policies.d" / "batch.yaml").read_text().replace("  type: target\n", "")
+    for key in ("type", "season", "cycles", "lookahead"):
+        assert f"  # {key}: " in text, key
+        text = text.replace(f"  # {key}: ", f"  {key}: ")
+    result = load_policy_text(text)
+    assert result.problems == []
+    assert result.policies["batch"].strategy.type == "predictive"
