@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, overload
+from typing import Any
 
 from controller.simtrace import Trace
-from policies.engine import decide, history_span
+from policies.engine import decide
 from policies.types import Fleet, Observation
 
 __all__ = ["SimSettings", "Outcome", "Timeline", "Report", "simulate", "run_policy", "run_hpa", "run_step",
@@ -83,35 +83,6 @@ class Report:
     oracle_instance_hours: float
     settings: SimSettings
     steps: int
-
-
-class _Tail(Sequence[tuple[float, float]]):
-    """A read-only view of ``buf[start:stop]`` without copying: the engine bisects into it."""
-
-    __slots__ = ("_buf", "_start", "_len")
-
-    def __init__(self, buf: list[Any], start: int, stop: int) -> None:
-        self._buf, self._start, self._len = buf, start, stop - start
-
-    def __len__(self) -> int:
-        return self._len
-
-    @overload
-    def __getitem__(self, i: int) -> tuple[float, float]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[tuple[float, float]]: ...
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._len))]
-        if i < 0:
-            i += self._len
-        if not 0 <= i < self._len:
-            raise IndexError(i)
-        return self._buf[self._start + i]
-
-    def __iter__(self) -> Iterator[tuple[float, float]]:
-        for k in range(self._start, self._start + self._len):
-            yield self._buf[k]
 
 
 # A rule sees (now, utilisation, demand, launch times of the active replicas, ready count) and returns
@@ -204,29 +175,22 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float =
 
 def run_policy(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
     """The policy, through the same ``policies.engine.decide`` the daemon calls."""
-    span = history_span(policy)
     samples: list[tuple[float, float]] = []  # (time, utilisation) at each evaluation
     ready_changes: list[tuple[float, int]] = []
     state: dict[str, float | None] = {"out": None, "in": None}
     reasons: list[str] | None = [] if record else None
-    hist_start = 0
-    rc_start = 0
     source = str(policy.metric.source)
 
     def rule(now: float, u: float, d: float, launched: list[float], ready: int) -> int:
-        nonlocal hist_start, rc_start
         # samples are taken at evaluations, so a change recorded now maps every sample to the right count
         if not ready_changes or ready_changes[-1][1] != ready:
             ready_changes.append((now, ready))
-        while hist_start < len(samples) and samples[hist_start][0] < now - span:
-            hist_start += 1
-        while rc_start + 1 < len(ready_changes) and ready_changes[rc_start + 1][0] <= now - span:
-            rc_start += 1
-        obs = Observation(value=u, age=0.0, source=source,
-                          history=_Tail(samples, hist_start, len(samples)))
+        # the whole record is passed as it is (the engine bisects to the windows it reads): copying or
+        # wrapping it every step would cost more than the decision
+        obs = Observation(value=u, age=0.0, source=source, history=samples)
         fleet = Fleet(active=len(launched), ready=ready, last_scale_out=state["out"], last_scale_in=state["in"],
                       launched_at=tuple(launched),
-                      ready_history=_Tail(ready_changes, rc_start, len(ready_changes)))  # type: ignore[arg-type]
+                      ready_history=ready_changes)
         decision = decide(policy, obs, fleet, now)
         samples.append((now, u))
         if decision.desired > len(launched):

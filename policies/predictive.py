@@ -25,38 +25,20 @@ def _median(xs: list[float]) -> float:
 
 
 def recorded_rise(series: Series, at: float, span: float, lookahead: float) -> tuple[float, float] | None:
-    """(rise right after ``at``, largest rise after any moment in [at - span, at]) in load units, from
-    the samples around ``at``; None when the history does not reach back to ``at - span``."""
+    """(rise within ``lookahead`` after ``at``, rise within ``lookahead`` after any moment of
+    [at - span, at]) in load units, each measured from the load in force when its window opens; None when
+    the history does not reach back to ``at - span``."""
     if at - span < series.oldest:
         return None
     start = series.index_at_or_before(at - span)
-    stop = series.index_at_or_after(at + lookahead)
-    stop = min(stop + 1, len(series))
+    mid = series.index_at_or_before(at)
+    stop = series.index_at_or_after(at + lookahead + 1e-9)
+    if stop <= mid:
+        stop = mid + 1
     loads = series.loads(start, stop)
-    times = [series.time(i) for i in range(start, stop)]
-    n = len(loads)
-    rise_now = 0.0
-    rise_any = 0.0
-    # a sample's load holds until the next sample; from any moment while it holds (up to `at`), look
-    # `lookahead` ahead. The windows are a handful of samples.
-    for k in range(n):
-        t0 = times[k]
-        if t0 > at:
-            break
-        base = loads[k]
-        top = base
-        limit = (min(times[k + 1], at) if k + 1 < n else at) + lookahead
-        for m in range(k + 1, n):
-            if times[m] > limit:
-                break
-            if loads[m] > top:
-                top = loads[m]
-        r = top - base
-        if r > rise_any:
-            rise_any = r
-        if k + 1 >= n or times[k + 1] > at:
-            rise_now = r
-    return rise_now, rise_any
+    k = mid - start
+    rise_now = max(loads[k:]) - loads[k]
+    return rise_now, max(rise_now, max(loads) - loads[0])
 
 
 def propose(cfg: PredictiveStrategy, series: Series, active: int, label: str) -> Proposal:

@@ -75,9 +75,17 @@ class Series:
         t, v = self._hist[i]
         return v / 100.0 * (self.onprem + self.ready_at(t))
 
+    def times(self, start: int, stop: int) -> list[float]:
+        """Times of samples ``start`` .. ``stop - 1``."""
+        n = self._n
+        out = [p[0] for p in self._hist[start:min(stop, n)]]
+        if stop > n:
+            out.append(self.now_t)
+        return out
+
     def loads(self, start: int, stop: int) -> list[float]:
-        """Loads of samples ``start`` .. ``stop - 1``. Ready counts change rarely, so the ready history
-        is walked alongside rather than searched for every sample."""
+        """Loads of samples ``start`` .. ``stop - 1``: one comprehension per stretch of constant ready
+        count (a window holds a few at most), rather than a ready-count search for every sample."""
         out: list[float] = []
         if start >= stop:
             return out
@@ -86,21 +94,26 @@ class Series:
         last = min(stop, n)
         if not rh:
             cap = (onprem + self._ready_now) / 100.0
-            out = [hist[i][1] * cap for i in range(start, last)]
-        else:
-            j = bisect_right(rh, hist[start][0], key=_first) - 1 if start < last else 0
-            j = max(j, 0)
+            out = [p[1] * cap for p in hist[start:last]]
+        elif start < last:
+            inf = float("inf")
             nr = len(rh)
+            j = max(bisect_right(rh, hist[start][0], key=_first) - 1, 0)
             cap = (onprem + rh[j][1]) / 100.0
-            next_change = rh[j + 1][0] if j + 1 < nr else float("inf")
-            for i in range(start, last):
-                t, v = hist[i]
-                if t >= next_change:
-                    while j + 1 < nr and rh[j + 1][0] <= t:
-                        j += 1
-                    cap = (onprem + rh[j][1]) / 100.0
-                    next_change = rh[j + 1][0] if j + 1 < nr else float("inf")
-                out.append(v * cap)
+            next_change = rh[j + 1][0] if j + 1 < nr else inf
+            i = start
+            while True:
+                k = last if next_change == inf else bisect_left(hist, next_change, i, last, key=_first)
+                if k > i:
+                    out += [p[1] * cap for p in hist[i:k]]
+                    i = k
+                if i >= last:
+                    break
+                t = hist[i][0]
+                while j + 1 < nr and rh[j + 1][0] <= t:
+                    j += 1
+                cap = (onprem + rh[j][1]) / 100.0
+                next_change = rh[j + 1][0] if j + 1 < nr else inf
         if stop > n:
             out.append(self.now_value / 100.0 * (onprem + self._ready_now))
         return out

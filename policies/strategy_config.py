@@ -172,15 +172,16 @@ class ScheduleWindow(_Block):
 
     @field_validator("start", "end")
     @classmethod
-    def _clock(cls, value: str) -> str:
-        _minutes(value)
+    def _clock(cls, value: str, info: ValidationInfo) -> str:
+        if _minutes(value) == 1440 and info.field_name == "start":
+            raise ValueError("a window starts at 00:00 at the latest; 24:00 is only an end")
         return value
 
     @field_validator("end")
     @classmethod
     def _not_empty(cls, value: str, info: ValidationInfo) -> str:
         start = info.data.get("start")
-        if start is not None and _minutes(start) % 1440 == _minutes(value) % 1440:
+        if start is not None and _CLOCK.match(start) and _minutes(start) == _minutes(value):
             raise ValueError(f"end equals start ({start}): the window would be empty "
                              "(for all day write start: '00:00', end: '24:00')")
         return value
