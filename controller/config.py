@@ -30,6 +30,7 @@ __all__ = [
     "CloudConfig",
     "CloudRegistryConfig",
     "ControllerConfig",
+    "HaConfig",
     "Intervals",
     "OnpremConfig",
     "StateConfig",
@@ -239,6 +240,21 @@ class Timeouts(_Section):
     start: PositiveDuration = 300.0
 
 
+class HaConfig(_Section):
+    """Active/standby pair (docs/ha.md): two controllers with the same controller_id and state database; a
+    lease in the database decides which one acts (controller/leader.py)."""
+    enabled: bool = False
+    lease_ttl: PositiveDuration = 10.0  # a lease not renewed this long is taken over by the standby
+    renew_every: PositiveDuration = 2.0  # the active renews, the standby tries to acquire (at most every 1 s)
+
+    @model_validator(mode="after")
+    def _renewal(self) -> HaConfig:
+        if self.renew_every * 2 > self.lease_ttl * 0.9:
+            raise ValueError(f"renew_every ({self.renew_every:g}s) must be at most {self.lease_ttl * 0.45:g}s "
+                             f"(45% of lease_ttl {self.lease_ttl:g}s): one missed renewal must not lose the lease")
+        return self
+
+
 class ControllerConfig(_Section):
     controller_id: ControllerId = Field(..., description="identity in every ECS tag, container label, LB server")
     state: StateConfig = StateConfig()
@@ -251,6 +267,7 @@ class ControllerConfig(_Section):
     intervals: Intervals = Intervals()
     timeouts: Timeouts = Timeouts()
     orphan_grace: Duration = 600.0
+    ha: HaConfig = HaConfig()
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -208,6 +208,7 @@ class Leadership:
         self.monotonic = monotonic
         self.changed = threading.Event()
         self.last_seen: LeaseInfo | None = None  # the lease as last read (who is active, for the standby)
+        self._seen_at = 0.0  # monotonic time of that read
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._epoch: int | None = None
@@ -278,7 +279,7 @@ class Leadership:
         try:
             info = self.table.try_acquire(self.holder, self.settings.ttl)
             if info is None:
-                self.last_seen = self.table.read()
+                self.last_seen, self._seen_at = self.table.read(), self.monotonic()
             self.last_error = None
         except StateBusyError as exc:
             self.last_error = str(exc)
@@ -349,7 +350,16 @@ class Leadership:
                     self.renew()
             except Exception:
                 logger.exception("leader: election step crashed")
-            wait = self.settings.renew_every if self._epoch is not None else self.settings.poll_every
-            if self._epoch is not None:  # never sleep past the point where we must stop acting
-                wait = max(0.05, min(wait, self._deadline - self.monotonic() - 0.05))
-            self._stop.wait(wait)
+            self._stop.wait(self._next_wait())
+
+    def _next_wait(self) -> float:
+        now = self.monotonic()
+        if self._epoch is not None:  # renew on time, and never sleep past the point where we must stop acting
+            return max(0.05, min(self.settings.renew_every, self._deadline - now - 0.05))
+        wait = self.settings.poll_every
+        seen = self.last_seen
+        if seen is not None and seen.holder and seen.holder != self.holder:
+            left = seen.remaining - (now - self._seen_at)
+            if left > -wait:  # the holder's lease runs out before the next poll: try right after it does
+                wait = min(wait, max(0.02, left + 0.02))
+        return wait
