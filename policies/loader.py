@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from policies.checks import PROBLEM_ERROR_TYPE, cross_section_problems
-from policies.messages import locate_errors
+from policies.messages import block_checks_despite_errors, locate_errors
 from policies.model import Policy
 from policies.yamltree import MAX_TEXT, Document, Pos, parse_documents
 
@@ -141,6 +141,7 @@ class _FileLoader:
             if not checked_across:
                 for sub, message, anchor in _partial_cross_checks(doc.data):
                     located.append((sub, sub, anchor, message))
+            located += block_checks_despite_errors(Policy, doc.data, errors)
             seen: set[tuple[Any, ...]] = set()
             for shown, where, anchor, message in located:
                 pos = _position(doc, where, anchor)

@@ -11,11 +11,11 @@ import re
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from policies.checks import PROBLEM_ERROR_TYPE
 
-__all__ = ["Located", "allowed_fields", "describe", "locate_errors"]
+__all__ = ["Located", "allowed_fields", "block_checks_despite_errors", "describe", "locate_errors"]
 
 Path = tuple[str | int, ...]
 # (path shown to ops, path of the YAML node to point at, "key" or "value" of that node, message)
@@ -214,4 +214,39 @@ def locate_errors(root: type[BaseModel], data: Any, errors: list[dict[str, Any]]
             continue
         anchor = "key" if at_key else "value"
         out.append((path, path, anchor, _message(err)))
+    return out
+
+
+def block_checks_despite_errors(root: type[BaseModel], data: Any, errors: list[dict[str, Any]]) -> list[Located]:
+    """The checks a block runs across its fields (min <= max, timeout < interval, ...) for blocks where
+    pydantic skipped them because one field was bad: re-validate each such block without its bad fields.
+    Results that could come from a dropped field's default are left out (they would mislead)."""
+    dropped: dict[tuple[str | int, ...], set[str]] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err["type"] == PROBLEM_ERROR_TYPE:
+            continue
+        for cut in range(1, len(loc)):  # every enclosing block below the document itself
+            if isinstance(loc[cut], str) and loc[cut] != "[key]":
+                dropped.setdefault(loc[:cut], set()).add(loc[cut])
+    out: list[Located] = []
+    for loc, fields in dropped.items():
+        members = _union_members(_type_at(root, loc))
+        model = members[0] if len(members) == 1 else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        path, _ = _data_path(data, loc)
+        block = data
+        for elem in path:
+            block = block[elem]
+        if not isinstance(block, dict) or path == ():
+            continue
+        try:
+            model.model_validate({k: v for k, v in block.items() if k not in fields})
+        except ValidationError as exc:
+            again = [dict(e) for e in exc.errors() if e["type"] == PROBLEM_ERROR_TYPE and not e["loc"]]
+            for shown, where, anchor, message in locate_errors(model, {k: v for k, v in block.items()}, again):
+                if any(f in message or f in shown for f in fields):
+                    continue
+                out.append(((*path, *shown), (*path, *where), anchor, message))
     return out
