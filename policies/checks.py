@@ -246,7 +246,7 @@ def _signal_name(value: Any) -> str:
 
 
 SignalName = Annotated[str, BeforeValidator(_signal_name), WithJsonSchema(
-    {"type": "string", "pattern": "^(SIG)?[A-Z0-9+-]+$", "examples": ["SIGTERM", "SIGQUIT", "SIGINT"]})]
+    {"type": "string", "pattern": "^([Ss][Ii][Gg])?[A-Za-z0-9+-]+$", "examples": ["SIGTERM", "SIGQUIT", "SIGINT"]})]
 
 
 def _fmt(amount: float) -> str:
