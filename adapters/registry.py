@@ -69,7 +69,7 @@ class RegistryOptions:
     timeout: float = 60.0
     retries: int = 4  # attempts for one request (or one blob) before giving up
     backoff: float = 0.25  # first retry delay in seconds; doubles each time, with jitter
-    concurrency: int = 4  # blobs copied at once
+    concurrency: int = 6  # blobs copied at once (what skopeo does too), so a typical image starts all at once
     chunk_size: int | None = None  # set to force chunked (PATCH) uploads of this part size
     verify_digests: bool = True  # hash streamed bytes ourselves (the destination verifies too)
 

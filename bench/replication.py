@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--layer-mb", type=int, default=50, help="size of each of the 4 layers (default 50)")
     ap.add_argument("--rounds", type=int, default=5, help="cold rounds per tool (default 5)")
     ap.add_argument("--big-mb", type=int, default=1024, help="layer size for the memory run (0 skips it)")
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=6)
     args = ap.parse_args()
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
         print("bench: skopeo and docker-registry are needed (scripts/services.sh install)", file=sys.stderr)

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="append", default=[], metavar="HOST[:PORT]",
                    help="speak plain HTTP to this registry (loopback registries always are)")
     p.add_argument("--ca-file", help="extra CA bundle for registries with private certificates")
-    p.add_argument("--concurrency", type=int, default=4, help="blobs copied at once (default 4)")
+    p.add_argument("--concurrency", type=int, default=6, help="blobs copied at once (default 6)")
     p.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="upload in PATCH chunks of this size instead of one streamed PUT")
     p.set_defaults(func=run)
