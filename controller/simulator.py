@@ -20,7 +20,7 @@ from policies.engine import decide
 from policies.types import Fleet, Observation
 
 __all__ = ["SimSettings", "Outcome", "Timeline", "Report", "simulate", "run_policy", "run_hpa", "run_step",
-           "oracle_instance_hours", "default_settings"]
+           "oracle_instance_hours", "default_settings", "criteria_failures"]
 
 # Baseline constants, as issue 2 defines them
 HPA_TARGET = 0.8
@@ -260,3 +260,19 @@ def simulate(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False)
     return Report(policy=run_policy(policy, trace, s, record=record), hpa=run_hpa(trace, s, record=record),
                   step=run_step(trace, s, record=record), oracle_instance_hours=oracle_instance_hours(trace, s),
                   settings=s, steps=steps)
+
+
+def criteria_failures(report: Report) -> list[str]:
+    """Issue 2's bar for a shipped policy, as failures (empty: passed): a lower penalized cost than
+    HPA, no more launches than HPA, and neither baseline better on both unserved demand and
+    instance-hours."""
+    p, failures = report.policy, []
+    if not p.penalized_cost < report.hpa.penalized_cost:
+        failures.append(f"penalized_cost {p.penalized_cost:.1f} is not below hpa's {report.hpa.penalized_cost:.1f}")
+    if p.launches > report.hpa.launches:
+        failures.append(f"{p.launches} launches, more than hpa's {report.hpa.launches}")
+    for name, b in (("hpa", report.hpa), ("step", report.step)):
+        if b.unserved_fraction < p.unserved_fraction and b.instance_hours < p.instance_hours:
+            failures.append(f"dominated by {name}: unserved {b.unserved_fraction:.4f} < {p.unserved_fraction:.4f} "
+                            f"and instance-hours {b.instance_hours:.1f} < {p.instance_hours:.1f}")
+    return failures

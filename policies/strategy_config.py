@@ -98,15 +98,14 @@ def _season_list(value: object) -> object:
 
 
 class PredictiveStrategy(_Reactive):
-    """Target tracking plus a seasonal forecast: the rise that followed this moment in each of the last
-    ``cycles`` seasons (the median of them, so one odd cycle does not move the fleet) is provisioned
-    ``lookahead`` before it is due. ``season`` may list candidates (``[1h, 1d, 1w]``); each is used once
-    ``cycles`` of it are recorded, and the largest agreed rise wins."""
+    """Target tracking plus a seasonal forecast: a rise that followed this moment in every one of the last
+    ``cycles`` seasons is provisioned ``lookahead`` before it is due. ``season`` may list candidates
+    (``[1h, 1d, 1w]``); each is used once ``cycles`` of it are recorded, and the largest agreed rise wins."""
 
     type: Literal["predictive"]
     season: Annotated[tuple[PositiveDuration, ...], BeforeValidator(_season_list), Field(min_length=1, max_length=4)] = (
         Field(default=(86400.0,), description="length of the recurring pattern, or a list of candidates"))
-    cycles: int = Field(default=3, ge=1, le=14, description="how many past seasons must agree (median)")
+    cycles: int = Field(default=3, ge=1, le=14, description="how many past seasons must all show a rise")
     lookahead: PositiveDuration = Field(default=300.0, description="provision a recorded rise this long before it is due")
 
     @field_validator("season")

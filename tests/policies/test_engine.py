@@ -163,7 +163,7 @@ def test_predictive_provisions_a_recorded_rise_before_it_is_due():
                Observation(value=40.0, age=0, history=history), fleet, NOW)
     # 95% of on-prem = 9.5 units, at 80% needs 11.9 -> 2 replicas, before the load arrives
     assert d.desired == 2, d.reason
-    assert "recorded rise within 5m in the last 3 1h seasons" in d.reason
+    assert "(+5.5 recorded rise within 5m in each of the last 3 1h seasons) needs 2 at target 80%" in d.reason
     target_only = {k: v for k, v in strategy.items() if k not in ("season", "cycles", "lookahead")}
     reactive = decide(policy(strategy=target_only | {"type": "target"}),
                       Observation(value=40.0, age=0, history=history), fleet, NOW)

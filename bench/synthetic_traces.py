@@ -1,0 +1,74 @@
+"""Synthetic load traces of the shapes real ones come in, to check a policy generalises beyond the two
+shipped traces: a daily cycle with noise, flash crowds on a quiet base, and per-minute noise. Deterministic
+(seeded); used by bench/decision_quality.py and `python bench/synthetic_traces.py DIR` writes them as CSV."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from pathlib import Path
+
+from controller.simtrace import Trace
+
+__all__ = ["SHAPES", "make", "write_csv"]
+
+START = 1_700_006_400.0  # 2023-11-15 00:00 UTC
+DAY = 1440
+
+
+def _daily(rng: random.Random, days: int) -> list[float]:
+    # a business-day curve: low at night, peak early afternoon, weekends lighter, 6% per-minute noise
+    out = []
+    for m in range(days * DAY):
+        phase = (m % DAY) / DAY
+        weekend = 0.7 if (m // DAY) % 7 in (5, 6) else 1.0
+        level = 100 + 80 * weekend * max(0.0, math.sin(math.pi * (phase - 0.25) / 0.6)) if 0.25 <= phase <= 0.85 else 100
+        out.append(max(1.0, level * (1 + 0.06 * rng.gauss(0, 1))))
+    return out
+
+
+def _flash(rng: random.Random, days: int) -> list[float]:
+    # a quiet base with a gentle daily swing, hit by flash crowds: a few minutes' ramp to 2-5x, minutes to
+    # hours at the top, an exponential tail
+    n = days * DAY
+    out = [80 + 10 * math.sin(2 * math.pi * m / DAY) + 3 * rng.gauss(0, 1) for m in range(n)]
+    for _ in range(days):
+        start = rng.randrange(0, n - 400)
+        ramp, top, amp = rng.randint(1, 8), rng.randint(15, 180), rng.uniform(100, 320)
+        profile = [(k + 1) / ramp for k in range(ramp)] + [1.0] * top + [math.exp(-k / 15) for k in range(90)]
+        for k, f in enumerate(profile):
+            if start + k < n:
+                out[start + k] += amp * f * (1 + 0.05 * rng.gauss(0, 1))
+    return [max(1.0, x) for x in out]
+
+
+def _noise(rng: random.Random, days: int) -> list[float]:
+    # a flat mean with heavy per-minute noise and a slow wander: nothing to predict, much to ignore
+    out, wander = [], 0.0
+    for _ in range(days * DAY):
+        wander = 0.995 * wander + rng.gauss(0, 1.5)
+        out.append(max(1.0, 100 + wander + 18 * rng.gauss(0, 1)))
+    return out
+
+
+SHAPES = {"daily": _daily, "flash": _flash, "noise": _noise}
+
+
+def make(shape: str, days: int = 14, seed: int = 7) -> Trace:
+    values = SHAPES[shape](random.Random(f"{shape}-{seed}"), days)
+    times = [START + 60.0 * i for i in range(len(values))]
+    return Trace.from_samples(times, values, f"synthetic-{shape}")
+
+
+def write_csv(trace: Trace, path: Path) -> None:
+    lines = ["timestamp,value"] + [f"{t:.0f},{v:.3f}" for t, v in zip(trace.times, trace.values)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    out.mkdir(parents=True, exist_ok=True)
+    for shape in SHAPES:
+        write_csv(make(shape), out / f"synthetic_{shape}.csv")
+        print(out / f"synthetic_{shape}.csv")
