@@ -67,13 +67,16 @@ class ThresholdStrategy(_Block):
     """Add ``step_out`` replicas when utilisation stays above ``scale_out_above`` for ``sustained_out``;
     remove ``step_in`` when it stays below ``scale_in_below`` for ``sustained_in``."""
 
-    type: Literal["threshold"]
-    scale_out_above: Percent
-    scale_in_below: float = Field(ge=0, le=1000)
-    sustained_out: NonNegativeDuration = 120.0
-    sustained_in: NonNegativeDuration = 600.0
-    step_out: int = Field(default=1, ge=1, le=1000)
-    step_in: int = Field(default=1, ge=1, le=1000)
+    type: Literal["threshold"] = Field(description="threshold: step out above one line, in below another")
+    scale_out_above: Percent = Field(description="utilisation percent above which replicas are added")
+    scale_in_below: float = Field(ge=0, le=1000, description="utilisation percent below which replicas are "
+                                  "removed; must be below scale_out_above")
+    sustained_out: NonNegativeDuration = Field(default=120.0, description="how long the metric must stay above "
+                                               "scale_out_above before a scale-out")
+    sustained_in: NonNegativeDuration = Field(default=600.0, description="how long the metric must stay below "
+                                              "scale_in_below before a scale-in")
+    step_out: int = Field(default=1, ge=1, le=1000, description="replicas added per scale-out")
+    step_in: int = Field(default=1, ge=1, le=1000, description="replicas removed per scale-in")
 
     @field_validator("scale_in_below")
     @classmethod
@@ -89,7 +92,7 @@ class ThresholdStrategy(_Block):
 class TargetStrategy(_Reactive):
     """Size the fleet so the pooled utilisation sits at ``target`` percent."""
 
-    type: Literal["target"]
+    type: Literal["target"] = Field(description="target: size the fleet so utilisation sits at target")
 
 
 def _season_list(value: object) -> object:
@@ -102,7 +105,7 @@ class PredictiveStrategy(_Reactive):
     ``cycles`` seasons is provisioned ``lookahead`` before it is due. ``season`` may list candidates
     (``[1h, 1d, 1w]``); each is used once ``cycles`` of it are recorded, and the largest agreed rise wins."""
 
-    type: Literal["predictive"]
+    type: Literal["predictive"] = Field(description="predictive: target tracking plus recorded seasonal rises")
     season: Annotated[tuple[PositiveDuration, ...], BeforeValidator(_season_list), Field(min_length=1, max_length=4)] = (
         Field(default=(86400.0,), description="length of the recurring pattern, or a list of candidates"))
     cycles: int = Field(default=3, ge=1, le=14, description="how many past seasons must all show a rise")
@@ -147,11 +150,12 @@ class ScheduleWindow(_Block):
     """A floor: at least ``min`` replicas on ``days`` from ``start`` to ``end`` (local time in ``timezone``).
     An ``end`` before ``start`` crosses midnight; the day named is the day the window starts."""
 
-    days: tuple[Weekday, ...] = Field(default=WEEKDAYS, min_length=1)
-    start: str
-    end: str
-    min: int = Field(ge=0, le=100000)
-    timezone: str = "UTC"
+    days: tuple[Weekday, ...] = Field(default=WEEKDAYS, min_length=1,
+                                      description="days the window starts on: mon tue wed thu fri sat sun")
+    start: str = Field(description="local start time, quoted HH:MM, e.g. '09:00'")
+    end: str = Field(description="local end time, quoted HH:MM (24:00 for midnight); before start crosses midnight")
+    min: int = Field(ge=0, le=100000, description="at least this many cloud replicas during the window")
+    timezone: str = Field(default="UTC", description="IANA time zone of start and end, e.g. Asia/Shanghai")
 
     @field_validator("days")
     @classmethod
