@@ -28,8 +28,30 @@ COMMANDS = [
     "demo",
 ]
 
+# Top-level words registered by a module under another name. Only the chosen command's module is imported
+# (importing them all costs seconds of start-up: the daemon, FastAPI, SQLAlchemy, matplotlib...).
+ALIASES = {"events": "status", "pause": "status", "resume": "status", "drain": "status"}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _chosen_module(argv: Sequence[str]) -> str | None:
+    """The command module for the first positional word of ``argv``, if it names one."""
+    skip_next = False
+    for word in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if word == "--log-level":
+            skip_next = True
+            continue
+        if word.startswith("-"):
+            continue
+        name = ALIASES.get(word, word)
+        return name if name in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="burstctl",
         description="Hybrid-cloud burst controller: replicate on-prem workloads to Alibaba Cloud ECS at peak.",
@@ -38,14 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (default WARNING; `run` defaults to INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    chosen = _chosen_module(argv) if argv is not None else None
+    for name in [chosen] if chosen else COMMANDS:
         importlib.import_module(f"controller.commands.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     debug = os.environ.get("BURSTCTL_DEBUG") == "1"
     try:
