@@ -17,11 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic_traces import SHAPES, make  # noqa: E402
-from controller.commands.simulate import KEYS, report_json  # noqa: E402
-from controller.simtrace import Trace, load_trace  # noqa: E402
-from controller.simulator import criteria_failures, default_settings, simulate  # noqa: E402
-from policies.loader import load_policies  # noqa: E402
+from synthetic_traces import SHAPES, make
+
+from controller.commands.simulate import KEYS, report_json
+from controller.simtrace import Trace, load_trace
+from controller.simulator import criteria_failures, default_settings, simulate
+from policies.loader import load_policies
 
 ROOT = Path(__file__).resolve().parent.parent
 

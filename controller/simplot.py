@@ -3,7 +3,7 @@ so it works without a display). Called by controller/commands/simulate.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from controller.errors import BurstError
 from controller.simulator import Report
@@ -20,7 +20,7 @@ def write_png(report: Report, path: str, title: str) -> None:
     tl, hpa = report.policy.timeline, report.hpa.timeline
     if tl is None or hpa is None:
         raise ValueError("the report was simulated without record=True")
-    when = [datetime.fromtimestamp(t, timezone.utc) for t in tl.t]
+    when = [datetime.fromtimestamp(t, UTC) for t in tl.t]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 7), sharex=True, height_ratios=[3, 1])
     top.step(when, tl.demand, where="post", color="#222222", lw=0.7, label="demand", zorder=3)
     top.step(when, tl.capacity, where="post", color="#1f77b4", lw=0.9, label="capacity (policy)")

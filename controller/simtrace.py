@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from itertools import pairwise
+from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.errors import ConfigError
@@ -31,7 +32,7 @@ class Trace:
         """Linear interpolation between closest ranks (numpy's default)."""
         s = sorted(self.values)
         pos = q / 100.0 * (len(s) - 1)
-        lo = int(math.floor(pos))
+        lo = math.floor(pos)
         hi = min(lo + 1, len(s) - 1)
         return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
@@ -39,7 +40,7 @@ class Trace:
     def from_samples(cls, times: list[float], values: list[float], name: str = "<samples>") -> Trace:
         if not times or len(times) != len(values):
             raise ValueError("a trace needs as many values as timestamps, at least one")
-        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        gaps = sorted(b - a for a, b in pairwise(times))
         step = gaps[len(gaps) // 2] if gaps else 60.0
         return cls(name, list(times), list(values), times[-1] + step)
 
@@ -53,7 +54,7 @@ def parse_timestamp(text: str) -> float:
     iso = text.replace("Z", "+00:00") if text.endswith("Z") else text
     dt = datetime.fromisoformat(iso)  # ValueError names the bad text
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -19,8 +19,19 @@ from controller.simtrace import Trace
 from policies.engine import decide
 from policies.types import Fleet, Observation
 
-__all__ = ["SimSettings", "Outcome", "Timeline", "Report", "simulate", "run_policy", "run_hpa", "run_step",
-           "oracle_instance_hours", "default_settings", "criteria_failures"]
+__all__ = [
+    "Outcome",
+    "Report",
+    "SimSettings",
+    "Timeline",
+    "criteria_failures",
+    "default_settings",
+    "oracle_instance_hours",
+    "run_hpa",
+    "run_policy",
+    "run_step",
+    "simulate",
+]
 
 # Baseline constants, as issue 2 defines them
 HPA_TARGET = 0.8
@@ -124,8 +135,7 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float =
                     break
                 ih_seconds += t - launched.pop(k)
         active = len(launched)
-        if active > max_active:
-            max_active = active
+        max_active = max(max_active, active)
         # integrate to the next evaluation, split where demand or capacity changes
         b = min(t + dt, t_end)
         a = t
@@ -137,8 +147,7 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float =
             ready = bisect_right(launched, a - boot)
             if ready < active:
                 next_ready = launched[ready] + boot
-                if next_ready < seg_end:
-                    seg_end = next_ready
+                seg_end = min(seg_end, next_ready)
             dd = values[j]
             cap = X + Y * ready
             span = seg_end - a

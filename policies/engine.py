@@ -15,17 +15,21 @@ Order of the rules (docs/decisions.md):
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 from policies import predictive, target, threshold
 from policies.schedule import floor_at
 from policies.series import Series
 from policies.sizing import Proposal
-from policies.strategy_config import PredictiveStrategy, TargetStrategy, ThresholdStrategy
+from policies.strategy_config import PredictiveStrategy, ScheduleWindow, TargetStrategy, ThresholdStrategy
 from policies.types import Decision, Direction, Fleet, Observation
-from policies.units import format_duration
+from policies.units import format_duration as _format_duration
 
 __all__ = ["decide", "history_span"]
+
+# reasons name the same few durations every tick; formatting them is pure, so remember the answers
+format_duration = lru_cache(maxsize=1024)(_format_duration)
 
 
 def history_span(policy: Any) -> float:
@@ -39,6 +43,10 @@ def history_span(policy: Any) -> float:
         if isinstance(cfg, PredictiveStrategy):
             span = max(span, max(cfg.season) * cfg.cycles + cfg.scale_in_window)
     return float(span) + 2 * float(policy.metric.window)
+
+
+def _floor_why(floor: int, window: ScheduleWindow) -> str:
+    return f"scheduled floor {floor} ({','.join(window.days)} {window.start}-{window.end} {window.timezone})"
 
 
 def _decision(desired: int, active: int, reason: str, details: dict[str, float | str]) -> Decision:
@@ -80,8 +88,8 @@ def decide(policy: Any, observation: Observation, fleet: Fleet, now: float) -> D
     lo = min(max(bounds.min, floor), bounds.max)
     hi = bounds.max
     details: dict[str, float | str] = {"min": lo, "max": hi}
-    lo_why = (f"scheduled floor {floor} ({','.join(window.days)} {window.start}-{window.end} {window.timezone})"
-              if window is not None and floor > bounds.min else f"replicas.min {bounds.min}")
+    lo_why = (_floor_why(floor, window) if window is not None and floor > bounds.min
+              else f"replicas.min {bounds.min}")
 
     unusable = _unusable_reason(observation, float(policy.metric.stale_after), label)
     if unusable is not None:

@@ -29,9 +29,7 @@ def recorded_rise(series: Series, at: float, lookahead: float) -> float | None:
     stop = series.index_at_or_after(at + lookahead + 1e-9)
     if stop <= mid + 1:
         return 0.0
-    loads = series.loads(start, stop)
-    k = mid - start + 1
-    return max(0.0, max(loads[k:]) - max(loads[:k]))
+    return max(0.0, series.max_load(mid + 1, stop) - series.max_load(start, mid + 1))
 
 
 def seasonal_rise(cfg: PredictiveStrategy, series: Series) -> tuple[float, float]:
@@ -44,8 +42,7 @@ def seasonal_rise(cfg: PredictiveStrategy, series: Series) -> tuple[float, float
             if rise is None:  # not enough of this season recorded yet
                 agreed = 0.0
                 break
-            if rise < agreed:
-                agreed = rise
+            agreed = min(agreed, rise)
             if agreed <= best:
                 break  # this season cannot beat the best already found
         if agreed > best:

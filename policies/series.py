@@ -14,6 +14,7 @@ from operator import itemgetter
 __all__ = ["Series"]
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 
 
 class Series:
@@ -25,7 +26,7 @@ class Series:
     sample's time; without it the current count is assumed throughout.
     """
 
-    __slots__ = ("_hist", "_n", "_ready_hist", "_ready_now", "onprem", "now_t", "now_value")
+    __slots__ = ("_hist", "_n", "_ready_hist", "_ready_now", "now_t", "now_value", "onprem")
 
     def __init__(self, history: Sequence[tuple[float, float]], now_t: float, now_value: float,
                  ready_history: Sequence[tuple[float, int]], ready_now: int, onprem: float = 0.0) -> None:
@@ -121,3 +122,36 @@ class Series:
     def window(self, seconds: float) -> int:
         """Index of the first sample inside the last ``seconds`` (the current reading always is)."""
         return min(self.index_at_or_after(self.now_t - seconds), self._n)
+
+    def max_load(self, start: int, stop: int) -> float:
+        """The highest load among samples ``start`` .. ``stop - 1`` (0.0 if none), without building the
+        list: the hot path of the simulator."""
+        if start >= stop:
+            return 0.0
+        hist, n, onprem = self._hist, self._n, self.onprem
+        rh = self._ready_hist
+        last = min(stop, n)
+        best = self.now_value / 100.0 * (onprem + self._ready_now) if stop > n else 0.0
+        if start >= last:
+            return best
+        if not rh:
+            top = max(hist[start:last], key=_second)[1] * (onprem + self._ready_now) / 100.0
+            return max(best, top)
+        inf = float("inf")
+        nr = len(rh)
+        j = max(bisect_right(rh, hist[start][0], key=_first) - 1, 0)
+        next_change = rh[j + 1][0] if j + 1 < nr else inf
+        i = start
+        while i < last:
+            k = last if next_change == inf else bisect_left(hist, next_change, i, last, key=_first)
+            if k > i:
+                top = max(hist[i:k], key=_second)[1] * (onprem + rh[j][1]) / 100.0
+                best = max(best, top)
+                i = k
+            if i >= last:
+                break
+            t = hist[i][0]
+            while j + 1 < nr and rh[j + 1][0] <= t:
+                j += 1
+            next_change = rh[j + 1][0] if j + 1 < nr else inf
+        return best

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from policies.series import Series
 from policies.strategy_config import Spare, _Reactive
-from policies.units import format_duration
+from policies.units import format_duration as _format_duration
 
-__all__ = ["Proposal", "replicas_for", "spare_replicas", "scale_in_load", "size"]
+__all__ = ["Proposal", "replicas_for", "scale_in_load", "size", "spare_replicas"]
+
+format_duration = lru_cache(maxsize=256)(_format_duration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +48,10 @@ def spare_replicas(spare: Spare | None, series: Series) -> tuple[int, float]:
     return min(spare.max, int(spare.per_stdev * sd + 0.5)), sd
 
 
-def scale_in_load(cfg: _Reactive, series: Series, loads: list[float] | None = None) -> float:
+def scale_in_load(cfg: _Reactive, series: Series) -> float:
     """The load a scale-in must still serve: the highest over ``scale_in_window`` and, with smoothing,
     no less than the moving average, so a dip between two peaks is not taken for the end of the peak."""
-    if loads is None:
-        loads = series.loads(series.window(cfg.scale_in_window), len(series))
-    level = max(loads)
+    level = series.max_load(series.window(cfg.scale_in_window), len(series))
     if cfg.smoothing > 0:
         # EWMA over ~5 half-lives of samples, oldest first; irregular spacing is weighted by elapsed time
         start = series.window(cfg.smoothing * 5)
@@ -72,12 +73,11 @@ def size(cfg: _Reactive, series: Series, active: int, label: str,
     forecast load (replica units) to the scale-out and scale-in levels (predictive uses them)."""
     target = cfg.target / 100.0
     onprem = cfg.onprem_replicas
-    start = series.window(cfg.scale_in_window)
-    loads = series.loads(start, len(series))
-    load = loads[-1]
+    n = len(series)
+    load = series.load(n - 1)
     spare, sd = spare_replicas(cfg.spare, series)
     out_need = replicas_for(load + rise_now, target, onprem) + spare
-    hold_load = scale_in_load(cfg, series, loads)
+    hold_load = scale_in_load(cfg, series)
     # scale in only to a fleet that would still run below target by the tolerance margin
     in_need = replicas_for(hold_load + rise_hold, target * (1.0 - cfg.tolerance), onprem) + spare
     u = series.now_value

@@ -7,7 +7,8 @@ the strategies in `policies/threshold.py`, `target.py`, `predictive.py` and `sch
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from functools import cached_property
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
@@ -15,14 +16,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from policies.units import Duration, format_duration
 
 __all__ = [
-    "Spare",
-    "ThresholdStrategy",
-    "TargetStrategy",
-    "PredictiveStrategy",
-    "StrategyConfig",
-    "ScheduleWindow",
-    "Weekday",
     "WEEKDAYS",
+    "PredictiveStrategy",
+    "ScheduleWindow",
+    "Spare",
+    "StrategyConfig",
+    "TargetStrategy",
+    "ThresholdStrategy",
+    "Weekday",
 ]
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -132,7 +133,7 @@ class PredictiveStrategy(_Reactive):
 
 
 StrategyConfig = Annotated[
-    Union[ThresholdStrategy, TargetStrategy, PredictiveStrategy],
+    ThresholdStrategy | TargetStrategy | PredictiveStrategy,
     Field(discriminator="type"),
 ]
 
@@ -169,7 +170,8 @@ class ScheduleWindow(_Block):
     @classmethod
     def _quoted(cls, value: object) -> object:
         # YAML 1.1 reads an unquoted 09:00 as the base-60 number 540; say how to write it instead
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # (a ValueError, not a TypeError: pydantic turns only ValueErrors into field problems)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # noqa: TRY004
             raise ValueError("expected a time of day in quotes, like '09:00' (unquoted, YAML read a number)")
         return value
 
@@ -198,10 +200,10 @@ class ScheduleWindow(_Block):
             raise ValueError(f"unknown time zone '{value}' (use an IANA name such as UTC or Europe/Paris)")
         return value
 
-    @property
+    @cached_property
     def start_minute(self) -> int:
         return _minutes(self.start)
 
-    @property
+    @cached_property
     def end_minute(self) -> int:
         return _minutes(self.end)

@@ -10,7 +10,7 @@ from policies.sizing import Proposal
 from policies.strategy_config import ThresholdStrategy
 from policies.units import format_duration
 
-__all__ = ["propose", "held_for"]
+__all__ = ["held_for", "propose"]
 
 
 def held_for(series: Series, now: float, holds: Callable[[float], bool], enough: float) -> float:

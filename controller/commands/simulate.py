@@ -92,8 +92,8 @@ def _load_policy(path: str, name: str | None) -> Any:
         return result.policies[name]
     if len(result.policies) > 1:
         raise ConfigError(f"{path}: several policies",
-                          [f"{path}: holds {len(result.policies)} policies "
-                           f"({', '.join(sorted(result.policies))}); choose one with --name"])
+                          [(f"{path}: holds {len(result.policies)} policies "
+                            f"({', '.join(sorted(result.policies))}); choose one with --name")])
     return next(iter(result.policies.values()))
 
 
@@ -146,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = default_settings(trace, args.onprem_capacity, args.replica_capacity, args.boot_delay,
                                 args.interval, args.unserved_penalty)
     if settings.onprem_capacity <= 0 or settings.replica_capacity <= 0:
-        raise ConfigError("zero capacity", [f"{args.trace}: the trace's 75th percentile is 0, so the default "
-                                            "capacities are 0: pass --onprem-capacity and --replica-capacity"])
+        raise ConfigError("zero capacity", [(f"{args.trace}: the trace's 75th percentile is 0, so the default "
+                                             "capacities are 0: pass --onprem-capacity and --replica-capacity")])
     record = bool(args.plot or args.report)
     report = simulate(policy, trace, settings, record=record)
     if args.plot:
