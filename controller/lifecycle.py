@@ -40,6 +40,9 @@ __all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
+# after the drain command, wait this long before trusting "no sessions": a request the load balancer routed
+# just before the command may not be counted yet
+DRAIN_SETTLE = 1.0
 
 
 class PolicyContext(Protocol):
@@ -49,6 +52,7 @@ class PolicyContext(Protocol):
     store: StateStore
     edges: Edges
     options: LoopOptions
+    started_at: float  # when this controller process started running the policy
 
     def now(self) -> float: ...
     def workload(self) -> WorkloadSpec: ...
@@ -109,7 +113,10 @@ class Lifecycle:
     # ------------------------------------------------------------------ helpers
 
     def _age_in_state(self, r: Replica) -> float:
-        return self.ctx.now() - r.state_since
+        """Seconds this replica has been in its state while this controller ran: after a restart every step
+        in progress gets its full timeout again (a launch that landed during the outage must be looked at,
+        not failed on sight)."""
+        return self.ctx.now() - max(r.state_since, self.ctx.started_at)
 
     def _failed(self, r: Replica, to: ReplicaState, why: str, intent_id: str | None = None) -> Replica:
         """Down the failure path; the reason is kept on the replica and in the audit log."""
@@ -167,9 +174,6 @@ class Lifecycle:
     def _launching(self, r: Replica) -> Replica:
         ctx = self.ctx
         intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
-        if self._age_in_state(r) > ctx.options.launch_timeout:
-            return self._failed(r, S.RELEASING, f"launch not done after {ctx.options.launch_timeout:.0f}s: "
-                                f"{intent.error or 'no answer'}", intent.id)
         check = check_launch(ctx.policy, self._ahead_of(r), 1)
         if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
@@ -179,6 +183,9 @@ class Lifecycle:
             instances = ctx.edges.compute.launch(spec, 1, intent.token)
         except TransientError as exc:
             ctx.store.note_error(intent.id, str(exc))
+            if self._age_in_state(r) > ctx.options.launch_timeout:
+                return self._failed(r, S.RELEASING, f"launch not done after {ctx.options.launch_timeout:.0f}s: "
+                                    f"{exc}", intent.id)
             raise
         except PermanentError as exc:
             return self._failed(r, S.RELEASING, f"launch failed: {exc}", intent.id)
@@ -205,24 +212,23 @@ class Lifecycle:
 
     def _booting(self, r: Replica) -> Replica:
         ctx = self.ctx
-        if self._age_in_state(r) > ctx.options.boot_timeout:
-            return self._failed(r, S.RELEASING, f"node {r.instance_id} did not boot within "
-                                f"{ctx.options.boot_timeout:.0f}s")
         found = ctx.edges.compute.get([r.instance_id]) if r.instance_id else []
         if not found or found[0].state in (InstanceState.GONE, InstanceState.STOPPED, InstanceState.STOPPING):
             return self._failed(r, S.RELEASING, f"instance {r.instance_id} disappeared while booting")
         inst = found[0]
-        if inst.state != InstanceState.RUNNING or not inst.private_ip:
-            return r
-        ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
-        node = self._node(r)
-        assert node is not None
-        try:  # the node is up when its Docker Engine answers over mutual TLS
-            ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
-        except BurstError as exc:
-            logger.debug("node %s not answering yet: %s", node.instance_id, exc)
-            return r
-        return ctx.store.transition(r.id, S.STARTING, address=node.address)
+        if inst.state == InstanceState.RUNNING and inst.private_ip:
+            ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
+            node = self._node(r)
+            assert node is not None
+            try:  # the node is up when its Docker Engine answers over mutual TLS
+                ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
+                return ctx.store.transition(r.id, S.STARTING, address=node.address)
+            except BurstError as exc:
+                logger.debug("node %s not answering yet: %s", node.instance_id, exc)
+        if self._age_in_state(r) > ctx.options.boot_timeout:
+            return self._failed(r, S.RELEASING, f"node {r.instance_id} did not boot within "
+                                f"{ctx.options.boot_timeout:.0f}s ({inst.state})")
+        return r
 
     def _starting(self, r: Replica) -> Replica:
         ctx = self.ctx
@@ -249,14 +255,16 @@ class Lifecycle:
                                    spec_hash=spec.spec_hash, image=spec.image) or r
             ctx.event("start", f"replica {r.id}: container {container.id[:12]} on {node.instance_id} "
                       f"({container.address}:{container.port})", replica=r.id)
+        if self._probe_due(r):
+            passes = r.health_passes + 1 if self._probe(r) else 0
+            target = int(ctx.policy.workload.health.passes)
+            r = ctx.store.transition(r.id, S.HEALTHY if passes >= target else None, health_passes=passes)
+            if r.state == S.HEALTHY:
+                return r
         if self._age_in_state(r) > ctx.options.start_timeout:
             return self._failed(r, S.STOPPING, f"not healthy within {ctx.options.start_timeout:.0f}s "
                                 f"({r.health_passes} passes)")
-        if not self._probe_due(r):
-            return r
-        passes = r.health_passes + 1 if self._probe(r) else 0
-        target = int(ctx.policy.workload.health.passes)
-        return ctx.store.transition(r.id, S.HEALTHY if passes >= target else None, health_passes=passes)
+        return r
 
     def _healthy(self, r: Replica) -> Replica:
         ctx = self.ctx
@@ -290,7 +298,8 @@ class Lifecycle:
         if not r.server_name:  # never admitted: nothing to drain
             return ctx.store.transition(r.id, S.STOPPING)
         lb, backend = ctx.load_balancer(), self._backend()
-        if not ctx.store.intents(replica_id=r.id, kind=IntentKind.DRAIN, state=IntentState.DONE):
+        drained = ctx.store.intents(replica_id=r.id, kind=IntentKind.DRAIN, state=IntentState.DONE)
+        if not drained:
             intent = ctx.store.step_intent(r, IntentKind.DRAIN, target=r.server_name)
             try:
                 lb.drain(backend, r.server_name)
@@ -301,6 +310,9 @@ class Lifecycle:
                 raise
             ctx.store.complete(intent.id)
             ctx.event("drain", f"replica {r.id}: draining {r.server_name}", replica=r.id)
+            return r  # sessions are read from the next step on, once requests already routed show up
+        if ctx.now() - drained[-1].updated_at < DRAIN_SETTLE:
+            return r
         forced = self._age_in_state(r) > float(ctx.policy.drain.timeout)
         if not forced:
             try:

@@ -55,6 +55,7 @@ class LoadGenerator:
         self._threads: list[tuple[threading.Thread, threading.Event]] = []
         self._stopped = False
         self.first_seen: dict[str, float] = {}  # server name -> monotonic time of its first answer
+        self.failures: list[tuple[float, str, str]] = []  # (epoch, why, server) of each failed request
 
     @property
     def clients(self) -> int:
@@ -99,6 +100,8 @@ class LoadGenerator:
                         self.stats.failed += 1
                         self.stats.errors[why] += 1
                 if not good:
-                    logger.warning("request failed: %s", why)
+                    logger.warning("request failed: %s (server %s)", why, server or "-")
+                    with self._lock:
+                        self.failures.append((time.time(), why, server))
                 if self.pause:
                     stop.wait(self.pause)

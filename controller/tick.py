@@ -25,6 +25,7 @@ from controller.state_models import (
     LEAVING_STATES,
     IntentKind,
     IntentState,
+    PolicyState,
     Replica,
     ReplicaState,
 )
@@ -55,6 +56,7 @@ class PolicyRuntime:
         self.options = options
         self.clock = clock
         self.decide = decide or _engine_decide
+        self.started_at = clock()  # step timeouts count from here at the earliest (see Lifecycle)
         self.removed = False  # the policy file is gone: drain everything, then forget the policy
         self.lifecycle = Lifecycle(self)
         self.errors: deque[tuple[float, str]] = deque(maxlen=20)
@@ -139,11 +141,12 @@ class PolicyRuntime:
         with self._workload_lock:
             self._workload, self._workload_at = spec, self.clock()
 
-    def holdings(self) -> list[Holding]:
-        """Everything of this policy that costs or may cost money (see controller.budget)."""
+    def holdings(self, live: list[Replica] | None = None) -> list[Holding]:
+        """Everything of this policy that costs or may cost money (see controller.budget). ``live``: the
+        policy's live replicas when the caller just read them (one query less per evaluation, SCALE-HA)."""
         out: list[Holding] = []
         instances = {row.id: row for row in self.store.instances(self.name)}
-        for r in self.store.live_replicas(self.name):
+        for r in self.store.live_replicas(self.name) if live is None else live:
             row = instances.pop(r.instance_id, None) if r.instance_id else None
             out.append(Holding(key=r.id, instance_type=row.instance_type if row else None,
                                price_per_hour=row.price_per_hour if row else None))
@@ -242,10 +245,11 @@ class PolicyRuntime:
             logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
             self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
 
-    def fleet(self, paused: bool) -> tuple[Fleet, list[ReplicaView]]:
-        replicas = self.store.live_replicas(self.name)
+    def fleet(self, paused: bool, replicas: list[Replica] | None = None,
+              ps: PolicyState | None = None) -> tuple[Fleet, list[ReplicaView]]:
+        replicas = self.store.live_replicas(self.name) if replicas is None else replicas
         active = [r for r in replicas if r.state in ACTIVE_STATES]
-        ps = self.store.policy_state(self.name)
+        ps = self.store.policy_state(self.name) if ps is None else ps
         fleet = Fleet(active=len(active), ready=sum(r.state == ReplicaState.SERVING for r in active),
                       draining=sum(r.state in LEAVING_STATES for r in replicas),
                       last_scale_out=ps.last_scale_out if ps else None,
@@ -257,13 +261,14 @@ class PolicyRuntime:
         ps = self.store.policy_state(self.name)
         paused = bool(ps and ps.paused)
         drain_all = self.removed or bool(ps and ps.drain_requested)
-        fleet, views = self.fleet(paused)
+        live = self.store.live_replicas(self.name)  # read once for the fleet and the holdings
+        fleet, views = self.fleet(paused, live, ps)
         obs = self.observation(now)
         if drain_all:
             decision = Decision(0, Direction.IN, "policy removed" if self.removed else "operator drain")
         else:
             decision = self.decide(self.policy, obs, fleet, now)
-        p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(), now=now,
+        p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live), now=now,
                                         observation_ok=obs.usable, paused=paused, drain_all=drain_all,
                                         last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
                                         target=ps.target if ps else None))

@@ -119,7 +119,7 @@ def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerPro
         load.stop()
     print(result.line())
     assert result.error is None, controller.log()
-    assert result.cloud_requests > 0 and result.failed == 0 and result.drained
+    assert result.cloud_requests > 0 and result.failed == 0 and result.drained, load.snapshot().errors
     assert result.launched == 2  # replicas.max
     assert lab.live_instances() == [] and lab.cloud_servers() == []
     events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
@@ -138,14 +138,17 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         # kill it while the replicas are on their way in (launched, not yet serving)
         wait_for("a launch", lambda: len(lab.live_instances()) >= 1, timeout=60)
         controller.kill()
-        launched_before = {i.get("InstanceId") for i in lab.live_instances()}
+        launched_before = {i["id"] for i in lab.live_instances()}
+        assert launched_before
         controller.start()
         wait_for("two cloud replicas serving", lambda: len(lab.cloud_servers()) == 2, timeout=60)
         calls = lab.emulator.calls()
         live = lab.live_instances()
         assert len(live) == 2, live
-        assert launched_before <= {i.get("InstanceId") for i in live}  # the first ones were adopted, not replaced
+        assert launched_before <= {i["id"] for i in live}  # the first ones were adopted, not replaced
+        assert lab.emulator.state.snapshot()["launched"] == 2  # ever: no duplicate launch
         assert calls.get("DeleteInstances", 0) == 0  # nothing launched twice and cleaned up
+        print(f"SIGKILL test: RunInstances calls {calls.get('RunInstances')}, instances ever launched 2")
         state = controller.status()
         [web] = state["policies"]
         assert web["replicas"] == {"serving": 2}

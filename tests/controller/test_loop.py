@@ -96,7 +96,8 @@ def test_full_life_is_journaled_and_leaves_nothing(env: Env) -> None:
     assert [s.name for s in env.world.lb.list("web")] == [f"dc1-web-{r.id}"]
     assert r.launching_at and r.booting_at and r.starting_at and r.healthy_at and r.serving_at
     env.want["n"] = 0
-    env.tick(dt=61)  # scale-in cooldown (60s) passed: drain, no sessions, stop, release
+    env.tick(dt=61)  # scale-in cooldown (60s) passed: drain
+    env.tick(dt=1.5)  # the drain settled, no sessions: remove, stop, release
     assert env.store.live_replicas("web") == []
     gone = env.store.replica(r.id)
     assert gone is not None and gone.state == S.GONE and gone.draining_at and gone.releasing_at
@@ -182,7 +183,8 @@ def test_unhealthy_serving_replica_is_drained_and_replaced(env: Env) -> None:
     assert env.store.replica(r.id).health_failures == 0  # type: ignore[union-attr]
     env.world.health.healthy = False
     env.tick(dt=1)
-    env.tick(dt=1)
+    env.tick(dt=1)  # second failure: drained
+    env.tick(dt=1.5)
     assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
     env.tick(dt=1)  # the next evaluation replaces it, without waiting for the scale-out cooldown
     assert [x.state for x in env.store.live_replicas("web")] == [S.BOOTING]
@@ -251,6 +253,7 @@ def test_operator_drain_and_removed_policy_drain_everything(env: Env) -> None:
     serve_one(env)
     env.store.save_policy("web", drain_requested=True)
     env.tick(dt=1)  # no cooldown, no min_lifetime for an operator drain
+    env.tick(dt=1.5)
     assert env.states() == []
     env.store.save_policy("web", drain_requested=False)
     env.tick(dt=31)
@@ -259,3 +262,30 @@ def test_operator_drain_and_removed_policy_drain_everything(env: Env) -> None:
     env.tick(dt=10)
     env.tick(dt=10)
     assert env.states() == [] and env.world.compute.instances == {}
+
+
+def test_after_a_restart_steps_in_progress_get_their_full_timeout(env: Env) -> None:
+    env.world.compute.never_boot = True
+    env.want["n"] = 1
+    env.tick()
+    assert env.states() == [S.BOOTING]
+    env.clock.advance(300)  # the controller was down for longer than the boot timeout (60s)
+    env.world.compute.never_boot = False
+    env.rt = PolicyRuntime(env.rt.policy, store=env.store, edges=env.world.edges, options=OPTIONS,
+                           decide=env.rt.decide, clock=env.clock)
+    env.tick(dt=0)
+    assert env.states() == [S.STARTING]  # looked at, found booted: not failed on sight
+    assert env.world.compute.created == 1
+
+
+def test_a_launch_that_keeps_failing_transiently_times_out(env: Env) -> None:
+    env.world.compute.fail_next = [TransientError("ServiceUnavailable")] * 10
+    env.want["n"] = 1
+    env.tick()
+    env.tick(dt=10)
+    [r] = env.store.live_replicas("web")
+    assert r.state == S.LAUNCHING
+    env.tick(dt=25)  # 35s > launch timeout 30s
+    gone = env.store.replica(r.id)
+    assert gone is not None and gone.state == S.GONE and "ServiceUnavailable" in (gone.failure or "")
+    assert env.world.compute.created == 0

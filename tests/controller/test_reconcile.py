@@ -74,6 +74,7 @@ def test_a_vanished_instance_fails_its_replica(env: Env) -> None:
     assert moved is not None and moved.state == S.DRAINING and "disappeared" in (moved.failure or "")
     env.want["n"] = 0
     env.tick(dt=1)
+    env.tick(dt=1.5)
     assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
     assert env.world.lb.servers == {}
 
