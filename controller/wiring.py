@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from adapters.bootstrap import BootstrapSettings, NodeBootstrap
 from adapters.credentials import CredentialsProvider, resolve_credentials
 from adapters.dockerclient import docker_client
 from adapters.ecs import EcsComputePool, EcsPoolSettings
@@ -18,10 +19,11 @@ from adapters.metrics_docker import DockerCpuMetricsSource
 from adapters.metrics_host import HostMetricsSource
 from adapters.metrics_prometheus import PrometheusMetricsSource
 from adapters.node_runtime import DockerNodeRuntime
-from adapters.pki import TlsFiles
+from adapters.pki import CertificateAuthority, TlsFiles
 from adapters.registry import RegistryOptions
 from adapters.registryauth import Credentials, StaticCredentials
 from adapters.replication import Replicator
+from adapters.slb import SlbLoadBalancer, SlbSettings
 from adapters.workload import DockerWorkloadCapture, selection_from_policy
 from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
@@ -94,16 +96,20 @@ def _metrics(cfg: Any, tls: TlsFiles | None) -> Any:
     return build
 
 
-def _load_balancers() -> Any:
+def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
     cache: dict[str, LoadBalancer] = {}
 
     def build(policy: Any) -> LoadBalancer:
         traffic = policy.traffic
-        if traffic.haproxy is None:
-            raise ConfigError(f"policy {policy.name}: traffic.slb is not wired in this build; use traffic.haproxy")
-        key = str(traffic.haproxy.socket)
-        if key not in cache:
-            cache[key] = HaproxyLoadBalancer(key)
+        if traffic.haproxy is not None:
+            key = f"haproxy:{traffic.haproxy.socket}"
+            if key not in cache:
+                cache[key] = HaproxyLoadBalancer(str(traffic.haproxy.socket))
+        else:  # SLB: one client per region; the backend is the load balancer id
+            key = f"slb:{policy.cloud.region}"
+            if key not in cache:
+                cache[key] = SlbLoadBalancer(SlbSettings(region=policy.cloud.region, credentials=provider,
+                                                         endpoint=cfg.cloud.endpoint))
         return cache[key]
     return build
 
@@ -160,9 +166,22 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
             except Exception as exc:  # noqa: BLE001 - closing is best effort at shutdown
                 logger.debug("close %s: %s", type(thing).__name__, exc)
 
+    user_data = _user_data(cfg)
     return Edges(compute=compute, registry=registry, runtime=runtime, workloads=_DockerWorkloads(capture),
-                 health=_HttpProbe(), load_balancer=_load_balancers(), metrics=_metrics(cfg, onprem_tls),
+                 user_data=user_data,
+                 health=_HttpProbe(), load_balancer=_load_balancers(cfg, provider), metrics=_metrics(cfg, onprem_tls),
                  node_endpoint=node_endpoint, close=close)
+
+
+def _user_data(cfg: Any) -> Any:
+    """Cloud-init for real nodes (Docker Engine with a short-lived server certificate from the controller's
+    CA), when the config names the networks node addresses come from; the emulator needs none."""
+    networks = tuple(getattr(cfg.cloud, "node_networks", None) or ())
+    if not networks:
+        return lambda policy, replica_id: ""
+    bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),
+                                                node_networks=networks))
+    return lambda policy, replica_id: bootstrap.render(f"{policy.name}-{replica_id}")
 
 
 def build_store(cfg: Any) -> StateStore:
