@@ -25,6 +25,7 @@ from adapters.registryauth import Credentials, StaticCredentials
 from adapters.replication import Replicator
 from adapters.slb import SlbLoadBalancer, SlbSettings
 from adapters.workload import DockerWorkloadCapture, selection_from_policy
+from controller.config import registry_password
 from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
 from controller.errors import ConfigError
@@ -119,11 +120,9 @@ def _registry_credentials(cfg: Any) -> tuple[StaticCredentials, dict[str, tuple[
     pairs: dict[str, tuple[str, str]] = {}
     auth = cfg.cloud_registry.auth
     if auth.type == "basic":
-        try:
-            password = Path(auth.password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{auth.password_file}: {exc.strerror}",
-                              [f"{auth.password_file}: cannot read the cloud registry password"]) from None
+        # the config's reader: refuses a file others can read, honours systemd's LoadCredential, and
+        # registers the password for log redaction (RELIABILITY: a 0644 file used to be accepted)
+        password = registry_password(cfg) or ""
         host = cfg.cloud_registry.url.split("/", 1)[0]
         creds.add(host, Credentials(auth.username, password))
         pairs[host] = (auth.username, password)

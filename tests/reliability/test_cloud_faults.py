@@ -49,6 +49,7 @@ def test_converges_under_throttling_5xx_spikes_sold_out_and_a_launch_timeout(rla
             time.sleep(6)
             live = [i for i in rlab.live_instances()]
             assert len(live) == WANTED and len(rlab.cloud_servers()) == WANTED, live
+            assert rlab.emulator.faults.get().timeout_after_create == 0, "no launch met the timeout"
             launched = all_launched(rlab)
             assert {i["type"] for i in launched} == {"ecs.g6.large"}, "the sold-out type was launched"
             assert inv.duplicate_launches() == []
