@@ -17,7 +17,7 @@ from controller.errors import BurstError, NotFoundError
 from controller.lifecycle import server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
 from controller.state import StateStore
-from controller.state_models import IntentKind, IntentState, ReplicaState
+from controller.state_models import InstanceRow, IntentKind, IntentState, Replica, ReplicaState
 from controller.tick import PolicyRuntime
 
 __all__ = ["ReconcileReport", "Reconciler"]
@@ -42,6 +42,13 @@ class ReconcileReport:
         return ", ".join(parts) or "in sync"
 
 
+def _changed(row: InstanceRow, inst: Instance) -> bool:
+    """Whether ``record_instance`` would change the row (state, addresses, spot, price)."""
+    return (row.state != str(inst.state) or row.private_ip != inst.private_ip
+            or row.docker_endpoint != inst.docker_endpoint or row.spot != inst.spot
+            or (inst.price_per_hour is not None and row.price_per_hour != inst.price_per_hour))
+
+
 class Reconciler:
     def __init__(self, store: StateStore, edges: Edges, options: LoopOptions,
                  clock: Callable[[], float] = time.time) -> None:
@@ -59,13 +66,17 @@ class Reconciler:
         for inst in cloud:
             if inst.id in known:
                 row = known[inst.id]
-                self.store.record_instance(inst, policy=row.policy, replica_id=None, intent_id=None)
+                if _changed(row, inst):  # SCALE-HA: a write per unchanged instance cost seconds at 5,000
+                    self.store.record_instance(inst, policy=row.policy, replica_id=None, intent_id=None)
             else:
                 self._unknown(inst, report)
         self._vanished([i for i in known if i not in seen], report)
+        by_policy: dict[str, list[Replica]] = {}
+        for r in self.store.live_replicas():  # SCALE-HA: one query, not one per policy
+            by_policy.setdefault(r.policy, []).append(r)
         for runtime in list(runtimes.values()):
             try:
-                self._servers(runtime, report)
+                self._servers(runtime, report, by_policy.get(runtime.name, []))
             except BurstError as exc:
                 runtime.error(f"reconcile load balancer: {exc}")
         for gone in [i for i in self._first_seen if i not in seen]:
@@ -148,13 +159,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ load balancer
 
-    def _servers(self, runtime: PolicyRuntime, report: ReconcileReport) -> None:
+    def _servers(self, runtime: PolicyRuntime, report: ReconcileReport, live: list[Replica]) -> None:
         policy = runtime.policy
         lb = runtime.load_balancer()
         backend = str(policy.traffic.haproxy.backend) if policy.traffic.haproxy else \
             str(policy.traffic.slb.load_balancer_id)
         prefix = server_name(self.options.controller_id, runtime.name, "")
-        replicas = {r.server_name: r for r in self.store.live_replicas(runtime.name) if r.server_name}
+        replicas = {r.server_name: r for r in live if r.server_name}
         present = {s.name for s in lb.list(backend)}
         for name in present:
             if name.startswith(prefix) and (name not in replicas or replicas[name].state not in

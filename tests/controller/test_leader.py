@@ -231,3 +231,32 @@ def test_election_threads_one_active_and_takeover_after_a_crash(migrated: str, t
         assert after is not None and not after.live  # B resigned at stop: the lease is free at once
     finally:
         info.close()
+
+
+def test_history_rows_group_commit_and_are_dropped_once_fenced(migrated: str, tables: list[LeaseTable]) -> None:
+    """Samples recorded by many policies' jobs at once all land (written in shared transactions); a sample
+    refused by the fence is never written later under another epoch."""
+    clock = FakeMonotonic()
+    lead = Leadership(table(tables, migrated), LeaseSettings(ttl=10, renew_every=2), holder="a", monotonic=clock)
+    store = StateStore(migrated, fence=lead.fence)
+    try:
+        assert lead.try_acquire()
+        barrier = threading.Barrier(24)
+
+        def record(i: int) -> None:
+            barrier.wait()
+            store.record_sample(f"p{i}", at=1000.0 + i, value=float(i), ok=True, source="test")
+
+        threads = [threading.Thread(target=record, args=(i,)) for i in range(24)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert sorted(s.value for i in range(24) for s in store.samples(f"p{i}", 0)) == [float(i) for i in range(24)]
+        clock.t += 60  # the lease is lost
+        with pytest.raises(FencedError):
+            store.record_sample("late", at=2000.0, value=1.0, ok=True, source="test")
+        assert store._hist == []  # dropped, not queued for a later epoch
+        assert store.samples("late", 0) == []
+    finally:
+        store.close()

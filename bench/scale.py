@@ -1,0 +1,493 @@
+"""Benchmark: one controller at scale, on the real daemon code (controller/daemon.py, tick.py, lifecycle.py,
+reconcile.py, state.py) and the real ECS path (EcsComputePool over the Alibaba Cloud SDK, against the ECS
+emulator in its own process, so the figures are the controller's alone).
+
+Scale phase: 500 policies, 10 cloud replicas each (5,000 emulated instances). The fleet is seeded in bulk
+as the loop would leave it (instances launched through EcsComputePool, 10 per RunInstances; journal rows
+written in one transaction per policy), then ONE full tick is measured: every policy samples and evaluates
+(decide, plan, journal) and advances all its replicas, as the daemon's jobs do, on the daemon's 64
+threads; then one reconcile (cloud by tags against the journal, load-balancer servers against replicas).
+Metrics put 490 policies in their hold band, 5 above it (scale out by one) and 5 below (scale in by one).
+Targets: tick under 1 s; ECS calls at most one DescribeInstances per 100 instances plus the launches and
+releases decided; peak RSS under 200 MB.
+
+Idle phase (a child process): 10 policies sampling every 5 s, the daemon's real scheduler, for --idle
+seconds; target under 1% of one core.
+
+DOUBLES, stated: no real Docker containers, HAProxy or registries for 5,000 replicas here: the node runtime,
+load balancer, image registry, workload capture, health probe and metrics source are light in-memory
+doubles of the ports (they answer at once). Everything else is the real code.
+
+    .venv/bin/python bench/scale.py [--policies 500] [--replicas 10] [--idle 60] [--state-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.credentials import CloudCredentials, StaticCredentials
+from adapters.ecs import EcsComputePool, EcsPoolSettings
+from adapters.ecs_api import EcsApiSettings
+from controller.daemon import Daemon
+from controller.edges import Edges, LoopOptions
+from controller.lifecycle import launch_spec, server_name
+from controller.ports import (
+    Container,
+    CopyResult,
+    Node,
+    Owner,
+    Server,
+    WorkloadSpec,
+)
+from controller.state import StateStore, new_id
+from controller.state_models import InstanceRow, Intent, IntentKind, IntentState, Replica, ReplicaState
+from policies.types import Observation
+
+CONTROLLER = "bench"
+KEY = ("bench", "bench-secret")
+HOLD, HIGH, LOW = 50.0, 95.0, 5.0  # metric values: hold band, above scale_out_above, below scale_in_below
+
+# ----------------------------------------------------------------------------- the doubles
+
+
+class Registry:
+    def replicate(self, src: str, dst: str, platforms: Sequence[str] | None = None, progress: Any = None) -> CopyResult:
+        return CopyResult(digest="sha256:" + "b" * 64)
+
+    def has(self, ref: str) -> bool:
+        return True
+
+    def close(self) -> None: ...
+
+
+class Runtime:
+    """Containers by node, in memory."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_node: dict[str, dict[str, Container]] = {}
+        self.calls = 0
+
+    def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
+        c = Container(id=new_id("c"), name=name, node_id=node.instance_id, state="running", health=None,
+                      labels=dict(labels), address=node.address, port=8080)
+        with self.lock:
+            self.calls += 1
+            self.by_node.setdefault(node.instance_id, {})[c.id] = c
+        return c
+
+    def list(self, node: Node, owner: Owner) -> list[Container]:
+        with self.lock:
+            self.calls += 1
+            return list(self.by_node.get(node.instance_id, {}).values())
+
+    def stop(self, node: Node, container_id: str, signal: str, timeout: float) -> None:
+        with self.lock:
+            self.calls += 1
+
+    def remove(self, node: Node, container_id: str) -> None:
+        with self.lock:
+            self.calls += 1
+            self.by_node.get(node.instance_id, {}).pop(container_id, None)
+
+    def close(self) -> None: ...
+
+
+class Balancer:
+    """Servers by backend, in memory (one per policy)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.servers: dict[str, dict[str, Server]] = {}
+        self.calls = 0
+
+    def add(self, backend: str, server: Server) -> None:
+        with self.lock:
+            self.calls += 1
+            self.servers.setdefault(backend, {})[server.name] = server
+
+    def drain(self, backend: str, name: str) -> None:
+        with self.lock:
+            self.calls += 1
+
+    def sessions(self, backend: str, name: str) -> int:
+        return 0
+
+    def remove(self, backend: str, name: str) -> None:
+        with self.lock:
+            self.calls += 1
+            self.servers.get(backend, {}).pop(name, None)
+
+    def list(self, backend: str) -> list[Server]:
+        with self.lock:
+            self.calls += 1
+            return list(self.servers.get(backend, {}).values())
+
+    def close(self) -> None: ...
+
+
+class Metrics:
+    def __init__(self, values: dict[str, float], name: str) -> None:
+        self.values, self.name = values, name
+
+    def query(self, window: float) -> Observation:
+        return Observation(value=self.values.get(self.name, HOLD), age=0.0, source="bench")
+
+    def close(self) -> None: ...
+
+
+class Workloads:
+    def source_image(self, policy: Any) -> str:
+        return "onprem.example/app:1"
+
+    def capture(self, policy: Any, image: str) -> WorkloadSpec:
+        return WorkloadSpec(image=image, service_port=80, spec_hash="bench-spec")
+
+
+class Probe:
+    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
+        return True
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+POLICY = """\
+name: {name}
+workload:
+  hosts: ["unix:///var/run/docker.sock"]
+  selector: {{app: {name}}}
+  service_port: 80
+  health: {{path: /, interval: 1s, timeout: 0.5s, passes: 1, failures: 3}}
+metric:
+  source: haproxy
+  window: 2s
+  stale_after: 60s
+  haproxy: {{socket: /run/bench/haproxy.sock, backend: {name}, stat: sessions}}
+strategy:
+  type: threshold
+  scale_out_above: 80
+  scale_in_below: 20
+  sustained_out: 0s
+  sustained_in: 0s
+  step_out: 1
+  step_in: 1
+replicas: {{min: 0, max: {max}, max_step_up: 1, max_step_down: 1}}
+cooldown: {{scale_out: 0s, scale_in: 0s}}
+min_lifetime: 0s
+cloud:
+  region: cn-bench
+  zones: [cn-bench-a]
+  instance_types: [ecs.c6.large]
+  image_id: img-bench
+  vswitches: {{cn-bench-a: vsw-bench}}
+  security_group: sg-bench
+registry:
+  target: registry.example/bench/{name}
+traffic:
+  haproxy: {{socket: /run/bench/haproxy.sock, backend: {name}}}
+drain: {{timeout: 30s, signal: SIGTERM, stop_timeout: 2s}}
+budget: {{max_per_hour: 1000.0, prices: {{ecs.c6.large: 0.62}}}}
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Emulator:
+    """`burstctl emulate ecs` in its own process (its CPU and memory are not the controller's)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "emulate", "ecs", "--listen", f"127.0.0.1:{self.port}",
+             "--access-key", f"{KEY[0]}:{KEY[1]}", "--boot-delay", "0s", "--address-pool", "127.16.0.0/16"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.calls()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("the ECS emulator did not start") from None
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _admin(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(self.url + path, method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def calls(self) -> dict[str, int]:
+        return dict(self._admin("GET", "/_admin/calls")["calls"])
+
+    def reset(self) -> None:
+        self._admin("DELETE", "/_admin/calls")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def make_edges(emulator: Emulator, values: dict[str, float]) -> tuple[Edges, Runtime, Balancer]:
+    api = EcsApiSettings(region="cn-bench", credentials=StaticCredentials(CloudCredentials(*KEY)),
+                         endpoint=emulator.url)
+    compute = EcsComputePool(EcsPoolSettings(api=api, docker_endpoint_template="tcp://{private_ip}:2376"))
+    runtime, balancer = Runtime(), Balancer()
+    edges = Edges(compute=compute, registry=Registry(), runtime=runtime, workloads=Workloads(), health=Probe(),
+                  load_balancer=lambda policy: balancer, metrics=lambda policy: Metrics(values, policy.name),
+                  close=compute.close)
+    return edges, runtime, balancer
+
+
+def write_policies(directory: Path, count: int, max_replicas: int) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    names = [f"p{i:04d}" for i in range(count)]
+    for name in names:
+        (directory / f"{name}.yaml").write_text(POLICY.format(name=name, max=max_replicas))
+    return names
+
+
+def seed(daemon: Daemon, edges: Edges, runtime: Runtime, balancer: Balancer, replicas: int) -> None:
+    """The fleet as the loop leaves it after a burst: every policy with ``replicas`` serving replicas."""
+    from sqlmodel import Session
+
+    store = daemon.store
+
+    def one(name: str) -> None:
+        policy = daemon.runtimes[name].policy
+        token = f"seed-{name}"
+        spec = launch_spec(policy, CONTROLLER, "seed", token, "")
+        instances = edges.compute.launch(spec, replicas, token)  # one RunInstances of `replicas`
+        now = time.time()
+        rows: list[Any] = []
+        for inst in instances:
+            rid, iid = new_id("r"), new_id("l")
+            sname = server_name(CONTROLLER, name, rid)
+            assert inst.private_ip is not None
+            node = Node(inst.id, inst.private_ip, "tcp://x:2376")
+            c = runtime.start(node, edges.workloads.capture(policy, "img"), f"burst-{name}-{rid}", {})
+            balancer.add(name, Server(name=sname, address=inst.private_ip, port=c.port, instance_id=inst.id))
+            rows.append(Replica(id=rid, policy=name, state=ReplicaState.SERVING, spec_hash="bench-spec",
+                                image="img", instance_id=inst.id, container_id=c.id, server_name=sname,
+                                address=inst.private_ip, port=c.port, health_passes=1, created_at=now,
+                                updated_at=now, state_since=now, serving_at=now))
+            rows.append(Intent(id=iid, kind=IntentKind.LAUNCH, policy=name, replica_id=rid, token=token,
+                               state=IntentState.DONE, created_at=now, updated_at=now))
+            rows.append(InstanceRow(id=inst.id, policy=name, replica_id=rid, intent_id=iid,
+                                    instance_type=inst.instance_type, zone=inst.zone, private_ip=inst.private_ip,
+                                    docker_endpoint=inst.docker_endpoint, state=str(inst.state), spot=inst.spot,
+                                    price_per_hour=inst.price_per_hour, created_at=inst.created_at or now,
+                                    updated_at=now))
+        with Session(store._writer) as s, s.begin():  # bulk: one transaction per policy
+            s.add_all(rows)
+        store.save_policy(name, target=replicas)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, list(daemon.runtimes)))
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dict[str, Any]:
+    values: dict[str, float] = {}  # empty: every policy in its hold band while seeding and warming up
+    names = write_policies(work / "policies", args.policies, args.replicas + 2)
+    decided = {**{n: HIGH for n in names[:5]}, **{n: LOW for n in names[5:10]}}
+    edges, runtime, balancer = make_edges(emulator, values)
+    url = args.state_url or f"sqlite:///{work / 'state.db'}"
+    store = StateStore(url)
+    options = LoopOptions(controller_id=CONTROLLER, orphan_grace=600.0)
+    daemon = Daemon(options=options, store=store, edges=edges, policies_dir=work / "policies")
+    out: dict[str, Any] = {"state": url.split(":", 1)[0]}
+    try:
+        t = time.perf_counter()
+        daemon.reload(initial=True)
+        out["load_policies_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        seed(daemon, edges, runtime, balancer, args.replicas)
+        out["seed_s"] = time.perf_counter() - t
+        live = store.count("replicas")
+        out["replicas"], out["instances_in_cloud"] = live, len(edges.compute.list(Owner(CONTROLLER)))
+        runtimes = list(daemon.runtimes.values())
+        # one warm-up tick in the hold band (first-use costs: imports, connection pools, workload capture)
+        with ThreadPoolExecutor(64) as pool:
+            list(pool.map(lambda r: (r.sample(), r.tick(force_evaluate=True)), runtimes))
+        values.update(decided)
+        for r in runtimes:
+            r._last_evaluate = 0.0
+        emulator.reset()
+        runtime.calls = balancer.calls = 0
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+        cpu0 = time.process_time()
+        t = time.perf_counter()
+        with ThreadPoolExecutor(64) as pool:  # the daemon's executor size
+            list(pool.map(lambda r: (r.sample(), r.tick(force_evaluate=True)), runtimes))
+        out["policy_ticks_s"] = time.perf_counter() - t
+        t2 = time.perf_counter()
+        daemon.reconcile()
+        out["reconcile_s"] = time.perf_counter() - t2
+        out["tick_s"] = time.perf_counter() - t
+        out["tick_cpu_s"] = time.process_time() - cpu0
+        if args.profile:
+            prof.disable()
+            prof.dump_stats(str(args.profile))
+        out["ecs_calls"] = emulator.calls()
+        out["node_calls"], out["lb_calls"] = runtime.calls, balancer.calls
+        states: dict[str, int] = {}
+        for r in store.live_replicas():
+            states[r.state] = states.get(r.state, 0) + 1
+        out["replicas_after"] = states
+        out["launched"] = sum(1 for r in store.live_replicas() if r.policy in names[:5]) - 5 * args.replicas
+        out["released"] = len([r for r in store.replicas(states=[ReplicaState.GONE]) if r.policy in names[5:10]])
+        out["peak_rss_mb"] = rss_mb()
+    finally:
+        for r in daemon.runtimes.values():
+            r.close()
+        edges.close()
+        store.close()
+    return out
+
+
+def idle_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dict[str, Any]:
+    """Run in a child process: its CPU time is the daemon's alone."""
+    values: dict[str, float] = {}
+    write_policies(work / "idle-policies", args.idle_policies, 4)
+    edges, _, _ = make_edges(emulator, values)
+    store = StateStore(args.state_url or f"sqlite:///{work / 'idle.db'}")
+    options = LoopOptions(controller_id=CONTROLLER + "-idle", sample_interval=5.0)  # the rest: the defaults
+    daemon = Daemon(options=options, store=store, edges=edges, policies_dir=work / "idle-policies")
+    try:
+        daemon.start()
+        time.sleep(5.0)  # let the start-up work (first samples, replication) pass
+        r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        time.sleep(args.idle)
+        r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        samples = store.count("samples")
+        return {"idle_policies": args.idle_policies, "idle_wall_s": w1 - w0, "idle_cpu_s": cpu,
+                "idle_cpu_pct": 100.0 * cpu / (w1 - w0), "samples_written": samples,
+                "idle_rss_mb": psutil.Process().memory_info().rss / 2**20}
+    finally:
+        daemon.stop(10)
+        edges.close()
+        store.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policies", type=int, default=500)
+    ap.add_argument("--replicas", type=int, default=10, help="cloud replicas per policy")
+    ap.add_argument("--idle", type=float, default=60.0, help="seconds of the idle measurement (0: skip)")
+    ap.add_argument("--idle-policies", type=int, default=10)
+    ap.add_argument("--state-url", help="state database (default: a SQLite file in a temporary directory)")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of the measured tick here")
+    ap.add_argument("--phase", choices=["all", "scale", "idle"], default="all")
+    ap.add_argument("--emulator-url", help=argparse.SUPPRESS)  # the idle child reuses the parent's emulator
+    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="burst-scale-"))
+    emulator = Emulator()
+    try:
+        if args.phase == "idle":
+            print(json.dumps(idle_phase(args, work, emulator)))
+            return 0
+        result: dict[str, Any] = {}
+        if args.phase in ("all", "scale"):
+            result.update(scale_phase(args, work, emulator))
+        if args.phase in ("all",) and args.idle > 0:
+            cmd = [sys.executable, __file__, "--phase", "idle", "--idle", str(args.idle), "--idle-policies",
+                   str(args.idle_policies), "--workdir", str(work)]
+            if args.state_url:
+                cmd += ["--state-url", args.state_url]
+            child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            result.update(json.loads(child.stdout.strip().splitlines()[-1]))
+    finally:
+        emulator.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    report(args, result)
+    return 0
+
+
+def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    load = os.getloadavg()
+    print(f"bench/scale.py on {os.cpu_count()} CPU(s), load average {load[0]:.1f} at the end "
+          "(other work on the machine inflates wall times)")
+    print("doubles: node runtime, load balancer, image registry, workload capture, health probe, metrics "
+          "source (in memory); real: daemon, tick, lifecycle, reconcile, state store, EcsComputePool + SDK, "
+          "ECS emulator (own process)")
+    if "tick_s" in r:
+        n, inst = args.policies, r["instances_in_cloud"]
+        calls = r["ecs_calls"]
+        describe = calls.get("DescribeInstances", 0)
+        listing = -(-inst // 100)
+        # a launch costs its RunInstances, the adapter's DescribeInstances of what it created, and the boot
+        # check's DescribeInstances; a release its DeleteInstances
+        per_launch = describe - listing
+        calls_ok = (per_launch <= 2 * r["launched"] and calls.get("RunInstances", 0) <= r["launched"]
+                    and calls.get("DeleteInstances", 0) <= r["released"])
+        rows = [
+            ("policies / replicas / instances", f"{n} / {r['replicas']} / {inst}", ""),
+            (f"state store ({r['state']})", "", ""),
+            ("load 500 policy files (daemon.reload)", f"{r['load_policies_s']:.2f} s", ""),
+            ("full tick: all policies sample+evaluate+advance", f"{r['policy_ticks_s']:.2f} s", ""),
+            ("  + one reconcile (cloud tags, LB servers)", f"{r['reconcile_s']:.2f} s", ""),
+            ("  = tick wall time", f"{r['tick_s']:.2f} s", "target < 1 s: " + ("MET" if r["tick_s"] < 1 else "NOT MET")),
+            ("  CPU time of the tick (all threads)", f"{r['tick_cpu_s']:.2f} s", ""),
+            ("decided this tick", f"{r['launched']} launched, {r['released']} released", ""),
+            ("ECS calls this tick", json.dumps(calls, sort_keys=True), ""),
+            ("  DescribeInstances beyond 1 per 100 instances", f"{per_launch} for {r['launched']} launches",
+             f"target: only the decided launches' own calls: {'MET' if calls_ok else 'NOT MET'}"),
+            ("peak RSS", f"{r['peak_rss_mb']:.0f} MB", "target < 200 MB: " + ("MET" if r["peak_rss_mb"] < 200 else "NOT MET")),
+        ]
+        for name, value, verdict in rows:
+            print(f"{name:<48} {value:<40} {verdict}")
+    if "idle_cpu_pct" in r:
+        print(f"{'idle: ' + str(r['idle_policies']) + ' policies, sample every 5 s, ' + format(r['idle_wall_s'], '.0f') + ' s':<48} "
+              f"{r['idle_cpu_s']:.2f} s CPU = {r['idle_cpu_pct']:.2f}% of one core{'':<10} target < 1%: "
+              f"{'MET' if r['idle_cpu_pct'] < 1 else 'NOT MET'}")
+    print("raw: " + json.dumps(r, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
