@@ -65,14 +65,16 @@ def main() -> int:
         failed |= bool(failures)
     header = ["trace", "run"] + list(KEYS)
 
-    def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) and v < 1 else f"{v:.1f}" if isinstance(v, float) else str(v)
+    def fmt(v: object, col: int = 0) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if header[col] == "unserved_fraction" else f"{v:.1f}"
+        return str(v)
 
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for r in rows:
-            print("| " + " | ".join(fmt(v) for v in r) + " |")
+            print("| " + " | ".join(fmt(v, i) for i, v in enumerate(r)) + " |")
     else:
         from rich.console import Console
         from rich.table import Table
@@ -81,7 +83,7 @@ def main() -> int:
         for h in header:
             table.add_column(h.replace("_", " "), justify="left" if h in ("trace", "run") else "right")
         for r in rows:
-            table.add_row(*[fmt(v) for v in r], end_section=r[1] == "criteria")
+            table.add_row(*[fmt(v, i) for i, v in enumerate(r)], end_section=r[1] == "criteria")
         Console(width=200).print(table)
     print("criteria: " + ("all met" if not failed else "NOT met on some trace"))
     return 1 if failed else 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from itertools import pairwise
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from controller.errors import ConfigError

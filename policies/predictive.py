@@ -7,6 +7,7 @@ far the load climbed, within ``lookahead`` after ``now - j*p``, above its highes
 used): a pattern repeats, noise does not. The largest such rise over the candidate seasons is added to
 the current load. Rises are increments, not levels, so a season that does not match the data forecasts
 about nothing rather than yesterday's level, and a rising trend is anticipated by its own slope.
+Rises under half a replica (``MIN_RISE``) are ignored as noise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from policies.sizing import Proposal, size
 from policies.strategy_config import PredictiveStrategy
 from policies.units import format_duration
 
-__all__ = ["propose", "recorded_rise", "seasonal_rise"]
+__all__ = ["MIN_RISE", "propose", "recorded_rise", "seasonal_rise"]
+
+# A recorded rise smaller than half a replica's worth of load is noise, not a pattern: acting on it would
+# at most round the fleet up by one, and looking further for it costs every tick.
+MIN_RISE = 0.5
 
 
 def recorded_rise(series: Series, at: float, lookahead: float) -> float | None:
@@ -24,12 +29,16 @@ def recorded_rise(series: Series, at: float, lookahead: float) -> float | None:
     before (load units, 0 if it did not); None when the history does not reach back that far."""
     if at - lookahead < series.oldest:
         return None
-    start = series.index_at_or_before(at - lookahead)
     mid = series.index_at_or_before(at)
     stop = series.index_at_or_after(at + lookahead + 1e-9)
     if stop <= mid + 1:
         return 0.0
-    return max(0.0, series.max_load(mid + 1, stop) - series.max_load(start, mid + 1))
+    after = series.max_load(mid + 1, stop)
+    if after - series.load(mid) < MIN_RISE:  # the usual answer, without reading the window before
+        return 0.0
+    start = series.index_at_or_before(at - lookahead)
+    rise = after - series.max_load(start, mid + 1)
+    return rise if rise >= MIN_RISE else 0.0
 
 
 def seasonal_rise(cfg: PredictiveStrategy, series: Series) -> tuple[float, float]:

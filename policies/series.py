@@ -141,6 +141,19 @@ class Series:
         nr = len(rh)
         j = max(bisect_right(rh, hist[start][0], key=_first) - 1, 0)
         next_change = rh[j + 1][0] if j + 1 < nr else inf
+        if last - start <= 24:
+            # a short window (the usual): one pass, following the ready count along
+            cap = (onprem + rh[j][1]) / 100.0
+            top = 0.0
+            for t, v in hist[start:last]:
+                if t >= next_change:
+                    while j + 1 < nr and rh[j + 1][0] <= t:
+                        j += 1
+                    cap = (onprem + rh[j][1]) / 100.0
+                    next_change = rh[j + 1][0] if j + 1 < nr else inf
+                if v * cap > top:  # noqa: PLR1730 (a comparison is cheaper than a call in this loop)
+                    top = v * cap
+            return max(top, best)
         i = start
         while i < last:
             k = last if next_change == inf else bisect_left(hist, next_change, i, last, key=_first)

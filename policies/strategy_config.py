@@ -171,8 +171,8 @@ class ScheduleWindow(_Block):
     def _quoted(cls, value: object) -> object:
         # YAML 1.1 reads an unquoted 09:00 as the base-60 number 540; say how to write it instead
         # (a ValueError, not a TypeError: pydantic turns only ValueErrors into field problems)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):  # noqa: TRY004
-            raise ValueError("expected a time of day in quotes, like '09:00' (unquoted, YAML read a number)")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError("expected a time of day in quotes, like '09:00' (unquoted, YAML read a number)")  # noqa: TRY004
         return value
 
     @field_validator("start", "end")
