@@ -123,3 +123,16 @@ def test_console_script_runs(trace):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert KEYS <= json.loads(proc.stdout).keys()
+
+
+def test_report_is_one_self_contained_html_file(capsys, trace, tmp_path):
+    page = tmp_path / "report.html"
+    rc, out, err = run(capsys, "--policy", str(WEB), "--trace", str(trace), "--report", str(page))
+    assert rc == 0, err
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and '<svg id="chart"' in text and "<script>" in text
+    # nothing to fetch: no external scripts, styles or images
+    assert "src=" not in text and "href=" not in text and "http" not in text
+    data = json.loads(text.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert len(data["t"]) == len(data["demand"]) == len(data["replicas"]) == len(data["hpa_capacity"]) > 4000
+    assert "policy web" in text and "penalized cost" in text
