@@ -1,0 +1,201 @@
+"""The load rig of issue 7 part 5: the REAL daemon (controller/daemon.py: scheduler, per-policy ticks,
+lifecycle, reconcile, SQLite state store) and the REAL status app (create_app over that daemon, uvicorn in
+a thread of the same process, as in `burstctl run`), managing N replicas on instances of the ECS emulator
+through the real EcsComputePool and SDK. Only the node side is a light double (tests/controller/fakes.py:
+runtime, load balancer, health probe, workload capture, registry, metric), because N real containers are
+too heavy for this machine; the bench says so in its output.
+
+It measures the policy's tick time with no status traffic, under status traffic from client processes
+(bench/status_load.py's clients), and with none again, so the slowdown is a ratio measured in one run.
+Used by tests/reliability/test_load_ratio.py (small N) and bench/reliability_load.py (N = 100).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.credentials import CloudCredentials, StaticCredentials
+from adapters.ecs import EcsComputePool, EcsPoolSettings
+from adapters.ecs_api import EcsApiSettings
+from adapters.emulator.ecs import EcsEmulator
+from adapters.emulator.ecs_state import EcsConfig
+from controller.daemon import Daemon
+from controller.edges import Edges, LoopOptions
+from controller.state import StateStore, sqlite_url
+from controller.status import StatusServer, create_app
+from controller.tick import PolicyRuntime
+from tests.controller.fakes import (
+    FakeHealth,
+    FakeLB,
+    FakeMetrics,
+    FakeRegistry,
+    FakeRuntime,
+    FakeWorkloads,
+    policy_dict,
+)
+from tests.support.net import free_port
+from tests.support.policy_docs import dump
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import status_load
+
+__all__ = ["LoadRig", "Phase", "RigResult"]
+
+TOKEN = "load-rig-token-0123456789abcdef"
+_TICKS: list[tuple[float, float]] = []  # (end, seconds) of every policy tick, appended by the probe below
+_probe_lock = threading.Lock()
+
+
+def _install_tick_probe() -> None:
+    """Time PolicyRuntime.tick (the whole step: evaluate when due, advance every replica). A probe around
+    the unchanged method, installed before the daemon schedules its jobs."""
+    if getattr(PolicyRuntime.tick, "_timed", False):
+        return
+    original = PolicyRuntime.tick
+
+    def timed(self: PolicyRuntime, **kw: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            original(self, **kw)
+        finally:
+            with _probe_lock:
+                _TICKS.append((time.monotonic(), time.perf_counter() - t0))
+
+    timed._timed = True  # type: ignore[attr-defined]
+    PolicyRuntime.tick = timed  # type: ignore[method-assign]
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    ticks: list[float] = field(default_factory=list)
+    rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    errors: int = 0
+
+    @property
+    def tick_median_ms(self) -> float:
+        return 1000 * statistics.median(self.ticks) if self.ticks else float("nan")
+
+    @property
+    def tick_mean_ms(self) -> float:
+        return 1000 * statistics.fmean(self.ticks) if self.ticks else float("nan")
+
+
+@dataclass
+class RigResult:
+    replicas: int
+    instances: int
+    phases: list[Phase]
+
+    @property
+    def ratio(self) -> float:
+        """Median tick under load over the mean of the two quiet phases' medians."""
+        quiet = [p.tick_median_ms for p in self.phases if p.name.startswith("quiet")]
+        loaded = [p.tick_median_ms for p in self.phases if p.name == "loaded"]
+        return loaded[0] / statistics.fmean(quiet)
+
+
+class LoadRig:
+    def __init__(self, replicas: int, *, step: float = 1.0, root: Path | None = None) -> None:
+        self.replicas, self.step = replicas, step
+        self.root = root or Path(tempfile.mkdtemp(prefix="burst-loadrig-"))
+        self.emulator = EcsEmulator(access_keys={"rig": "rig-secret-0123"},
+                                    config=EcsConfig(boot_delay=0.5, address_pool="127.0.2.0/24"
+                                                     if replicas <= 250 else "127.2.0.0/16"))
+        self.daemon: Daemon | None = None
+        self.server: StatusServer | None = None
+        self.store: StateStore | None = None
+        self.url = ""
+
+    def start(self) -> LoadRig:
+        _install_tick_probe()
+        self.emulator.start()
+        compute = EcsComputePool(EcsPoolSettings(api=EcsApiSettings(
+            region="cn-hangzhou", credentials=StaticCredentials(CloudCredentials("rig", "rig-secret-0123", source="rig")),
+            endpoint=self.emulator.url, backoff_base=0.05, backoff_cap=0.5, rng=random.Random(1)),
+            docker_endpoint_template=self.emulator.docker_endpoint))
+        metrics, lb = FakeMetrics(), FakeLB()
+        metrics.value = 1000.0  # far above scale_out_above: the policy wants its maximum and keeps it
+        edges = Edges(compute=compute, registry=FakeRegistry(), runtime=FakeRuntime(), workloads=FakeWorkloads(),
+                      health=FakeHealth(), load_balancer=lambda p: lb, metrics=lambda p: metrics, close=compute.close)
+        policies = self.root / "policies"
+        policies.mkdir(parents=True, exist_ok=True)
+        n = self.replicas
+        (policies / "web.yaml").write_text(dump(policy_dict(
+            "web", strategy={"type": "threshold", "scale_out_above": 75, "scale_in_below": 40, "sustained_out": "0s",
+                             "sustained_in": "0s", "step_out": n, "step_in": 1},
+            replicas={"min": 0, "max": n, "max_step_up": n, "max_step_down": 1},
+            cooldown={"scale_out": "1s", "scale_in": "1h"},
+            budget={"max_per_hour": 1.0 * n, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})))
+        self.store = StateStore(sqlite_url(self.root / "state.db"))
+        options = LoopOptions(controller_id="rig", sample_interval=1.0, evaluate_interval=2.0, step_interval=self.step,
+                              reconcile_interval=10.0, replicate_interval=600.0, gc_interval=600.0)
+        self.daemon = Daemon(options=options, store=self.store, edges=edges, policies_dir=policies)
+        self.daemon.start()
+        port = free_port()
+        self.server = StatusServer(create_app(self.daemon, TOKEN), "127.0.0.1", port)
+        self.server.start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def serving(self) -> int:
+        assert self.store is not None
+        return sum(r.state == "serving" for r in self.store.live_replicas("web"))
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.serving() < self.replicas:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.serving()}/{self.replicas} replicas serving after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def measure(self, seconds: float, clients: int, concurrency: int, mix: str = "mixed") -> RigResult:
+        """quiet, loaded, quiet: tick times in each; request rate and latency in the loaded one."""
+        phases = [Phase("quiet-1", seconds), Phase("loaded", seconds), Phase("quiet-2", seconds)]
+        httpx.get(f"{self.url}/v1/status", timeout=30, trust_env=False)  # warm
+        ctx = mp.get_context("spawn")
+        paths = [p.replace("/v1/policies/p3", "/v1/policies/web") for p in status_load.MIXES[mix]]
+        for phase in phases:
+            t0 = time.monotonic()
+            if phase.name == "loaded":
+                args = _Args(seconds=seconds, clients=clients, concurrency=concurrency)
+                phase.rate, phase.p50_ms, phase.p99_ms, _, phase.requests, phase.errors = status_load._phase(
+                    ctx, self.url, paths, args)
+            else:
+                time.sleep(seconds)
+            t1 = time.monotonic()
+            with _probe_lock:
+                phase.ticks = [s for end, s in _TICKS if t0 + 0.5 < end <= t1]  # skip a tick begun before
+        return RigResult(self.replicas, len(self.emulator.live_instances()), phases)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.daemon is not None:
+            self.daemon.stop(timeout=30)
+            self.daemon.edges.close()
+        if self.store is not None:
+            self.store.close()
+        self.emulator.stop()
+
+
+@dataclass
+class _Args:
+    seconds: float
+    clients: int
+    concurrency: int
