@@ -17,7 +17,7 @@ from controller.errors import BurstError, NotFoundError
 from controller.lifecycle import server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
 from controller.state import StateStore
-from controller.state_models import InstanceRow, IntentKind, IntentState, Replica, ReplicaState
+from controller.state_models import InstanceRow, IntentKind, IntentState, ReplicaState
 from controller.tick import PolicyRuntime
 
 __all__ = ["ReconcileReport", "Reconciler"]
@@ -71,12 +71,9 @@ class Reconciler:
             else:
                 self._unknown(inst, report)
         self._vanished([i for i in known if i not in seen], report)
-        by_policy: dict[str, list[Replica]] = {}
-        for r in self.store.live_replicas():  # SCALE-HA: one query, not one per policy
-            by_policy.setdefault(r.policy, []).append(r)
         for runtime in list(runtimes.values()):
             try:
-                self._servers(runtime, report, by_policy.get(runtime.name, []))
+                self._servers(runtime, report)
             except BurstError as exc:
                 runtime.error(f"reconcile load balancer: {exc}")
         for gone in [i for i in self._first_seen if i not in seen]:
@@ -159,17 +156,23 @@ class Reconciler:
 
     # ------------------------------------------------------------------ load balancer
 
-    def _servers(self, runtime: PolicyRuntime, report: ReconcileReport, live: list[Replica]) -> None:
+    def _servers(self, runtime: PolicyRuntime, report: ReconcileReport) -> None:
         policy = runtime.policy
         lb = runtime.load_balancer()
         backend = str(policy.traffic.haproxy.backend) if policy.traffic.haproxy else \
             str(policy.traffic.slb.load_balancer_id)
         prefix = server_name(self.options.controller_id, runtime.name, "")
-        replicas = {r.server_name: r for r in live if r.server_name}
+        # The load balancer first, the journal after: the loop adds a server only once its replica is
+        # HEALTHY in the journal, so every server listed here has its replica at least HEALTHY below. Read
+        # the other way round, a replica admitted in between looked serverless and lost its server (seen).
         present = {s.name for s in lb.list(backend)}
+        live = self.store.live_replicas(runtime.name)
+        replicas = {r.server_name: r for r in live if r.server_name}
+        admitting = {server_name(self.options.controller_id, runtime.name, r.id) for r in live
+                     if r.state == S.HEALTHY}  # added to the LB, the journal not yet told
         for name in present:
-            if name.startswith(prefix) and (name not in replicas or replicas[name].state not in
-                                            (S.SERVING, S.DRAINING)):
+            if name.startswith(prefix) and name not in admitting and (
+                    name not in replicas or replicas[name].state not in (S.SERVING, S.DRAINING)):
                 try:
                     lb.remove(backend, name)
                 except NotFoundError:

@@ -72,10 +72,10 @@ def test_renew_extends_only_the_holders_lease(migrated: str, tables: list[LeaseT
 
 def test_expired_lease_is_taken_over_with_a_new_epoch(migrated: str, tables: list[LeaseTable]) -> None:
     a, b = table(tables, migrated), table(tables, migrated)
-    first = a.try_acquire("a", ttl=0.3)
+    first = a.try_acquire("a", ttl=1.5)
     assert first is not None
     assert b.try_acquire("b", ttl=5) is None
-    time.sleep(0.4)
+    time.sleep(1.6)
     taken = b.try_acquire("b", ttl=5)
     assert taken is not None and taken.holder == "b" and taken.epoch == first.epoch + 1
     assert a.renew("a", first.epoch, ttl=5) is None  # the old leader learns it lost
