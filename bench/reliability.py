@@ -17,12 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _table(rows: list[dict]) -> str:
-    by = {}
+def _table(rows: list[dict[str, Any]]) -> str:
+    by: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by.setdefault(row["part"], []).append(row)
     out = ["| part | tried | held |", "|---|---|---|"]
@@ -85,7 +86,8 @@ def main() -> int:
     report = Path(tempfile.mkstemp(prefix="reliability-", suffix=".jsonl")[1])
     env = {**os.environ, "RELIABILITY_REPORT": str(report), "RELIABILITY_SEED": str(args.seed),
            "RELIABILITY_CRASH_POINTS": str(args.crash_points), "RELIABILITY_FUZZ_POLICIES": str(args.fuzz),
-           "RELIABILITY_FUZZ_CONFIGS": str(args.fuzz), "RELIABILITY_SCHEMA_EXAMPLES": str(args.schema_examples)}
+           "RELIABILITY_FUZZ_CONFIGS": str(args.fuzz),
+           "RELIABILITY_FUZZ_CONFIGS_SEEDED": str(args.fuzz), "RELIABILITY_SCHEMA_EXAMPLES": str(args.schema_examples)}
     started = time.monotonic()
     tests = subprocess.run([sys.executable, "-m", "pytest", "tests/reliability", "-q", "-s", "-p", "no:cacheprovider",
                             "--timeout", "7200", *args.pytest_args], cwd=ROOT, env=env, check=False)

@@ -1,7 +1,7 @@
 """Bad input, property-based (hypothesis): generated policy files (the POLICY-MODEL engineer's generators in
 tests/support/policy_docs.py) and generated controller configs (tests/reliability/config_docs.py) give only
 clean FILE:LINE:COL problems, never an exception, and no document takes more than a few seconds (a hang
-fails the hypothesis deadline). CI runs 200 + 375 documents; bench/reliability.py runs 10,000 of each
+fails the hypothesis deadline). CI runs 150 + 250 documents; bench/reliability.py runs 10,000 of each
 (RELIABILITY_FUZZ_POLICIES, RELIABILITY_FUZZ_CONFIGS)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from policies.loader import load_policy_text
 from tests.reliability.config_docs import check_config, generated_config
-from tests.reliability.harness import count, record
+from tests.reliability.harness import count, record, rng_for
 from tests.support.policy_docs import check_result, generated_document
 
-POLICIES = count("fuzz_policies", 200)
-CONFIGS = count("fuzz_configs", 300)
+POLICIES = count("fuzz_policies", 150)
+CONFIGS = count("fuzz_configs", 200)
 DEADLINE_MS = 5000  # per document: a hang (or a pathological slow path) fails the test
 
 
@@ -64,6 +64,25 @@ def test_generated_controller_configs_give_only_located_problems(rng) -> None:  
 @given(st.text(max_size=400))
 def test_any_text_as_controller_config_gives_only_located_problems(text: str) -> None:
     _configs.timed(check_config, text)
+
+
+def test_seeded_controller_configs_give_only_located_problems() -> None:
+    """The same generator from a seeded RNG, an exact count (hypothesis stops early when its choices repeat;
+    this loop guarantees the full run's 10,000): RELIABILITY_FUZZ_CONFIGS_SEEDED."""
+    rng = rng_for("configs")
+    n = count("fuzz_configs_seeded", 100)
+    before = Counter(_configs.outcomes)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        text = generated_config(rng)
+        try:
+            _configs.timed(check_config, text)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\ninput:\n{text}") from None
+    assert _configs.slowest < DEADLINE_MS / 1000, f"a document took {_configs.slowest:.1f}s"
+    seen = _configs.outcomes - before
+    print(f"seeded configs: {n} documents, {seen['valid']} valid, {seen['rejected']} rejected with located problems, "
+          f"0 exceptions, {time.perf_counter() - t0:.0f}s, slowest {1000 * _configs.slowest:.0f} ms")
 
 
 def test_the_generators_reach_both_outcomes() -> None:
