@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN_DIR=${BURST_RUN_DIR:-/var/lib/burst-controller-dev}
 PKI_DIR="$RUN_DIR/pki"
-STARTED="$RUN_DIR/started"
+# What THIS invocation started (test.sh/quickstart.sh pass their own file), so a stop never takes down
+# services someone else started (a developer's running dockerd, another test run's PostgreSQL).
+STARTED=${BURST_SERVICES_STARTED:-$RUN_DIR/started}
 DOCKER_TLS_ADDR=127.0.0.1:2376
 PKGS=(docker.io containerd runc iptables docker-registry skopeo haproxy busybox-static openssl
       prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3)
@@ -27,12 +29,17 @@ install_pkgs() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's packages would start their own daemons (haproxy, prometheus, docker-registry...); the project
+    # runs its own instances on loopback. policy-rc.d is Debian's switch to keep postinst from starting them.
+    local added_policy="" rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+      as_root chmod +x /usr/sbin/policy-rc.d; added_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    [ -n "$added_policy" ] && as_root rm -f /usr/sbin/policy-rc.d
+    return $rc
   fi
-  # Debian's packages try to start their own daemons; the project runs its own instances on loopback.
-  for svc in prometheus haproxy docker-registry; do
-    pkill -x "$svc" 2>/dev/null || true
-  done
 }
 
 burstctl() { "$ROOT/.venv/bin/burstctl" "$@"; }

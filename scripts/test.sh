@@ -5,6 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh || exit 1
+export BURST_SERVICES_STARTED; BURST_SERVICES_STARTED=$(mktemp)
 scripts/services.sh start || { scripts/services.sh stop; exit 1; }
 trap 'scripts/services.sh stop' EXIT
 eval "$(scripts/services.sh env | sed 's/^/export /')"
