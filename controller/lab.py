@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -40,7 +41,7 @@ LAB_LABEL = "io.burst-controller.lab"
 # busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
 # shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
 _WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
-                 "sleep 0.3\\necho served by $(hostname)\\n' > /www/cgi-bin/work && chmod +x /www/cgi-bin/work "
+                 "sleep 0.3\\necho served\\n' > /www/cgi-bin/work && chmod +x /www/cgi-bin/work "
                  "&& httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait")
 
 _HAPROXY = """\
@@ -51,6 +52,8 @@ global
 
 defaults
     mode http
+    log stdout format raw local0
+    option httplog
     timeout connect 2s
     timeout client 30s
     timeout server 30s
@@ -116,6 +119,9 @@ class Lab:
         self.status_port = 0
         self.token = uuid.uuid4().hex
         self.onprem_container: Any = None
+        # a loopback /24 of its own for the emulated nodes: other labs or tests on this machine use
+        # 127.0.1.x, and two nodes publishing on the same address and port would answer for each other
+        self.address_pool = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}.0/24"
 
     # ------------------------------------------------------------------ paths and coordinates
 
@@ -160,7 +166,8 @@ class Lab:
             ensure_busybox_image(self.docker, "local/busybox:1")
             say("starting the ECS emulator")
             self.emulator = EcsEmulator(config=EcsConfig(boot_delay=self.settings.boot_delay,
-                                                         docker_endpoint=self.settings.docker_tls_endpoint))
+                                                         docker_endpoint=self.settings.docker_tls_endpoint,
+                                                         address_pool=self.address_pool))
             self.emulator.start()
             say("starting the on-prem and cloud registries")
             for name in ("registry-onprem", "registry-cloud"):
