@@ -340,6 +340,7 @@ def load_config_text(text: str, filename: str = "<string>") -> ControllerConfig:
         lines: dict[str, tuple[int, int]] = {}
         for shown, where, anchor, message in located:
             pos = _position(doc, where, anchor)
+            message = message.replace("\r", "\\r").replace("\n", "\\n")  # one problem, one line
             line = redact(f"{filename}:{pos.line}:{pos.col}: {format_path(shown) or '(top level)'}: {message}")
             lines.setdefault(line, (pos.line, pos.col))
         ordered = sorted(lines, key=lambda text: lines[text])

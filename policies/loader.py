@@ -42,7 +42,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        # one problem, one line: a value quoted in the message may hold a newline (a YAML block scalar)
+        message = self.message.replace("\r", "\\r").replace("\n", "\\n")
+        return f"{where}: {self.path}: {message}" if self.path else f"{where}: {message}"
 
 
 @dataclass(slots=True)

@@ -42,6 +42,8 @@ _policies, _configs = Tally(), Tally()
 def _policy_outcome(text: str) -> str:
     result = load_policy_text(text, "fuzz.yaml")
     check_result(text, "fuzz.yaml", result)
+    for problem in result.problems:  # one problem, one line (a located line, never a continuation)
+        assert "\n" not in str(problem) and "\r" not in str(problem), str(problem)
     return "rejected" if result.problems else "valid"
 
 
