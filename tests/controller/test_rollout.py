@@ -108,12 +108,13 @@ def test_roll_forward_on_real_containers(haproxy, onprem, pushed_busybox, nodes,
         t.join()
 
     assert taken == 4
+    first, second = sorted(n.instance_id for n in node_list)  # roll_forward visits nodes in id order
     assert [(s.kind, s.node_id) for s in steps] == [
-        (StepKind.START, node_list[0].instance_id), (StepKind.DRAIN, node_list[0].instance_id),
-        (StepKind.START, node_list[1].instance_id), (StepKind.DRAIN, node_list[1].instance_id),
+        (StepKind.START, first), (StepKind.DRAIN, first),
+        (StepKind.START, second), (StepKind.DRAIN, second),
         (StepKind.DONE, None)]
-    assert [s.replica.name for s in steps if s.kind is StepKind.DRAIN] == [
-        replica_name("ctl-test", "web", "v1-0"), replica_name("ctl-test", "web", "v1-1")]
+    v1_name = {n.instance_id: replica_name("ctl-test", "web", f"v1-{i}") for i, n in enumerate(node_list)}
+    assert [s.replica.name for s in steps if s.kind is StepKind.DRAIN] == [v1_name[first], v1_name[second]]
     # no request failed, and the answers moved from 1 to 2
     assert seen and all(status == 200 for status, _ in seen), [s for s in seen if s[0] != 200][:5]
     versions = [body for _, body in seen]
