@@ -62,7 +62,8 @@ class PolicyRuntime:
         self.errors: deque[tuple[float, str]] = deque(maxlen=20)
         self.last_observation: Observation | None = None
         self.last_sample_at: float | None = None
-        self._history: deque[tuple[float, float]] = deque(maxlen=20000)
+        self._history: deque[tuple[float, float]] = deque(maxlen=200_000)
+        self._ready_history: deque[tuple[float, int]] = deque(maxlen=20_000)  # (at, serving) at each change
         self._workload: WorkloadSpec | None = None
         self._workload_at = 0.0
         self._workload_lock = threading.Lock()
@@ -164,9 +165,10 @@ class PolicyRuntime:
 
     def _load_history(self) -> None:
         try:
-            for s in self.store.samples(self.name, since=self.clock() - 86400.0):
+            for s in self.store.samples(self.name, since=self.clock() - self._span()):
                 if s.ok and s.value is not None:
                     self._history.append((s.at, s.value))
+                self._note_ready(s.at, s.replicas)
         except StateBusyError as exc:
             logger.warning("policy %s: history not loaded: %s", self.name, exc)
 
@@ -181,12 +183,29 @@ class PolicyRuntime:
         serving = len(self.store.replicas(self.name, [ReplicaState.SERVING]))
         self.store.record_sample(self.name, at=at, value=obs.value, ok=obs.usable, source=obs.source,
                                  error=obs.error, capacity=self._scale_line(), replicas=serving)
+        self._note_ready(at, serving)
         if obs.usable and obs.value is not None:
             self._history.append((at, obs.value))
+            horizon = at - self._span()
+            while self._history and self._history[0][0] < horizon:
+                self._history.popleft()
         else:
             self.error(f"metric {obs.source or self.policy.metric.source}: {obs.error or 'no value'}")
         self.last_observation, self.last_sample_at = obs, at
         return obs
+
+    def _span(self) -> float:
+        """Seconds of history the strategy reads (at least an hour, so the dashboard and smoothing have some)."""
+        try:
+            from policies.engine import history_span
+
+            return max(3600.0, history_span(self.policy))
+        except (ImportError, AttributeError, TypeError):
+            return 86400.0
+
+    def _note_ready(self, at: float, serving: int) -> None:
+        if not self._ready_history or self._ready_history[-1][1] != serving:
+            self._ready_history.append((at, serving))
 
     def _scale_line(self) -> float | None:
         """The level the strategy scales out at (threshold) or aims for (target, predictive): the line the
@@ -254,7 +273,8 @@ class PolicyRuntime:
                       draining=sum(r.state in LEAVING_STATES for r in replicas),
                       last_scale_out=ps.last_scale_out if ps else None,
                       last_scale_in=ps.last_scale_in if ps else None,
-                      launched_at=tuple(r.created_at for r in active), paused=paused)
+                      launched_at=tuple(r.created_at for r in active), paused=paused,
+                      ready_history=tuple(self._ready_history))
         return fleet, [ReplicaView(r.id, r.state, r.created_at) for r in active]
 
     def evaluate(self, now: float) -> None:
