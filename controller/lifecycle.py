@@ -128,8 +128,8 @@ class Lifecycle:
 
     def _node(self, r: Replica) -> Node | None:
         row = self.ctx.store.instance(r.instance_id) if r.instance_id else None
-        if row is None or not row.private_ip:
-            return None
+        if row is None or not row.private_ip or row.released_at is not None:
+            return None  # no node (yet), or it is gone: nothing to reach on it
         endpoint = row.docker_endpoint or self.ctx.edges.node_endpoint(
             Instance(id=row.id, state=InstanceState.RUNNING, instance_type=row.instance_type, zone=row.zone,
                      private_ip=row.private_ip, tags={}))
@@ -335,22 +335,28 @@ class Lifecycle:
     def _stopping(self, r: Replica) -> Replica:
         ctx = self.ctx
         node = self._node(r)
-        if r.container_id and node is not None:
-            intent = ctx.store.step_intent(r, IntentKind.STOP, target=r.container_id)
-            try:
-                ctx.edges.runtime.stop(node, r.container_id, str(ctx.policy.drain.signal),
-                                       float(ctx.policy.drain.stop_timeout))
-                ctx.edges.runtime.remove(node, r.container_id)
-            except NotFoundError:
-                pass
-            except TransientError as exc:
-                ctx.store.note_error(intent.id, str(exc))
-                if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + ctx.options.boot_timeout:
-                    raise
-                ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
-                          replica=r.id)
-            return ctx.store.complete(intent.id, to=S.RELEASING) or r
-        return ctx.store.transition(r.id, S.RELEASING)
+        if node is None:  # never got an address: no container can exist
+            return ctx.store.transition(r.id, S.RELEASING)
+        intent = ctx.store.step_intent(r, IntentKind.STOP, target=r.container_id or node.instance_id)
+        try:
+            # by id when known; otherwise by the replica label (a start whose outcome was never written)
+            ids = [r.container_id] if r.container_id else [
+                c.id for c in ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
+                if c.labels.get(LABEL_REPLICA) == r.id]
+            for container_id in ids:
+                try:
+                    ctx.edges.runtime.stop(node, container_id, str(ctx.policy.drain.signal),
+                                           float(ctx.policy.drain.stop_timeout))
+                    ctx.edges.runtime.remove(node, container_id)
+                except NotFoundError:
+                    pass
+        except TransientError as exc:
+            ctx.store.note_error(intent.id, str(exc))
+            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + ctx.options.boot_timeout:
+                raise
+            ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
+                      replica=r.id)
+        return ctx.store.complete(intent.id, to=S.RELEASING) or r
 
     def _releasing(self, r: Replica) -> Replica:
         ctx = self.ctx

@@ -289,3 +289,16 @@ def test_a_launch_that_keeps_failing_transiently_times_out(env: Env) -> None:
     gone = env.store.replica(r.id)
     assert gone is not None and gone.state == S.GONE and "ServiceUnavailable" in (gone.failure or "")
     assert env.world.compute.created == 0
+
+
+def test_a_container_started_without_its_outcome_is_still_stopped(env: Env) -> None:
+    env.world.health.healthy = False  # it never turns healthy: start timeout, then the stop path
+    env.want["n"] = 1
+    env.tick()
+    env.tick(dt=5)
+    [r] = env.store.live_replicas("web")
+    assert r.container_id
+    env.store.transition(r.id, None, container_id=None)  # as if the start's outcome was lost in a crash
+    env.tick(dt=31)
+    assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
+    assert env.world.runtime.containers == {}  # found by its replica label and removed
