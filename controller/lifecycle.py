@@ -139,6 +139,14 @@ class Lifecycle:
         traffic = self.ctx.policy.traffic
         return str(traffic.haproxy.backend) if traffic.haproxy is not None else str(traffic.slb.load_balancer_id)
 
+    def has_work(self, r: Replica) -> bool:
+        """Whether ``advance`` could do anything now; False only for a serving replica whose probe is not
+        due (PERF: the tick then spends no thread on it). Does not consume the probe's turn."""
+        if r.state != S.SERVING:
+            return True
+        last = self._last_probe.get(r.id)
+        return last is None or self.ctx.now() - last >= float(self.ctx.policy.workload.health.interval)
+
     def _probe_due(self, r: Replica) -> bool:
         interval = float(self.ctx.policy.workload.health.interval)
         last = self._last_probe.get(r.id)
