@@ -1,23 +1,24 @@
 """From a decision to steps: how many replicas to launch and which to drain, after the policy's bounds,
 step limits, cooldowns, minimum lifetime, the never-scale-in-on-missing-data rule and the budget guard.
-Called by the per-policy tick (controller/tick.py). Pure: the caller passes ``now`` and the fleet.
+Called by the per-policy tick (controller/tick.py). Pure: the caller passes ``now``, the fleet and a way to
+read the replicas' sessions (called only when a scale-in is planned). Which replicas go is
+``policies.scale_in.choose_scale_in``'s rule (one rule, one place; docs/replicas.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from controller.budget import Holding, check_launch
 from controller.state_models import ReplicaState
+from policies import scale_in
 from policies.types import Decision
 
 __all__ = ["Plan", "PlanInput", "ReplicaView", "plan"]
 
-# Cheapest to give up first: replicas not serving yet cost money but carry no traffic.
-_NOT_SERVING = (ReplicaState.PLANNED, ReplicaState.REPLICATING, ReplicaState.LAUNCHING,
-                ReplicaState.BOOTING, ReplicaState.STARTING, ReplicaState.HEALTHY)
+Sessions = Callable[[], Mapping[str, int]]  # replica id -> active sessions on its load-balancer server
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,8 @@ class PlanInput:
     # the count the last scaling action aimed at: launching back up to it replaces failed replicas,
     # which is not a new scale-out and does not wait for the cooldown
     target: int | None = None
+    # read only when a scale-in is planned (one load-balancer call); None or a missing id counts as 0
+    sessions: Sessions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +87,20 @@ def plan(policy: Any, pin: PlanInput) -> Plan:
         if wait > 0:
             return Plan(desired, 0, (), reason, held=f"scale-in cooldown: {wait:.0f}s left")
         count = min(actual - desired, int(policy.replicas.max_step_down))
-        not_serving = sorted((r for r in pin.active if r.state in _NOT_SERVING), key=lambda r: -r.created_at)
-        old_enough = sorted((r for r in pin.active if r.state not in _NOT_SERVING
-                             and pin.now - r.created_at >= float(policy.min_lifetime)),
-                            key=lambda r: -r.created_at)
-        eligible = not_serving + old_enough
-        victims = tuple(r.id for r in eligible[:count])
+        sessions = pin.sessions() if pin.sessions is not None else {}
+        candidates = [scale_in.ReplicaView(r.id, launched_at=r.created_at, sessions=int(sessions.get(r.id, 0)),
+                                           serving=r.state == ReplicaState.SERVING) for r in pin.active]
+        # the last serving replica stays while the cloud still carries traffic (desired > 0)
+        victims = scale_in.choose_scale_in(candidates, count, pin.now, float(policy.min_lifetime),
+                                           keep_serving=1 if desired > 0 else 0)
         held = None
-        if len(eligible) < actual - desired:
-            held = f"min_lifetime {policy.min_lifetime:g}s: {actual - len(eligible)} replica(s) too young"
-        elif count < actual - desired:
-            held = f"max_step_down {policy.replicas.max_step_down}"
+        if len(victims) < actual - desired:
+            young = sum(1 for r in pin.active if pin.now - r.created_at < float(policy.min_lifetime))
+            if len(victims) == count:
+                held = f"max_step_down {policy.replicas.max_step_down}"
+            elif young:
+                held = f"min_lifetime {policy.min_lifetime:g}s: {young} replica(s) too young"
+            else:
+                held = "keeping the last serving replica while the cloud carries traffic"
         return Plan(desired, 0, victims, reason, held=held)
     return Plan(desired, 0, (), reason)

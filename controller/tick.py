@@ -303,6 +303,17 @@ class PolicyRuntime:
                       ready_history=tuple(self._ready_history))
         return fleet, [ReplicaView(r.id, r.state, r.created_at) for r in active]
 
+    def sessions(self, live: list[Replica]) -> dict[str, int]:
+        """Active sessions per replica id, from ONE listing of the policy's backend (the planner asks only
+        when it plans a scale-in). An unreadable backend counts every replica as idle: the order then falls
+        back to the youngest first, and the drain itself still waits for sessions to reach zero."""
+        try:
+            servers = {s.name: s.sessions for s in self.load_balancer().list(self.lifecycle._backend())}
+        except BurstError as exc:
+            logger.warning("policy %s: sessions unreadable, scale-in ignores them: %s", self.name, exc)
+            return {}
+        return {r.id: int(servers.get(r.server_name, 0)) for r in live if r.server_name}
+
     def evaluate(self, now: float) -> list[Replica] | None:
         """Decide, plan and journal. Returns the live replicas it read when it changed none of them (the
         tick advances those without reading them again, PERF), else None."""
@@ -319,7 +330,8 @@ class PolicyRuntime:
         p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live), now=now,
                                         observation_ok=obs.usable, paused=paused, drain_all=drain_all,
                                         last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
-                                        target=ps.target if ps else None))
+                                        target=ps.target if ps else None,
+                                        sessions=lambda: self.sessions(live)))
         reason = p.reason + (f" (held: {p.held})" if p.held else "")
         direction = (Direction.OUT if p.launch else Direction.IN if p.drain else Direction.HOLD)
         self.store.record_decision(self.name, value=obs.value, desired=p.desired, actual=len(views),

@@ -5,6 +5,7 @@ real components in tests/adapters and by the end-to-end tests here). They count 
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,6 +131,7 @@ class FakeLB:
         self.servers: dict[tuple[str, str], Server] = {}
         self.sessions_of: dict[str, int] = {}
         self.adds = 0
+        self.lists = 0
 
     def add(self, backend: str, server: Server) -> None:
         self.adds += 1
@@ -148,7 +150,9 @@ class FakeLB:
         self.servers.pop((backend, name), None)
 
     def list(self, backend: str) -> list[Server]:
-        return [s for (b, _), s in self.servers.items() if b == backend]
+        self.lists += 1
+        return [replace(s, sessions=self.sessions_of.get(s.name, 0)) for (b, _), s in self.servers.items()
+                if b == backend]
 
     def close(self) -> None: ...
 

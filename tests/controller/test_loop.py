@@ -302,3 +302,27 @@ def test_a_container_started_without_its_outcome_is_still_stopped(env: Env) -> N
     env.tick(dt=31)
     assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
     assert env.world.runtime.containers == {}  # found by its replica label and removed
+
+
+def test_scale_in_drains_the_least_busy_replica_read_from_the_load_balancer(tmp_path) -> None:
+    env = make_env(tmp_path, replicas={"min": 0, "max": 4, "max_step_up": 2, "max_step_down": 2})
+    try:
+        env.want["n"] = 2
+        env.tick()
+        env.tick(dt=5)
+        env.tick(dt=1)
+        assert env.states() == [S.SERVING, S.SERVING]
+        # both launched at once: without sessions the tie goes to the lower id, so make that one busy
+        busy, idle = sorted(env.store.live_replicas("web"), key=lambda r: r.id)
+        env.world.lb.sessions_of[busy.server_name] = 4  # type: ignore[index]
+        lists = env.world.lb.lists
+        env.tick(dt=1)  # no scale-in planned: the backend is not listed for sessions
+        assert env.world.lb.lists == lists
+        env.want["n"] = 1
+        env.tick(dt=61)
+        # the least busy goes first (docs/replicas.md), read with one listing of the backend
+        assert env.store.replica(idle.id).state == S.DRAINING  # type: ignore[union-attr]
+        assert env.store.replica(busy.id).state == S.SERVING  # type: ignore[union-attr]
+        assert env.world.lb.lists == lists + 1
+    finally:
+        env.store.close()

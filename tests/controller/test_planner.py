@@ -45,11 +45,44 @@ def test_budget_limits_launches() -> None:
 
 
 def test_scale_in_prefers_replicas_not_serving_and_respects_min_lifetime() -> None:
-    p = make_policy(min_lifetime="300s")
-    active = views(("serving", 1000), ("serving", 100), ("booting", 20))
+    p = make_policy(min_lifetime="300s", replicas={"min": 0, "max": 4, "max_step_down": 4})
+    active = views(("serving", 1000), ("serving", 100), ("booting", 20), ("booting", 400))
     out = plan(p, pin(0, active, Direction.IN))
-    assert out.drain == ("r2", "r0")  # the booting one first, then the one old enough; r1 is too young
-    assert "min_lifetime" in (out.held or "")
+    # the booting one old enough first, then the serving one old enough; r1 and r2 are too young. (The
+    # planner's own rule used to drain r2 too: min_lifetime now binds replicas not serving yet as well, the
+    # order docs/replicas.md documents and policies.scale_in implements.)
+    assert out.drain == ("r3", "r0")
+    assert "min_lifetime" in (out.held or "") and "2 replica(s)" in (out.held or "")
+
+
+def test_scale_in_drains_the_least_busy_then_the_youngest() -> None:
+    p = make_policy(min_lifetime="60s", replicas={"min": 0, "max": 6, "max_step_down": 2})
+    active = views(("serving", 1000), ("serving", 900), ("serving", 800), ("serving", 700))
+    busy = {"r0": 0, "r1": 5, "r2": 1, "r3": 0}
+    calls: list[int] = []
+
+    def sessions() -> dict[str, int]:
+        calls.append(1)
+        return busy
+
+    out = plan(p, pin(1, active, Direction.IN, sessions=sessions))
+    assert out.drain == ("r3", "r0")  # both idle: the youngest first; r1 (5 sessions) and r2 (1) stay
+    assert "max_step_down" in (out.held or "") and calls == [1]
+    # no scale-in planned: the load balancer is not asked
+    plan(p, pin(4, active, Direction.HOLD, sessions=sessions))
+    assert calls == [1]
+
+
+def test_scale_in_keeps_the_last_serving_replica_while_the_cloud_carries_traffic() -> None:
+    p = make_policy(replicas={"min": 1, "max": 4, "max_step_down": 4})
+    active = views(("serving", 1000), ("starting", 900), ("serving", 800))
+    out = plan(p, pin(1, active, Direction.IN, sessions=lambda: {"r0": 3, "r2": 0}))
+    assert out.drain == ("r1", "r2")  # not serving first, then the idle one; r0 carries the traffic
+    out = plan(p, pin(1, views(("serving", 1000), ("serving", 800)), Direction.IN))
+    assert out.drain == ("r1",)
+    # scaling to zero: the last serving replica goes too
+    p0 = make_policy(replicas={"min": 0, "max": 4, "max_step_down": 4})
+    assert set(plan(p0, pin(0, active, Direction.IN)).drain) == {"r0", "r1", "r2"}
 
 
 def test_never_scale_in_on_missing_data() -> None:
