@@ -17,7 +17,7 @@ from controller.errors import BurstError, NotFoundError
 from controller.lifecycle import server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
 from controller.state import StateStore
-from controller.state_models import InstanceRow, IntentKind, IntentState, ReplicaState
+from controller.state_models import InstanceRow, IntentKind, IntentState, Replica, ReplicaState
 from controller.tick import PolicyRuntime
 
 __all__ = ["ReconcileReport", "Reconciler"]
@@ -71,9 +71,22 @@ class Reconciler:
             else:
                 self._unknown(inst, report)
         self._vanished([i for i in known if i not in seen], report)
+        # PERF: every policy's load balancer is listed first, then the live replicas of all policies are read
+        # in ONE query (was one per policy), and each policy is compared; the order stays LB first, journal
+        # after (see _servers)
+        listed: list[tuple[PolicyRuntime, str, set[str], float]] = []
         for runtime in list(runtimes.values()):
             try:
-                self._servers(runtime, report)
+                listed.append(self._listing(runtime))
+            except BurstError as exc:
+                runtime.error(f"reconcile load balancer: {exc}")
+        live_by_policy: dict[str, list[Replica]] = {}
+        if listed:
+            for r in self.store.live_replicas():
+                live_by_policy.setdefault(r.policy, []).append(r)
+        for runtime, backend, present, listed_at in listed:
+            try:
+                self._servers(runtime, backend, present, listed_at, live_by_policy.get(runtime.name, []), report)
             except BurstError as exc:
                 runtime.error(f"reconcile load balancer: {exc}")
         for gone in [i for i in self._first_seen if i not in seen]:
@@ -156,22 +169,30 @@ class Reconciler:
 
     # ------------------------------------------------------------------ load balancer
 
-    def _servers(self, runtime: PolicyRuntime, report: ReconcileReport) -> None:
+    def _listing(self, runtime: PolicyRuntime) -> tuple[PolicyRuntime, str, set[str], float]:
+        """The policy's servers as its load balancer lists them now, and when that was."""
         policy = runtime.policy
-        lb = runtime.load_balancer()
         backend = str(policy.traffic.haproxy.backend) if policy.traffic.haproxy else \
             str(policy.traffic.slb.load_balancer_id)
+        listed_at = self.clock()
+        return runtime, backend, {s.name for s in runtime.load_balancer().list(backend)}, listed_at
+
+    def _servers(self, runtime: PolicyRuntime, backend: str, present: set[str], listed_at: float,
+                 live: list[Replica], report: ReconcileReport) -> None:
+        lb = runtime.load_balancer()
         prefix = server_name(self.options.controller_id, runtime.name, "")
         # The load balancer first, the journal after: the loop adds a server only once its replica is
         # HEALTHY in the journal, so every server listed here has its replica at least HEALTHY below. Read
         # the other way round, a replica admitted in between looked serverless and lost its server (seen).
-        present = {s.name for s in lb.list(backend)}
-        live = self.store.live_replicas(runtime.name)
         replicas = {r.server_name: r for r in live if r.server_name}
         admitting = {server_name(self.options.controller_id, runtime.name, r.id) for r in live
                      if r.state == S.HEALTHY}  # added to the LB, the journal not yet told
+        # A replica whose state changed after the listing is left alone until the next reconcile: the
+        # listing is older than what the journal says about it (admitted or removed in between).
+        moved = {r.server_name or server_name(self.options.controller_id, runtime.name, r.id) for r in live
+                 if r.state_since > listed_at}
         for name in present:
-            if name.startswith(prefix) and name not in admitting and (
+            if name.startswith(prefix) and name not in admitting and name not in moved and (
                     name not in replicas or replicas[name].state not in (S.SERVING, S.DRAINING)):
                 try:
                     lb.remove(backend, name)
@@ -181,7 +202,7 @@ class Reconciler:
                 self._event("server-removed", f"removed load-balancer server {name}: no replica serves behind it",
                             runtime.name, server=name)
         for name, r in replicas.items():
-            if r.state == S.SERVING and name not in present and r.address and r.port:
+            if r.state == S.SERVING and name not in present and name not in moved and r.address and r.port:
                 lb.add(backend, Server(name=name, address=r.address, port=int(r.port),
                                        instance_id=r.instance_id or ""))
                 report.servers_restored.append(name)
