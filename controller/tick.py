@@ -19,6 +19,7 @@ from controller.errors import BurstError, StateBusyError
 from controller.lifecycle import Lifecycle
 from controller.planner import PlanInput, ReplicaView, plan
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
+from controller.service import register_secret
 from controller.state import StateStore
 from controller.state_models import (
     ACTIVE_STATES,
@@ -148,6 +149,8 @@ class PolicyRuntime:
         platforms = tuple(self.policy.workload.platforms) or None
         result = self.edges.registry.replicate(src, dst, platforms)
         spec = self.edges.workloads.capture(self.policy, f"{dst}@{result.digest}")
+        for key in spec.secret_env:  # before anything could log the spec: redacted from every log line
+            register_secret(spec.env.get(key))
         self.event("replicate", f"image {src} -> {dst}@{result.digest[:19]} ({result.copied_blobs} blobs copied, "
                    f"{result.skipped_blobs} present, {result.seconds:.2f}s)", digest=result.digest)
         return spec

@@ -326,3 +326,20 @@ def test_scale_in_drains_the_least_busy_replica_read_from_the_load_balancer(tmp_
         assert env.world.lb.lists == lists + 1
     finally:
         env.store.close()
+
+
+def test_captured_secret_env_values_are_registered_for_redaction(env: Env, monkeypatch) -> None:
+    from controller import service
+    from controller.ports import WorkloadSpec
+
+    secret = "s3cr3t-value-of-the-workload"
+    spec = WorkloadSpec(image="127.0.0.1:5002/team/web@sha256:" + "b" * 64, env={"TOKEN": secret, "PLAIN": "visible"},
+                        secret_env=frozenset({"TOKEN"}), spec_hash="hash2")
+    monkeypatch.setattr(env.world.edges.workloads, "capture", lambda policy, image: spec)
+    service.forget_secrets()
+    try:
+        assert service.redact(f"env TOKEN={secret}") == f"env TOKEN={secret}"
+        assert env.rt.workload() is spec
+        assert service.redact(f"env TOKEN={secret} PLAIN=visible") == "env TOKEN=*** PLAIN=visible"
+    finally:
+        service.forget_secrets()
