@@ -121,6 +121,23 @@ def _node_endpoint(value: str) -> str:
     return value
 
 
+def _cidr(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a network in CIDR notation (e.g. 10.0.1.0/24)") from None
+    if "/" not in value:
+        raise ValueError(f"'{value}' is an address, not a network: write the VSwitch CIDR, e.g. {net.supernet(8)}")
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:  # host bits set: almost always a typo for the VSwitch's network
+        raise ValueError(f"'{value}' has host bits set: did you mean {net}?") from None
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
 def _controller_id(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", value):
         raise ValueError(f"'{value}' is not a valid controller id: 1 to 32 lowercase letters, digits and dashes "
@@ -195,6 +212,10 @@ class CloudConfig(_Section):
     endpoint: HttpUrl | None = Field(default=None, description="ECS API endpoint; null = the real API")
     credentials: Credentials = EnvCredentials(source="env")
     node_docker_endpoint: Annotated[str, AfterValidator(_node_endpoint)] = "tcp://{private_ip}:2376"
+    node_networks: tuple[Cidr, ...] = Field(
+        default=(),
+        description="CIDRs of the policies' VSwitches: the node bootstrap's server certificate names their "
+                    "addresses; empty = no bootstrap user data (the emulator, or an image with Docker TLS baked in)")
 
 
 class NoAuth(_Section):

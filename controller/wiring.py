@@ -175,7 +175,7 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
 def _user_data(cfg: Any) -> Any:
     """Cloud-init for real nodes (Docker Engine with a short-lived server certificate from the controller's
     CA), when the config names the networks node addresses come from; the emulator needs none."""
-    networks = tuple(getattr(cfg.cloud, "node_networks", None) or ())
+    networks = tuple(cfg.cloud.node_networks)
     if not networks:
         return lambda policy, replica_id: ""
     bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),

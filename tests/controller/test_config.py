@@ -50,6 +50,9 @@ def test_example_config_loads_with_the_contract_fields() -> None:
 
 def test_minimal_config_gets_defaults() -> None:
     cfg = load_config_text("controller_id: edge-1\n")
+    assert cfg.cloud.node_networks == ()  # no bootstrap user data unless the VSwitch networks are named
+    cfg = load_config_text("controller_id: edge-1\ncloud:\n  node_networks: [10.0.1.0/24, 'fd00:1::/120']\n")
+    assert cfg.cloud.node_networks == ("10.0.1.0/24", "fd00:1::/120")
     assert cfg.status.listen == "127.0.0.1:9180"  # loopback unless configured otherwise
     assert cfg.intervals.evaluate == 30.0 and cfg.timeouts.boot == 600.0
 
@@ -104,6 +107,12 @@ def test_every_problem_at_its_line_and_column() -> None:
     ("controller_id: x\nstate_dir: var/lib\n", "c.yaml:2:12: state_dir: 'var/lib' must be an absolute path"),
     ("controller_id: x\ncloud: {node_docker_endpoint: 'tcp://{ip}:2376'}\n",
      "c.yaml:2:31: cloud.node_docker_endpoint: 'tcp://{ip}:2376': unknown placeholder {ip}"),
+    ("controller_id: x\ncloud: {node_networks: [10.0.1.0/24, 10.0.2.7/24]}\n",
+     "c.yaml:2:38: cloud.node_networks[1]: '10.0.2.7/24' has host bits set: did you mean 10.0.2.0/24?"),
+    ("controller_id: x\ncloud: {node_networks: [vsw-abc]}\n",
+     "c.yaml:2:25: cloud.node_networks[0]: 'vsw-abc' is not a network in CIDR notation"),
+    ("controller_id: x\ncloud: {node_networks: [10.0.1.5]}\n",
+     "c.yaml:2:25: cloud.node_networks[0]: '10.0.1.5' is an address, not a network"),
     ("controller_id: x\nstatus: {listen: 'example.com:80'}\n",
      "c.yaml:2:18: status.listen: 'example.com:80': listen on an IP address"),
 ])
