@@ -5,9 +5,11 @@ that names concrete adapters. Used by ``burstctl run`` and ``burstctl demo``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adapters.acr import AcrTokenCredentials
 from adapters.bootstrap import BootstrapSettings, NodeBootstrap
 from adapters.credentials import CredentialsProvider, resolve_credentials
 from adapters.dockerclient import docker_client
@@ -21,7 +23,7 @@ from adapters.metrics_prometheus import PrometheusMetricsSource
 from adapters.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority, TlsFiles
 from adapters.registry import RegistryOptions
-from adapters.registryauth import Credentials, StaticCredentials
+from adapters.registryauth import Credentials, CredentialSource, StaticCredentials
 from adapters.replication import Replicator
 from adapters.slb import SlbLoadBalancer, SlbSettings
 from adapters.workload import DockerWorkloadCapture, selection_from_policy
@@ -30,6 +32,7 @@ from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
 from controller.errors import ConfigError
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
+from controller.service import register_secret
 from controller.state import StateStore
 
 __all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
@@ -115,20 +118,32 @@ def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
     return build
 
 
-def _registry_credentials(cfg: Any) -> tuple[StaticCredentials, dict[str, tuple[str, str]]]:
-    creds = StaticCredentials()
-    pairs: dict[str, tuple[str, str]] = {}
+RegistryPairs = dict[str, tuple[str, str]]
+
+
+def _registry_credentials(cfg: Any, provider: CredentialsProvider
+                          ) -> tuple[CredentialSource, RegistryPairs | Callable[[], RegistryPairs] | None]:
+    """The cloud registry's credentials: for the replicator (a ``CredentialSource``) and for the nodes' pulls
+    (host -> (username, password), or a callable giving the current ones: ACR tokens expire)."""
     auth = cfg.cloud_registry.auth
+    host = cfg.cloud_registry.url.split("/", 1)[0]
     if auth.type == "basic":
         # the config's reader: refuses a file others can read, honours systemd's LoadCredential, and
         # registers the password for log redaction (RELIABILITY: a 0644 file used to be accepted)
         password = registry_password(cfg) or ""
-        host = cfg.cloud_registry.url.split("/", 1)[0]
-        creds.add(host, Credentials(auth.username, password))
-        pairs[host] = (auth.username, password)
-    elif auth.type == "acr":
-        raise ConfigError("cloud_registry.auth.type acr is not wired in this build; use basic or none")
-    return creds, pairs
+        return StaticCredentials({host: Credentials(auth.username, password)}), {host: (auth.username, password)}
+    if auth.type == "acr":
+        # a temporary login from GetAuthorizationToken (docs/replication.md), fetched again before it expires;
+        # the ACR API is reached at cloud.endpoint when one is set (the emulator), like ECS and SLB
+        acr = AcrTokenCredentials(auth.instance_id, cfg.cloud.region, [host], provider,
+                                  endpoint=cfg.cloud.endpoint, fallback=StaticCredentials())
+
+        def current() -> RegistryPairs:
+            token = acr.token().credentials  # cached; a node pull always gets one that is still valid
+            register_secret(token.password)
+            return {host: (token.username, token.password)}
+        return acr, current
+    return StaticCredentials(), None
 
 
 def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> Edges:
@@ -139,7 +154,7 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
     compute = EcsComputePool(EcsPoolSettings(
         api=EcsApiSettings(region=cfg.cloud.region, credentials=provider, endpoint=cfg.cloud.endpoint),
         docker_endpoint_template=cfg.cloud.node_docker_endpoint))
-    reg_creds, reg_pairs = _registry_credentials(cfg)
+    reg_creds, reg_pairs = _registry_credentials(cfg, provider)
     insecure = {cfg.cloud_registry.url.split("/", 1)[0]} if cfg.cloud_registry.insecure else set()
     if cfg.onprem.registry:
         insecure.add(cfg.onprem.registry)
@@ -151,7 +166,7 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
     registry = Replicator(RegistryOptions(credentials=reg_creds, insecure_hosts=frozenset(insecure)),
                           docker_factory=lambda: docker_client(onprem_host, onprem_tls if onprem_host.startswith("tcp")
                                                                else None))
-    runtime = DockerNodeRuntime(tls, registry_auth=reg_pairs or None)
+    runtime = DockerNodeRuntime(tls, registry_auth=reg_pairs)
     capture = DockerWorkloadCapture(tls=onprem_tls)
     template = cfg.cloud.node_docker_endpoint
 
