@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, text
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:////var/lib/burst-controller/state.db"
 FenceHook = Callable[[Session], "int | None"]
+
+
+# PERF: the hottest read (every policy's tick) built once: no statement construction and no expanding IN per
+# call (about half of an idle tick's cost); "not gone" is the live states of ReplicaState
+_LIVE_OF_POLICY = (select(Replica).where(Replica.policy == bindparam("policy"), Replica.state != ReplicaState.GONE)
+                   .order_by(col(Replica.created_at)))
 
 
 def new_id(prefix: str = "") -> str:
@@ -317,6 +323,9 @@ class StateStore:
                                     .where(Replica.policy == policy, Replica.state == str(state))).scalar_one())
 
     def live_replicas(self, policy: str | None = None) -> list[Replica]:
+        if policy is not None:
+            with self._read() as s:
+                return list(s.exec(_LIVE_OF_POLICY, params={"policy": policy}))
         return self.replicas(policy, [st for st in ReplicaState if st != ReplicaState.GONE])
 
     def intent(self, intent_id: str) -> Intent | None:
@@ -394,7 +403,12 @@ class StateStore:
                 rows, self._hist, upto = self._hist, [], self._hist_seq
             try:
                 with self._write(durable=False) as (s, _):
-                    s.add_all(rows)
+                    # PERF: a Core INSERT per table (executemany), not an ORM flush of each object
+                    for model in {type(row) for row in rows}:
+                        table = model.__table__
+                        names = [c.name for c in table.columns if c.name != "id"]
+                        s.connection().execute(insert(table), [{n: getattr(row, n) for n in names}
+                                                               for row in rows if type(row) is model])
             except FencedError:
                 raise  # no longer the leader: these rows are dropped, never written under a later epoch
             except BaseException:
