@@ -52,6 +52,12 @@ FenceHook = Callable[[Session], "int | None"]
 # call (about half of an idle tick's cost); "not gone" is the live states of ReplicaState
 _LIVE_OF_POLICY = (select(Replica).where(Replica.policy == bindparam("policy"), Replica.state != ReplicaState.GONE)
                    .order_by(col(Replica.created_at)))
+_COUNT_IN_STATE = (select(func.count()).select_from(Replica)
+                   .where(Replica.policy == bindparam("policy"), Replica.state == bindparam("state")))
+_LIVE_INSTANCES_OF_POLICY = select(InstanceRow).where(InstanceRow.policy == bindparam("policy"),
+                                                      col(InstanceRow.released_at).is_(None))
+_INTENTS_OF_POLICY = (select(Intent).where(Intent.policy == bindparam("policy"), Intent.kind == bindparam("kind"),
+                                           Intent.state == bindparam("state")).order_by(col(Intent.created_at)))
 
 
 def new_id(prefix: str = "") -> str:
@@ -319,8 +325,7 @@ class StateStore:
     def count_replicas(self, policy: str, state: str) -> int:
         """How many of the policy's replicas are in ``state`` (PERF: a count, no rows built)."""
         with _translated(), self._reader.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(Replica)
-                                    .where(Replica.policy == policy, Replica.state == str(state))).scalar_one())
+            return int(conn.execute(_COUNT_IN_STATE, {"policy": policy, "state": str(state)}).scalar_one())
 
     def live_replicas(self, policy: str | None = None) -> list[Replica]:
         if policy is not None:
@@ -335,6 +340,9 @@ class StateStore:
     def intents(self, *, policy: str | None = None, replica_id: str | None = None, kind: str | None = None,
                 state: str | None = None) -> list[Intent]:
         with self._read() as s:
+            if policy is not None and kind is not None and state is not None and replica_id is None:
+                return list(s.exec(_INTENTS_OF_POLICY, params={"policy": policy, "kind": str(kind),
+                                                               "state": str(state)}))
             q = select(Intent).order_by(col(Intent.created_at))
             if policy is not None:
                 q = q.where(Intent.policy == policy)
@@ -375,6 +383,8 @@ class StateStore:
 
     def instances(self, policy: str | None = None, *, live: bool = True) -> list[InstanceRow]:
         with self._read() as s:
+            if policy is not None and live:
+                return list(s.exec(_LIVE_INSTANCES_OF_POLICY, params={"policy": policy}))
             q = select(InstanceRow)
             if policy is not None:
                 q = q.where(InstanceRow.policy == policy)
