@@ -16,7 +16,7 @@ from controller.state_models import ReplicaState
 from policies import scale_in
 from policies.types import Decision
 
-__all__ = ["Plan", "PlanInput", "ReplicaView", "plan"]
+__all__ = ["Plan", "PlanInput", "ReplicaView", "plan", "roll_surplus"]
 
 Sessions = Callable[[], Mapping[str, int]]  # replica id -> active sessions on its load-balancer server
 
@@ -26,6 +26,8 @@ class ReplicaView:
     id: str
     state: str
     created_at: float
+    # started with a spec whose hash differs from the workload's current one: a drift roll replaces it
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class PlanInput:
     target: int | None = None
     # read only when a scale-in is planned (one load-balancer call); None or a missing id counts as 0
     sessions: Sessions | None = None
+    spec_hash: str = ""  # the workload's current spec hash (named in roll reasons)
+    leaving: int = 0  # replicas draining/stopping/releasing (they still count against max and the budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +57,26 @@ class Plan:
     drain: tuple[str, ...]
     reason: str
     held: str | None = None  # why the plan does less than the decision asked (cooldown, budget, ...)
+    # a drift roll step (docs/daemon.md): a surge launch or the drain of a stale replica; not a scaling action,
+    # so it moves neither the cooldowns nor the target
+    roll: bool = False
 
 
 def _since(now: float, when: float | None) -> float:
     return float("inf") if when is None else now - when
 
 
+def roll_surplus(active: Sequence[ReplicaView], target: int | None) -> int:
+    """1 while a drift roll's surge replica is up beside the stale one it replaces (the fleet is one above
+    the count the last scaling aimed at); decisions and plans count the fleet without it."""
+    if target is None or not any(r.stale for r in active):
+        return 0
+    return 1 if len(active) > target else 0
+
+
 def plan(policy: Any, pin: PlanInput) -> Plan:
-    actual = len(pin.active)
+    surplus = roll_surplus(pin.active, pin.target)
+    actual = len(pin.active) - surplus
     if pin.drain_all:
         ids = tuple(r.id for r in pin.active)
         return Plan(0, 0, ids, "drain everything (policy removed or operator drain)")
@@ -103,4 +119,30 @@ def plan(policy: Any, pin: PlanInput) -> Plan:
             else:
                 held = "keeping the last serving replica while the cloud carries traffic"
         return Plan(desired, 0, victims, reason, held=held)
-    return Plan(desired, 0, (), reason)
+    return _roll(policy, pin, desired, surplus) or Plan(desired, 0, (), reason)
+
+
+def _roll(policy: Any, pin: PlanInput, desired: int, surplus: int) -> Plan | None:
+    """The next step of a drift roll, once the fleet is where the decision wants it: a surge of one with the
+    new spec; once every replica serves, the drain of one stale replica; at replicas.max or the budget,
+    the drain of one stale replica first (the repair launch then brings the new spec)."""
+    stale = [r for r in pin.active if r.stale]
+    if not stale:
+        return None
+    new = pin.spec_hash[:12]
+    if any(r.state != ReplicaState.SERVING for r in pin.active):
+        return Plan(desired, 0, (), pin.decision.reason, held=f"rolling to spec {new}: waiting for replicas to serve")
+    views = [scale_in.ReplicaView(r.id, launched_at=r.created_at) for r in stale]
+    sessions = pin.sessions() if pin.sessions is not None else {}
+    views = [scale_in.ReplicaView(v.id, v.launched_at, sessions=int(sessions.get(v.id, 0))) for v in views]
+    [victim] = scale_in.choose_scale_in(views, 1, pin.now, 0.0, keep_serving=0)
+    if surplus:
+        return Plan(desired, 0, (victim,), f"rolling replica {victim} to spec {new}: its replacement serves",
+                    roll=True)
+    if len(pin.active) < int(policy.replicas.max) and check_launch(policy, pin.holdings, 1).allowed >= 1:
+        return Plan(desired, 1, (), f"rolling replica {victim} to spec {new}: starting its replacement", roll=True)
+    if pin.leaving:  # a replica on its way out still holds a place under max/the budget: wait for it
+        return Plan(desired, 0, (), pin.decision.reason,
+                    held=f"rolling to spec {new}: waiting for a leaving replica to free its place")
+    return Plan(desired, 0, (victim,), f"rolling replica {victim} to spec {new}: at replicas.max or the budget, "
+                "draining it before its replacement starts", roll=True)

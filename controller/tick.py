@@ -17,7 +17,7 @@ from controller.budget import Holding, hourly_spend
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
 from controller.lifecycle import Lifecycle
-from controller.planner import PlanInput, ReplicaView, plan
+from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
 from controller.state import StateStore
@@ -298,13 +298,25 @@ class PolicyRuntime:
         replicas = self.store.live_replicas(self.name) if replicas is None else replicas
         active = [r for r in replicas if r.state in ACTIVE_STATES]
         ps = self.store.policy_state(self.name) if ps is None else ps
-        fleet = Fleet(active=len(active), ready=sum(r.state == ReplicaState.SERVING for r in active),
+        current = self.spec_hash()
+        views = [ReplicaView(r.id, r.state, r.created_at,
+                             stale=bool(current) and r.container_id is not None and r.spec_hash not in ("", current))
+                 for r in active]
+        # a drift roll's surge replica is not capacity the decision should count (docs/daemon.md)
+        surplus = roll_surplus(views, ps.target if ps else None)
+        fleet = Fleet(active=len(active) - surplus, ready=sum(r.state == ReplicaState.SERVING for r in active),
                       draining=sum(r.state in LEAVING_STATES for r in replicas),
                       last_scale_out=ps.last_scale_out if ps else None,
                       last_scale_in=ps.last_scale_in if ps else None,
                       launched_at=tuple(r.created_at for r in active), paused=paused,
                       ready_history=tuple(self._ready_history))
-        return fleet, [ReplicaView(r.id, r.state, r.created_at) for r in active]
+        return fleet, views
+
+    def spec_hash(self) -> str:
+        """The current workload's spec hash ("" before the first capture). Replicas started with another one
+        are rolled to it; a changed on-prem workload is seen at the next capture (the replicate job)."""
+        workload = self._workload
+        return workload.spec_hash if workload is not None else ""
 
     def sessions(self, live: list[Replica]) -> dict[str, int]:
         """Active sessions per replica id, from ONE listing of the policy's backend (the planner asks only
@@ -316,6 +328,16 @@ class PolicyRuntime:
             logger.warning("policy %s: sessions unreadable, scale-in ignores them: %s", self.name, exc)
             return {}
         return {r.id: int(servers.get(r.server_name, 0)) for r in live if r.server_name}
+
+    def _roll_step(self, p: Plan, value: float | None) -> None:
+        """Journal one drift-roll step: the surge replica (planned like any other; it starts with the current
+        spec) or the drain of one stale replica."""
+        if p.launch:
+            planned = self.store.plan_replicas(self.name, p.launch, spec_hash="", reason=p.reason)
+            self.event("roll", p.reason, replicas=[r.id for r, _ in planned], spec_hash=self.spec_hash(), value=value)
+        for rid in p.drain:
+            self.store.transition(rid, ReplicaState.DRAINING, reason=p.reason)
+            self.event("roll", p.reason, replicas=[rid], spec_hash=self.spec_hash(), value=value)
 
     def evaluate(self, now: float) -> list[Replica] | None:
         """Decide, plan and journal. Returns the live replicas it read when it changed none of them (the
@@ -334,14 +356,19 @@ class PolicyRuntime:
                                         observation_ok=obs.usable, paused=paused, drain_all=drain_all,
                                         last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
                                         target=ps.target if ps else None,
-                                        sessions=lambda: self.sessions(live)))
+                                        sessions=lambda: self.sessions(live), spec_hash=self.spec_hash(),
+                                        leaving=fleet.draining))
         reason = p.reason + (f" (held: {p.held})" if p.held else "")
         direction = (Direction.OUT if p.launch else Direction.IN if p.drain else Direction.HOLD)
         self.store.record_decision(self.name, value=obs.value, desired=p.desired, actual=len(views),
                                    direction=str(direction), reason=reason, details=dict(decision.details))
+        if p.roll:  # a replacement, not a scaling action: cooldowns and the target stay
+            self._roll_step(p, obs.value)
+            return None
+        actual = len(views) - roll_surplus(views, ps.target if ps else None)
         if p.launch:
             planned = self.store.plan_replicas(self.name, p.launch, spec_hash="", reason=p.reason)
-            self.store.save_policy(self.name, last_scale_out=now, target=len(views) + p.launch)
+            self.store.save_policy(self.name, last_scale_out=now, target=actual + p.launch)
             self.event("scale-out", f"launching {p.launch} replica(s) ({len(views)} -> {len(views) + p.launch}): "
                        f"{reason}", replicas=[r.id for r, _ in planned], value=obs.value)
         if p.drain:
@@ -350,7 +377,7 @@ class PolicyRuntime:
             if drain_all:
                 self.store.save_policy(self.name, target=0)
             else:
-                self.store.save_policy(self.name, last_scale_in=now, target=len(views) - len(p.drain))
+                self.store.save_policy(self.name, last_scale_in=now, target=max(0, actual - len(p.drain)))
             self.event("scale-in", f"draining {len(p.drain)} replica(s) ({len(views)} -> "
                        f"{len(views) - len(p.drain)}): {reason}", replicas=list(p.drain), value=obs.value)
         elif p.held and decision.direction != Direction.HOLD:

@@ -343,3 +343,37 @@ def test_captured_secret_env_values_are_registered_for_redaction(env: Env, monke
         assert service.redact(f"env TOKEN={secret} PLAIN=visible") == "env TOKEN=*** PLAIN=visible"
     finally:
         service.forget_secrets()
+
+
+def test_drift_rolls_every_replica_to_the_new_spec_one_at_a_time(tmp_path) -> None:
+    from controller.ports import WorkloadSpec
+
+    env = make_env(tmp_path, replicas={"min": 0, "max": 3, "max_step_up": 2, "max_step_down": 2})
+    try:
+        env.want["n"] = 2
+        for dt in (1, 5, 1):
+            env.tick(dt=dt)
+        assert env.states() == [S.SERVING, S.SERVING]
+        old = {r.id for r in env.store.live_replicas("web")}
+        assert {r.spec_hash for r in env.store.live_replicas("web")} == {"hash1"}
+        new = WorkloadSpec(image="127.0.0.1:5002/team/web@sha256:" + "c" * 64, env={"V": "2"}, spec_hash="hash2")
+        env.world.edges.workloads.capture = lambda policy, image: new  # type: ignore[method-assign]
+        env.rt.refresh_workload()  # what the replicate job does: the on-prem workload changed
+        serving_low = 2
+        for _ in range(40):
+            env.tick(dt=1)
+            live = env.store.live_replicas("web")
+            serving = [r for r in live if r.state == S.SERVING]
+            serving_low = min(serving_low, len(serving))
+            assert len([r for r in live if r.state in (S.PLANNED, S.REPLICATING, S.LAUNCHING, S.BOOTING, S.STARTING,
+                                                       S.HEALTHY, S.SERVING)]) <= 3  # a surge of one, within max
+            if len(serving) == 2 and all(r.spec_hash == "hash2" for r in live):
+                break
+        live = env.store.live_replicas("web")
+        assert [r.state for r in live] == [S.SERVING, S.SERVING] and {r.spec_hash for r in live} == {"hash2"}
+        assert not old & {r.id for r in live} and serving_low == 2  # never below the wanted count
+        rolls = [e for e in env.store.events(limit=500)[0] if e.kind == "roll"]
+        assert len(rolls) == 4 and all("to spec hash2" in e.message for e in rolls)  # 2 surges, 2 drains
+        assert env.world.compute.launch_calls == 4
+    finally:
+        env.store.close()

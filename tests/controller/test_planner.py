@@ -108,3 +108,29 @@ def test_paused_and_drain_all() -> None:
 def test_min_replicas_is_a_floor() -> None:
     p = make_policy(replicas={"min": 1, "max": 4})
     assert plan(p, pin(0, [], Direction.HOLD)).launch == 1
+
+
+def test_drift_roll_steps() -> None:
+    p = make_policy(replicas={"min": 0, "max": 3, "max_step_up": 2, "max_step_down": 2})
+
+    def stale(*states: str) -> list[ReplicaView]:
+        return [ReplicaView(f"r{i}", s, NOW - 100 - i, stale=(i < 2)) for i, s in enumerate(states)]
+
+    # steady at the target, two stale: a surge of one with the new spec (no cooldown or target change)
+    out = plan(p, pin(2, stale("serving", "serving"), Direction.HOLD, target=2, spec_hash="abcdef123456789"))
+    assert out.roll and out.launch == 1 and out.drain == () and "to spec abcdef123456" in out.reason
+    # the surge is not serving yet: wait, and its extra place does not count as a reason to scale in
+    out = plan(p, pin(2, stale("serving", "serving", "starting"), Direction.IN, target=2))
+    assert not out.roll and out.drain == () and out.launch == 0 and "waiting" in (out.held or "")
+    # the surge serves: one stale replica goes, the least busy
+    out = plan(p, pin(2, stale("serving", "serving", "serving"), Direction.HOLD, target=2,
+                      sessions=lambda: {"r0": 3, "r1": 0}))
+    assert out.roll and out.drain == ("r1",) and out.launch == 0
+    # at replicas.max: drain one stale first (the repair launch brings the new spec), unless one is leaving
+    full = make_policy(replicas={"min": 0, "max": 2, "max_step_up": 2, "max_step_down": 2})
+    out = plan(full, pin(2, stale("serving", "serving"), Direction.HOLD, target=2))
+    assert out.roll and out.launch == 0 and len(out.drain) == 1
+    out = plan(full, pin(2, stale("serving", "serving"), Direction.HOLD, target=2, leaving=1))
+    assert not out.roll and out.drain == () and "leaving" in (out.held or "")
+    # nothing stale: no roll
+    assert not plan(p, pin(2, views(("serving", 100), ("serving", 100)), Direction.HOLD, target=2)).roll
