@@ -110,6 +110,8 @@ class StateStore:
         self._hist_seq = self._hist_done = 0
         self._hist_lock = threading.Lock()
         self._hist_flush = threading.Lock()
+        # PERF: policy -> how many times replicas were planned for it in this process (see replica_generation)
+        self._replica_gen: dict[str, int] = {}
         with _translated(), self._writer.begin() as conn:
             applied = migrations.migrate(conn)
         if applied:
@@ -236,7 +238,16 @@ class StateStore:
                 s.add(replica)
                 s.add(intent)
                 out.append((replica, intent))
+        # bumped after the commit: a reader that took the generation before its query either saw these rows or
+        # sees a new generation next time
+        with self._hist_lock:
+            self._replica_gen[policy] = self._replica_gen.get(policy, 0) + 1
         return out
+
+    def replica_generation(self, policy: str) -> int:
+        """Changes whenever replicas are planned for ``policy`` (the only way a replica row is created), so a
+        tick that found none can skip its next read until this moves (PERF: the idle tick's one query)."""
+        return self._replica_gen.get(policy, 0)
 
     def step_intent(self, replica: Replica, kind: str, *, target: str | None = None,
                     payload: dict[str, Any] | None = None) -> Intent:

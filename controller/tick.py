@@ -85,6 +85,7 @@ class PolicyRuntime:
         self._workload_at = 0.0
         self._workload_lock = threading.Lock()
         self._last_evaluate = 0.0
+        self._none_live_at: int | None = None  # replica generation at which advance last found no live replica
         self._metrics: MetricsSource | None = None
         self._lb: LoadBalancer | None = None
         self._load_history()
@@ -264,7 +265,12 @@ class PolicyRuntime:
         """Advance every live replica; in parallel, so one replica's slow pull, stop or probe does not hold
         back the others (each replica is still advanced by one thread at a time). ``replicas``: the live
         replicas when the caller just read them (PERF: one query less per tick)."""
-        replicas = self.store.live_replicas(self.name) if replicas is None else replicas
+        if replicas is None:
+            generation = self.store.replica_generation(self.name)  # taken before the read (see the store)
+            if generation == self._none_live_at:
+                return  # PERF: no live replica at the last read and none planned since
+            replicas = self.store.live_replicas(self.name)
+            self._none_live_at = None if replicas else generation
         # PERF: a replica with nothing due (serving, probe not due) would return at once: no thread for it
         due = [r for r in replicas if self.lifecycle.has_work(r)]
         if len(due) <= 1:
