@@ -56,6 +56,11 @@ _COUNT_IN_STATE = (select(func.count()).select_from(Replica)
                    .where(Replica.policy == bindparam("policy"), Replica.state == bindparam("state")))
 _LIVE_INSTANCES_OF_POLICY = select(InstanceRow).where(InstanceRow.policy == bindparam("policy"),
                                                       col(InstanceRow.released_at).is_(None))
+_COSTING_INSTANCES = (select(InstanceRow.id, InstanceRow.replica_id, InstanceRow.instance_type,
+                             InstanceRow.price_per_hour)
+                      .where(InstanceRow.policy == bindparam("policy"), col(InstanceRow.released_at).is_(None)))
+_PENDING_LAUNCHES = select(Intent.id, Intent.replica_id).where(
+    Intent.policy == bindparam("policy"), Intent.kind == IntentKind.LAUNCH, Intent.state == IntentState.PENDING)
 _INTENTS_OF_POLICY = (select(Intent).where(Intent.policy == bindparam("policy"), Intent.kind == bindparam("kind"),
                                            Intent.state == bindparam("state")).order_by(col(Intent.created_at)))
 
@@ -402,6 +407,16 @@ class StateStore:
             if live:
                 q = q.where(col(InstanceRow.released_at).is_(None))
             return list(s.exec(q))
+
+    def costing(self, policy: str) -> tuple[list[tuple[str, str | None, str, float | None]],
+                                            list[tuple[str, str | None]]]:
+        """What the budget counts, as plain tuples in one read (PERF: the evaluation's hot path): the policy's
+        live instances (id, replica_id, instance_type, price_per_hour) and its pending launch intents
+        (id, replica_id)."""
+        with _translated(), self._reader.connect() as conn:
+            instances = [(r[0], r[1], r[2], r[3]) for r in conn.execute(_COSTING_INSTANCES, {"policy": policy})]
+            launches = [(r[0], r[1]) for r in conn.execute(_PENDING_LAUNCHES, {"policy": policy})]
+        return instances, launches
 
     def instance(self, instance_id: str) -> InstanceRow | None:
         with self._read() as s:

@@ -24,8 +24,6 @@ from controller.state import StateStore
 from controller.state_models import (
     ACTIVE_STATES,
     LEAVING_STATES,
-    IntentKind,
-    IntentState,
     PolicyState,
     Replica,
     ReplicaState,
@@ -166,16 +164,16 @@ class PolicyRuntime:
         """Everything of this policy that costs or may cost money (see controller.budget). ``live``: the
         policy's live replicas when the caller just read them (one query less per evaluation, SCALE-HA)."""
         out: list[Holding] = []
-        instances = {row.id: row for row in self.store.instances(self.name)}
+        rows, launches = self.store.costing(self.name)  # PERF: tuples, one read
+        instances = {row[0]: row for row in rows}  # id -> (id, replica_id, instance_type, price_per_hour)
         for r in self.store.live_replicas(self.name) if live is None else live:
             row = instances.pop(r.instance_id, None) if r.instance_id else None
-            out.append(Holding(key=r.id, instance_type=row.instance_type if row else None,
-                               price_per_hour=row.price_per_hour if row else None))
-        for row in instances.values():  # an instance whose replica is gone or unknown still costs
-            out.append(Holding(key=row.replica_id or f"instance:{row.id}", instance_type=row.instance_type,
-                               price_per_hour=row.price_per_hour))
-        for intent in self.store.intents(policy=self.name, kind=IntentKind.LAUNCH, state=IntentState.PENDING):
-            out.append(Holding(key=intent.replica_id or f"intent:{intent.id}"))
+            out.append(Holding(key=r.id, instance_type=row[2] if row else None,
+                               price_per_hour=row[3] if row else None))
+        for iid, replica_id, instance_type, price in instances.values():  # its replica gone or unknown: still costs
+            out.append(Holding(key=replica_id or f"instance:{iid}", instance_type=instance_type, price_per_hour=price))
+        for intent_id, replica_id in launches:
+            out.append(Holding(key=replica_id or f"intent:{intent_id}"))
         return out
 
     def spend_per_hour(self) -> float:
