@@ -14,5 +14,6 @@ rc=$?
 if [ "$rc" = 5 ]; then echo "test.sh: pytest collected no tests: failing" >&2; rc=1; fi
 if [ "$rc" = 0 ] && [ -z "${BURST_SKIP_LINT:-}" ] && [ $# = 0 ]; then
   echo "test.sh: lint-imports (layering contracts)"; .venv/bin/lint-imports --no-cache || rc=1
+  echo "test.sh: mypy (type hints)"; .venv/bin/mypy controller adapters policies || rc=1
 fi
 exit $rc

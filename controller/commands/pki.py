@@ -8,7 +8,7 @@ import argparse
 from adapters.pki import CertificateAuthority
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pki", help="manage the controller's certificate authority for node Docker endpoints")
     psub = p.add_subparsers(dest="pki_command", metavar="ACTION")
     psub.required = True
