@@ -24,7 +24,7 @@ from controller.simtrace import load_trace
 from controller.wiring import build_edges
 from tests.support.browser import chromium_page, screenshot
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
