@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_TEMPLATE", "MAX_NODE_ADDRESSES", "USER_DATA_LIMIT", "Bootstr
            "RegistryLogin"]
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "node-bootstrap.yaml.tmpl"
+PIN_BRIDGE_MAC = DEFAULT_TEMPLATE.parent / "pin-bridge-mac.sh"  # ${pin_bridge_mac}: docker0's MAC stays put
 USER_DATA_LIMIT = 32 * 1024
 MAX_NODE_ADDRESSES = 1024
 MAX_TOKEN_LIFETIME = dt.timedelta(hours=12)  # anything longer is a password, not a token
@@ -63,6 +64,7 @@ class NodeBootstrap:
         self._addresses = self._node_addresses(settings.node_networks)
         try:
             self._template = string.Template(settings.template.read_text())
+            self._pin_script = _indent(PIN_BRIDGE_MAC.read_text())
         except OSError as exc:
             problem = f"{settings.template}: cannot read the node bootstrap template: {exc.strerror}"
             raise ConfigError(problem, [problem]) from None
@@ -113,6 +115,7 @@ class NodeBootstrap:
             registry_user=json.dumps(user),
             registry_token=json.dumps(token),
             registry_expires=expires,
+            pin_bridge_mac=self._pin_script,
         )
         size = len(text.encode())
         if size > USER_DATA_LIMIT:

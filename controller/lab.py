@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 EMULATOR_KEY = ("local", "local-secret")  # the emulator's default access key pair (not a real secret)
 LAB_LABEL = "io.burst-controller.lab"
+PIN_BRIDGE_MAC = Path(__file__).resolve().parents[1] / "deploy" / "pin-bridge-mac.sh"
 # busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
 # shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
 _WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
@@ -164,6 +165,7 @@ class Lab:
         try:
             self.docker = docker_client("unix:///var/run/docker.sock", None, timeout=120)
             ensure_busybox_image(self.docker, "local/busybox:1")
+            self._pin_bridge()
             say("starting the ECS emulator")
             self.emulator = EcsEmulator(config=EcsConfig(boot_delay=self.settings.boot_delay,
                                                          docker_endpoint=self.settings.docker_tls_endpoint,
@@ -183,6 +185,21 @@ class Lab:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _pin_bridge() -> None:
+        """The cloud containers come and go on the same bridge as the on-prem one; unless docker0's MAC is
+        pinned, each start or stop can change it and stall requests to the on-prem container for 10 s and more
+        (deploy/pin-bridge-mac.sh). Idempotent; a warning, not a failure, where it is not permitted."""
+        try:
+            done = subprocess.run(["sh", str(PIN_BRIDGE_MAC), "docker0"], check=False, capture_output=True,
+                                  text=True, timeout=15)
+            why = done.stderr.strip() if done.returncode else ""
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = str(exc)
+        if why:
+            logger.warning("could not pin docker0's MAC address (%s): requests may stall while containers start "
+                           "or stop; run the demo as root or `scripts/services.sh start` first", why)
 
     @property
     def onprem_registry(self) -> str:

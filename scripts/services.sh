@@ -60,6 +60,10 @@ start_dockerd() {
   echo "services: dockerd did not come up; see $RUN_DIR/dockerd.log" >&2; tail -20 "$RUN_DIR/dockerd.log" >&2; exit 1
 }
 
+# docker0 must keep one MAC address while containers come and go, or requests to published ports stall
+# (deploy/pin-bridge-mac.sh says why); idempotent, so also for a dockerd someone else started
+pin_bridge_mac() { sh "$ROOT/deploy/pin-bridge-mac.sh" docker0; }
+
 docker_tls_ok() {
   docker -H unix:///var/run/docker.sock info >/dev/null 2>&1 &&
   docker --tlsverify --tlscacert "$PKI_DIR/ca.pem" --tlscert "$PKI_DIR/controller-cert.pem" \
@@ -80,7 +84,7 @@ start_postgres() {
 case "${1:-}" in
   install) install_pkgs ;;
   start) mkdir -p "$RUN_DIR"; [ -f "$STARTED" ] || : > "$STARTED"
-         start_dockerd; start_postgres ;;
+         start_dockerd; pin_bridge_mac; start_postgres ;;
   stop)
     [ -f "$STARTED" ] || exit 0
     while read -r what arg; do

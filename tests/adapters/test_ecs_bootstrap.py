@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import secrets
 import socket
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from cryptography import x509
 from ruamel.yaml import YAML
 
-from adapters.bootstrap import BootstrapSettings, NodeBootstrap, RegistryLogin
+from adapters.bootstrap import PIN_BRIDGE_MAC, BootstrapSettings, NodeBootstrap, RegistryLogin
 from adapters.pki import CertificateAuthority
 from controller.errors import ConfigError
 from controller.ports import TAG_CONTROLLER, LaunchSpec
@@ -128,3 +130,25 @@ def test_user_data_reaches_the_instance(ca: CertificateAuthority, ecs_emulator, 
     make_ecs_pool(ecs_emulator).launch(spec, 2, "ud-intent")
     stored = list(ecs_emulator.state.user_data.values())
     assert [base64.b64decode(s).decode() for s in stored] == [text]
+
+
+def test_node_pins_its_docker_bridge_mac_after_every_engine_start(ca: CertificateAuthority, tmp_path: Path) -> None:
+    """Replicas come and go on a node's docker0; the node's copy of deploy/pin-bridge-mac.sh runs after each
+    start of its Docker Engine (ExecStartPost), and that copy really pins a bridge (run here on a bridge of
+    this test's own)."""
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("pin", now=NOW)
+    files = {f["path"]: f for f in YAML(typ="safe").load(text)["write_files"]}
+    script = files["/usr/local/sbin/burst-pin-bridge-mac"]
+    assert script["permissions"] == "0755"
+    assert script["content"].strip() == PIN_BRIDGE_MAC.read_text().strip()
+    dropin = files["/etc/systemd/system/docker.service.d/10-burst-tls.conf"]["content"]
+    assert "ExecStartPost=/bin/sh /usr/local/sbin/burst-pin-bridge-mac docker0" in dropin.splitlines()
+    (tmp_path / "pin.sh").write_text(script["content"])
+    bridge = f"bst{secrets.token_hex(4)}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        done = subprocess.run(["sh", str(tmp_path / "pin.sh"), bridge], check=False, capture_output=True, text=True, timeout=15)
+        assert done.returncode == 0, done.stderr
+        assert Path(f"/sys/class/net/{bridge}/addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)

@@ -25,6 +25,8 @@ from adapters.dockerclient import docker_client
 
 __all__ = ["PrivateDockerd"]
 
+PIN_BRIDGE_MAC = Path(__file__).resolve().parents[2] / "deploy" / "pin-bridge-mac.sh"
+
 
 class PrivateDockerd:
     def __init__(self) -> None:
@@ -37,6 +39,8 @@ class PrivateDockerd:
         subprocess.run(["ip", "addr", "add", f"10.213.{secrets.randbelow(250) + 1}.1/24", "dev", self.bridge],
                        check=True)
         subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+        # one MAC for the bridge's whole life, as on the shared engine (deploy/pin-bridge-mac.sh says why)
+        subprocess.run(["sh", str(PIN_BRIDGE_MAC), self.bridge], check=True)
 
     @property
     def socket(self) -> Path:
