@@ -120,13 +120,10 @@ def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerPro
     print(result.line())
     assert result.error is None, controller.log()
     errors = load.snapshot().errors
-    # KNOWN OPEN BUG (docs/daemon.md "Known issues"): in some cycles 1-17 requests through HAProxy get no answer
-    # within the client's 10 s while the shared engine starts or stops the cloud containers; HAProxy logs no
-    # error for them and no request gets an HTTP error. Until it is found, client time-outs are tolerated up to
-    # 5%; any other failure (HTTP error, refused or reset connection) still fails this test.
-    timeouts = errors.get("ReadTimeout", 0)
+    # no request may go unanswered: client time-outs here were docker0 changing its MAC address while the cloud
+    # containers started and stopped on the shared engine (deploy/pin-bridge-mac.sh, docs/replicas.md)
     assert result.cloud_requests > 0 and result.drained, errors
-    assert set(errors) <= {"ReadTimeout"} and timeouts <= 0.05 * result.total_requests, errors
+    assert load.snapshot().failed == 0 and not errors, errors
     assert result.launched == 2  # replicas.max
     assert lab.live_instances() == [] and lab.cloud_servers() == []
     events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()

@@ -262,11 +262,9 @@ def test_partitioned_old_leader_does_not_act_when_it_comes_back(
     finally:
         store.close()
     stats = load.snapshot()
-    # A server removed with sessions open, or two controllers fighting over HAProxy, shows as HTTP 5xx
-    # answers: none. Client timeouts (10 s) were seen only on this shared, overloaded 2-core machine
-    # (load average 5-16 while other suites ran); drain without loss is proven by the daemon's own tests.
-    assert set(stats.errors) <= {"ReadTimeout"}, stats
-    assert stats.failed <= 0.05 * (stats.ok + stats.failed), stats
+    # A server removed with sessions open, or two controllers fighting over HAProxy, shows as failed requests:
+    # none, through the kill, the takeover and the fenced old leader.
+    assert stats.failed == 0 and not stats.errors, stats
     assert a.terminate() == 0
     assert b.terminate() == 0
     assert "Traceback" not in a.log() + b.log()
