@@ -125,8 +125,11 @@ _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def create_app(source: StatusSource, token: str | None, *, registry: CollectorRegistry | None = None,
-               status_ttl: float = 0.5, version: str = "") -> FastAPI:
-    """The status app. ``token`` None disables the mutating routes (they answer 503 saying so)."""
+               status_ttl: float = 0.5, version: str = "",
+               metrics_text: Callable[[], bytes] | None = None) -> FastAPI:
+    """The status app. ``token`` None disables the mutating routes (they answer 503 saying so).
+    ``metrics_text``: where ``/metrics`` comes from when the app runs outside the daemon's process (the
+    status process serves the exposition the daemon rendered into its snapshot)."""
     app = FastAPI(
         title="burst-controller status",
         version=version or "1",
@@ -228,6 +231,8 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
     @app.get("/metrics", tags=["status"], response_class=PlainTextResponse,
              summary="Prometheus exposition of the controller's metrics")
     def get_metrics() -> Response:
+        if metrics_text is not None:
+            return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
         with scrape_lock:
             try:
                 metrics.observe_status(cache.get())

@@ -19,7 +19,7 @@ from controller.daemon import Daemon
 from controller.edges import Edges
 from controller.ha import HaDaemon, build_ha_daemon
 from controller.service import Notifier, setup_logging
-from controller.status import StatusServer, create_app
+from controller.status_process import StatusProcess
 
 __all__ = ["ControllerService", "add_parser"]
 
@@ -58,7 +58,7 @@ class ControllerService:
             self.daemon = build_daemon(cfg, edges=self.edges, store=self.store, version=version)
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
-        self.server: StatusServer | None = None
+        self.server: StatusProcess | None = None
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
@@ -68,7 +68,9 @@ class ControllerService:
     def start(self) -> None:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
-        self.server = StatusServer(create_app(self.daemon, self.token), host, port)
+        # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
+        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
+                                    log_level=self.cfg.log_level)
         self.server.start()
         self.notifier.ready(self.summary())
         logger.info("controller %s running: %s", self.cfg.controller_id, self.summary())

@@ -1,0 +1,266 @@
+"""The status endpoint's process (started by controller/status_process.py; ``python -m
+controller.status_child``): serves the status app (controller/status.py, unchanged contract) from the
+snapshots the daemon publishes, and forwards what a snapshot cannot answer to the daemon.
+
+The hot read routes (``/healthz``, ``/readyz``, ``/v1/status``, ``/v1/policies/{name}``, ``/v1/events``,
+``/metrics``) with well-formed arguments are answered from the snapshot's bytes before FastAPI is entered;
+everything else (POSTs and their token checks, odd arguments and their 422s, OpenAPI, the dashboard) goes
+through the app itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from controller.errors import BurstError, FencedError, NotFoundError, TransientError
+from controller.service import register_secret, setup_logging
+from controller.status import MAX_EVENTS_PAGE, create_app
+from controller.status_models import POLICY_NAME_PATTERN, ControllerStatus, EventPage, MetricPoint
+from controller.status_snapshot import Snapshot
+
+__all__ = ["FastPath", "SnapshotSource", "main"]
+
+logger = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 30.0  # seconds the child waits for the daemon before answering 503
+_ERRORS: dict[str, type[BurstError]] = {"not_found": NotFoundError, "fenced": FencedError,
+                                        "transient": TransientError, "error": BurstError}
+_POLICY = re.compile(POLICY_NAME_PATTERN)
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_JSON = b"application/json"
+
+
+class SnapshotSource:
+    """``StatusSource`` over the latest snapshot; calls that need the daemon go over the channel."""
+
+    def __init__(self, conn: Connection, first: Snapshot) -> None:
+        self.conn, self.snapshot = conn, first
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._lock = threading.Lock()
+        self._parsed: tuple[int, ControllerStatus] | None = None
+        self.on_stop: Any = None
+
+    def read_forever(self) -> None:
+        """The channel's reader: snapshots replace the current one, replies wake their caller. The end of
+        the channel means the daemon is gone: so is this process."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                logger.info("status process: the controller is gone, exiting")
+                os._exit(0)
+            kind = message[0]
+            if kind == "snapshot":
+                self.snapshot = message[1]
+            elif kind == "reply":
+                with self._lock:
+                    waiter = self._waiting.pop(message[1], None)
+                if waiter is not None:
+                    waiter[1].extend(message[2:])
+                    waiter[0].set()
+            elif kind == "stop" and self.on_stop is not None:
+                self.on_stop()
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        call_id, done, box = next(self._ids), threading.Event(), cast(list[Any], [])
+        with self._lock:
+            self._waiting[call_id] = (done, box)
+            self.conn.send(("call", call_id, method, kwargs))
+        if not done.wait(CALL_TIMEOUT):
+            with self._lock:
+                self._waiting.pop(call_id, None)
+            raise TransientError(f"the controller did not answer {method} within {CALL_TIMEOUT:.0f}s")
+        ok, payload = box
+        if ok:
+            return payload
+        kind, message = payload
+        raise _ERRORS.get(kind, BurstError)(message)
+
+    # ------------------------------------------------------------------ StatusSource
+
+    def status(self) -> ControllerStatus:
+        snap = self.snapshot
+        if snap.status_json is None:
+            raise TransientError(snap.status_error or "status unavailable")
+        parsed = self._parsed
+        if parsed is None or parsed[0] != snap.version:
+            parsed = (snap.version, ControllerStatus.model_validate_json(snap.status_json))
+            self._parsed = parsed
+        return parsed[1]
+
+    def events(self, *, cursor: int | None, limit: int, policy: str | None) -> EventPage:
+        body = self.snapshot.events_page(cursor=cursor, limit=limit, policy=policy)
+        if body is None:
+            body = self._call("events", cursor=cursor, limit=limit, policy=policy)
+        return EventPage.model_validate_json(body)
+
+    def ready(self) -> tuple[bool, str]:
+        return self.snapshot.ready
+
+    def pause(self, policy: str) -> None:
+        self._call("pause", policy=policy)
+
+    def resume(self, policy: str) -> None:
+        self._call("resume", policy=policy)
+
+    def drain(self, policy: str) -> None:
+        self._call("drain", policy=policy)
+
+    def history(self, policy: str, since: float) -> list[MetricPoint]:
+        return [MetricPoint.model_validate(p) for p in self._call("history", policy=policy, since=since)]
+
+    def metrics_text(self) -> bytes:
+        return self.snapshot.metrics_text
+
+
+class FastPath:
+    """ASGI app in front of the status app: answers the hot GETs from the snapshot's bytes, with the same
+    status, body and content type the app would give; passes everything else to the app."""
+
+    def __init__(self, app: Any, source: SnapshotSource) -> None:
+        self.app, self.source = app, source
+        self._ready: tuple[int, int, bytes] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            answer = self._answer(scope["path"], scope["query_string"])
+            if answer is not None:
+                code, body, media = answer
+                await send({"type": "http.response.start", "status": code,
+                            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", media)]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _answer(self, path: str, query: bytes) -> tuple[int, bytes, bytes] | None:
+        snap = self.source.snapshot
+        if path == "/v1/events":
+            args = _events_args(query)
+            if args is None:
+                return None
+            body = snap.events_page(**args)
+            return None if body is None else (200, body, _JSON)
+        if query:
+            return None
+        if path == "/v1/status":
+            return None if snap.status_json is None else (200, snap.status_json, _JSON)
+        if path == "/healthz":
+            return 200, b'{"status":"ok"}', _JSON
+        if path == "/readyz":
+            return self._readyz(snap)
+        if path == "/metrics":
+            return 200, snap.metrics_text, CONTENT_TYPE_LATEST.encode()
+        if path.startswith("/v1/policies/"):
+            body = snap.policies.get(path[len("/v1/policies/"):])
+            return None if body is None else (200, body, _JSON)
+        return None
+
+    def _readyz(self, snap: Snapshot) -> tuple[int, bytes, bytes]:
+        cached = self._ready
+        if cached is None or cached[0] != snap.version:
+            ok, reason = snap.ready
+            # as JSONResponse renders Readiness.model_dump()
+            body = json.dumps({"ready": ok, "reason": reason, "role": snap.role}, ensure_ascii=False,
+                              allow_nan=False, indent=None, separators=(",", ":")).encode()
+            cached = self._ready = (snap.version, 200 if ok else 503, body)
+        return cached[1], cached[2], _JSON
+
+
+def _events_args(query: bytes) -> dict[str, Any] | None:
+    """cursor, limit and policy when the query is plainly valid; None for anything the app should judge."""
+    args: dict[str, Any] = {"cursor": None, "limit": 100, "policy": None}
+    seen: set[str] = set()
+    for part in query.decode("latin-1").split("&") if query else ():
+        key, eq, value = part.partition("=")
+        if not eq or key in seen or key not in args:
+            return None
+        seen.add(key)
+        if key == "policy":
+            if not _POLICY.fullmatch(value):
+                return None
+            args[key] = value
+        else:
+            if not _DIGITS.fullmatch(value):
+                return None
+            number = int(value)
+            if key == "cursor" and number > 2**63 - 1:
+                return None
+            if key == "limit" and not 1 <= number <= MAX_EVENTS_PAGE:
+                return None
+            args[key] = number
+    return args
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the daemon dies (Linux), so a killed daemon never leaves the port held."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m controller.status_child")
+    ap.add_argument("--listen-fd", type=int, required=True)
+    ap.add_argument("--channel-fd", type=int, required=True)
+    ap.add_argument("--parent-pid", type=int, required=True)
+    args = ap.parse_args(argv)
+    _die_with_parent(args.parent_pid)
+    conn = Connection(args.channel_fd)
+    kind, settings = conn.recv()
+    assert kind == "config"
+    setup_logging(settings["log_format"], settings["log_level"])
+    token = settings["token"]
+    register_secret(token)
+    try:
+        os.nice(int(settings["nice"]))
+    except OSError as exc:
+        logger.warning("status process: could not lower its priority: %s", exc)
+    kind, first = conn.recv()
+    source = SnapshotSource(conn, first)
+    app = create_app(source, token, status_ttl=0.0, version=settings["version"], metrics_text=source.metrics_text)
+    sock = socket.socket(fileno=args.listen_fd)
+    config = uvicorn.Config(FastPath(app, source), http="auto", loop="auto", log_config=None,
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    source.on_stop = stop
+    threading.Thread(target=source.read_forever, name="status-channel", daemon=True).start()
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            threading.Event().wait(0.01)
+        with source._lock:
+            conn.send(("ready",))
+
+    threading.Thread(target=announce, name="status-ready", daemon=True).start()
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

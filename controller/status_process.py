@@ -1,0 +1,232 @@
+"""The status endpoint in a process of its own, so that status traffic cannot slow the control loop: the
+daemon publishes a ``Snapshot`` (controller/status_snapshot.py) every ``interval`` seconds and after each
+operator action, and the child (controller/status_child.py, uvicorn at a lower CPU priority) serves it.
+
+Used by ``burstctl run`` and ``burstctl demo`` (controller/commands/run.py) in place of the in-thread
+``controller.status.StatusServer``. The daemon binds the listening socket (so a bad address fails here, and
+the socket stays the daemon's), passes it to the child, and answers the child's calls over a socket pair:
+pause / resume / drain (after the child checked the token), history, and events the snapshot does not hold.
+A child that dies is restarted; the child dies with the daemon (PR_SET_PDEATHSIG and end of the channel).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from controller.errors import BurstError, FencedError, NotFoundError, TransientError
+from controller.status import StatusSource
+from controller.status_snapshot import SnapshotBuilder
+
+__all__ = ["NICE", "PUBLISH_INTERVAL", "StatusProcess"]
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL = 0.25  # seconds: how old an answer of the endpoint may be (plus the time to build one)
+NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first
+_CALLS = frozenset({"pause", "resume", "drain", "history", "events"})
+_MUTATIONS = frozenset({"pause", "resume", "drain"})
+# The child gets a minimal environment: it needs no credential, and must not talk to systemd itself.
+_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "PYTHONPATH", "PYTHONHASHSEED")
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, NotFoundError):
+        return "not_found"
+    if isinstance(exc, FencedError):
+        return "fenced"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return "error"
+
+
+class _Child:
+    """One incarnation of the child process and its channel."""
+
+    def __init__(self, owner: StatusProcess) -> None:
+        self.owner = owner
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP}
+        package_root = str(Path(__file__).resolve().parents[1])  # where `controller` is importable from
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        listen_fd, channel_fd = owner.sock.fileno(), child_end.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.status_child", "--listen-fd", str(listen_fd),
+             "--channel-fd", str(channel_fd), "--parent-pid", str(os.getpid())],
+            pass_fds=(listen_fd, channel_fd), env=env, stdin=subprocess.DEVNULL, close_fds=True)
+        child_end.close()
+        self.conn = Connection(parent_end.detach())
+        self.send_lock = threading.Lock()
+        self.closed = threading.Event()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            if not self.closed.is_set():
+                self.conn.send(message)
+
+    def serve_calls(self) -> None:
+        """Answer the child's calls until the channel closes; each call on the pool, so a slow history read
+        never holds up an operator's pause."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.closed.set()
+                return
+            if message[0] == "call":
+                self.owner.pool.submit(self._answer, *message[1:])
+
+    def _answer(self, call_id: int, method: str, kwargs: dict[str, Any]) -> None:
+        try:
+            if method not in _CALLS:
+                raise BurstError(f"unknown call {method!r}")
+            result: Any = getattr(self.owner.source, method)(**kwargs)
+            if method in _MUTATIONS:
+                self.owner.publish()  # a GET after the POST sees its effect: the snapshot is sent first
+            if method == "events":
+                result = result.model_dump_json().encode()
+            elif method == "history":
+                result = [p.model_dump() for p in result]
+            reply: tuple[Any, ...] = ("reply", call_id, True, result)
+        except BurstError as exc:
+            reply = ("reply", call_id, False, (_error_kind(exc), exc.message))
+        except Exception:
+            logger.exception("status call %s failed", method)
+            reply = ("reply", call_id, False, ("error", f"{method} failed inside the controller (see its log)"))
+        try:
+            self.send(reply)
+        except OSError:  # the child is gone; a new one asks again
+            pass
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.send(("stop",))
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("status process %d did not stop in %.0fs: killing it", self.proc.pid, timeout)
+            self.proc.kill()
+            self.proc.wait(5)
+        self.closed.set()
+        self.conn.close()
+
+
+class StatusProcess:
+    """Same interface as ``StatusServer`` (``url``, ``start``, ``stop``), over a ``StatusSource``."""
+
+    def __init__(self, source: StatusSource, token: str | None, host: str = "127.0.0.1", port: int = 9180, *,
+                 version: str = "", interval: float = PUBLISH_INTERVAL, nice: int = NICE,
+                 log_format: str = "text", log_level: str = "INFO",
+                 registry: CollectorRegistry | None = None) -> None:
+        self.source, self.host, self.port, self.interval = source, host, port, interval
+        self._settings = {"token": token, "version": version, "nice": nice, "log_format": log_format,
+                          "log_level": log_level}
+        self.builder = SnapshotBuilder(source, registry=registry)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-call")
+        self.sock: socket.socket
+        self._child: _Child | None = None
+        self._publish_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-publish", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Bind, start the child with a first snapshot, and return once it answers."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((self.host, self.port))
+        except OSError as exc:
+            self.sock.close()
+            raise TransientError(f"status endpoint could not listen on {self.host}:{self.port}: "
+                                 f"{exc.strerror}") from exc
+        self.sock.listen(2048)
+        self.sock.set_inheritable(True)
+        self.port = self.sock.getsockname()[1]
+        self._child = self._spawn()
+        deadline = time.monotonic() + timeout
+        while not self._child.conn.poll(0.05):
+            if self._child.proc.poll() is not None or time.monotonic() > deadline:
+                self._child.stop(2)
+                self.sock.close()
+                raise TransientError(f"status endpoint process did not start on {self.host}:{self.port}")
+        message = self._child.conn.recv()
+        if message[0] != "ready":
+            self._child.stop(2)
+            self.sock.close()
+            raise TransientError(f"status endpoint process failed: {message[1]}")
+        threading.Thread(target=self._child.serve_calls, name="status-calls", daemon=True).start()
+        self._thread.start()
+        logger.info("status endpoint listening on %s (process %d, nice %d)", self.url, self._child.proc.pid,
+                    self._settings["nice"])
+
+    def _spawn(self) -> _Child:
+        child = _Child(self)
+        child.send(("config", self._settings))
+        child.send(("snapshot", self._build()))
+        return child
+
+    def _build(self) -> Any:
+        with self._publish_lock:
+            return self.builder.build()
+
+    def publish(self) -> None:
+        """Build a snapshot now and send it (after an operator action; the publisher does it periodically)."""
+        with self._publish_lock:
+            snapshot = self.builder.build()
+            child = self._child
+            if child is not None:
+                try:
+                    child.send(("snapshot", snapshot))
+                except OSError:
+                    pass  # the publisher notices the dead child and starts another
+
+    def _run(self) -> None:
+        """Publish every ``interval``; restart a child that died (after a pause, so a crash loop is slow)."""
+        while not self._stopping.wait(self.interval):
+            child = self._child
+            if child is not None and child.proc.poll() is not None:
+                logger.error("status process %d exited with %s: restarting it", child.proc.pid, child.proc.returncode)
+                child.closed.set()
+                child.conn.close()
+                if self._stopping.wait(1.0):
+                    return
+                try:
+                    self._child = child = self._spawn()
+                except (OSError, BurstError) as exc:
+                    logger.error("status process could not be restarted: %s", exc)
+                    continue
+                threading.Thread(target=child.serve_calls, name="status-calls", daemon=True).start()
+                continue
+            try:
+                self.publish()
+            except Exception:  # the publisher must outlive any one bad build
+                logger.exception("status snapshot failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._child is not None:
+            self._child.stop(timeout)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if hasattr(self, "sock"):
+            self.sock.close()
