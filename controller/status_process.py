@@ -11,6 +11,7 @@ A child that dies is restarted; the child dies with the daemon (PR_SET_PDEATHSIG
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -147,17 +148,29 @@ class StatusProcess:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The status process's id (it changes when the process is restarted)."""
+        return self._child.proc.pid if self._child is not None else None
+
     def start(self, timeout: float = 30.0) -> None:
         """Bind, start the child with a first snapshot, and return once it answers."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((self.host, self.port))
-        except OSError as exc:
-            self.sock.close()
-            raise TransientError(f"status endpoint could not listen on {self.host}:{self.port}: "
-                                 f"{exc.strerror}") from exc
+        bind_deadline = time.monotonic() + min(timeout, 5.0)
+        while True:
+            try:
+                self.sock.bind((self.host, self.port))
+                break
+            except OSError as exc:
+                # a previous controller's sockets may take a moment to go after it was killed (restarts)
+                if exc.errno == errno.EADDRINUSE and time.monotonic() < bind_deadline:
+                    time.sleep(0.1)
+                    continue
+                self.sock.close()
+                raise TransientError(f"status endpoint could not listen on {self.host}:{self.port}: "
+                                     f"{exc.strerror}") from exc
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
         self.port = self.sock.getsockname()[1]
