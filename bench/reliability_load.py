@@ -30,6 +30,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=4, help="client processes")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per client process")
     ap.add_argument("--mix", default="mixed", choices=["mixed", "status", "healthz"])
+    ap.add_argument("--client-nice", type=int, default=19,
+                    help="nice value of the client processes (default 19: they stand for clients on other "
+                         "machines and yield this machine's 2 cores to the controller; 0 to let them compete)")
     args = ap.parse_args()
     rig = LoadRig(args.replicas, step=1.0).start()
     try:
@@ -38,7 +41,7 @@ def main() -> int:
         print(f"reliability_load: {args.replicas} replicas serving after {time.monotonic() - t0:.0f}s "
               f"({len(rig.emulator.live_instances())} ECS-emulator instances via the real SDK; node runtime, load "
               "balancer and health probe are in-memory doubles)")
-        result = rig.measure(args.seconds, args.clients, args.concurrency, args.mix)
+        result = rig.measure(args.seconds, args.clients, args.concurrency, args.mix, args.client_nice)
     finally:
         rig.stop()
         shutil.rmtree(rig.root, ignore_errors=True)

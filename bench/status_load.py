@@ -1,4 +1,4 @@
-"""Load on the status endpoint: several client processes (httpx, keep-alive pools) drive a uvicorn-served
+"""Load on the status endpoint: several client processes (http.client, keep-alive connections) drive a uvicorn-served
 status app for a bounded time and the script prints the achieved request rate and p50/p99 latency.
 
     .venv/bin/python bench/status_load.py [--seconds 10] [--clients 4] [--concurrency 8] [--mix status]
@@ -11,16 +11,19 @@ Target (issue 7): >= 1,000 requests/s with p99 < 50 ms. Only loopback is used.
 from __future__ import annotations
 
 import argparse
+import http.client
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
 
 MIXES = {
     "status": ["/v1/status"],
@@ -50,29 +53,41 @@ def _serve(port: int, ready: mp.Event, stop: mp.Event) -> None:  # type: ignore[
     server.stop()
 
 
-def _client(url: str, paths: list[str], seconds: float, concurrency: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _client(url: str, paths: list[str], seconds: float, concurrency: int, out: mp.Queue,  # type: ignore[type-arg]
+            nice: int = 0, go: Any = None) -> None:
+    if nice:  # bench/reliability_load.py: the load generator yields the CPU as clients on other machines would
+        os.nice(nice)
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
+    if go is not None:  # every client process is up (imports done): all start together
+        go.wait()
     deadline = time.monotonic() + seconds
 
     def worker(offset: int) -> None:
         nonlocal errors
         local: list[float] = []
         bad = 0
-        with httpx.Client(base_url=url, trust_env=False, timeout=5) as client:
-            i = offset
-            while time.monotonic() < deadline:
-                path = paths[i % len(paths)]
-                i += 1
-                t0 = time.perf_counter()
-                try:
-                    r = client.get(path)
-                    if r.status_code != 200:
-                        bad += 1
-                except httpx.HTTPError:
+        # http.client (keep-alive, the whole body read): a lean client, so that on a 2-core machine the load
+        # generator leaves the CPU to the server it measures rather than to its own HTTP stack
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
+        i = offset
+        while time.monotonic() < deadline:
+            path = paths[i % len(paths)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
                     bad += 1
-                local.append(time.perf_counter() - t0)
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()  # reconnects on the next request
+            local.append(time.perf_counter() - t0)
+        conn.close()
         with lock:
             latencies.extend(local)
             errors += bad
@@ -103,6 +118,8 @@ def main() -> int:
         print("status_load: server did not start", file=sys.stderr)
         return 1
     url = f"http://127.0.0.1:{port}"
+    import httpx  # here only: the client processes import this module and need none of it
+
     httpx.get(f"{url}/v1/status", trust_env=False)  # warm the cache and the app
     results = {}
     # /healthz first, as the reference: what this machine's uvicorn + FastAPI stack does with no work at all
@@ -113,10 +130,10 @@ def main() -> int:
     if server.is_alive():
         server.terminate()
     ok = True
-    for mix, (rate, p50, p99, worst, n, errors) in results.items():
+    for mix, (rate, p50, p99, worst, n, errors, _) in results.items():
         print(f"status_load: mix={mix} clients={args.clients}x{args.concurrency} seconds={args.seconds:g} "
               f"requests={n} errors={errors} rate={rate:.0f}/s p50={p50:.1f}ms p99={p99:.1f}ms max={worst:.1f}ms")
-    rate, _, p99, _, _, errors = results[args.mix]
+    rate, _, p99, _, _, errors, _ = results[args.mix]
     ref = results["healthz"][0]
     ok = rate >= 1000 and p99 < 50 and errors == 0
     print(f"status_load: {args.mix} rate is {rate / ref:.0%} of the /healthz reference in the same run; "
@@ -124,12 +141,18 @@ def main() -> int:
     return 0
 
 
-def _phase(ctx, url: str, paths: list[str], args: argparse.Namespace) -> tuple[float, float, float, float, int, int]:  # type: ignore[no-untyped-def]
+def _phase(ctx, url: str, paths: list[str], args: argparse.Namespace  # type: ignore[no-untyped-def]
+           ) -> tuple[float, float, float, float, int, int, float]:
+    """rate, p50 ms, p99 ms, max ms, requests, errors, and when (time.monotonic) the clients started."""
     out = ctx.Queue()
-    clients = [ctx.Process(target=_client, args=(url, paths, args.seconds, args.concurrency, out))
+    nice = getattr(args, "client_nice", 0)
+    go = ctx.Barrier(args.clients + 1)
+    clients = [ctx.Process(target=_client, args=(url, paths, args.seconds, args.concurrency, out, nice, go))
                for _ in range(args.clients)]
     for c in clients:
         c.start()
+    go.wait(timeout=120)
+    started = time.monotonic()
     latencies: list[float] = []
     errors = 0
     for _ in clients:
@@ -141,9 +164,9 @@ def _phase(ctx, url: str, paths: list[str], args: argparse.Namespace) -> tuple[f
     latencies.sort()
     n = len(latencies)
     if n == 0:
-        return 0.0, 0.0, 0.0, 0.0, 0, errors
+        return 0.0, 0.0, 0.0, 0.0, 0, errors, started
     return (n / args.seconds, statistics.median(latencies) * 1000, latencies[min(n - 1, int(n * 0.99))] * 1000,
-            latencies[-1] * 1000, n, errors)
+            latencies[-1] * 1000, n, errors, started)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from adapters.emulator.ecs_state import EcsConfig
 from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
 from controller.state import StateStore, sqlite_url
-from controller.status import StatusServer, create_app
-from controller.tick import PolicyRuntime
+from controller.status_process import StatusProcess
 from tests.controller.fakes import (
     FakeHealth,
     FakeLB,
@@ -58,22 +57,26 @@ _probe_lock = threading.Lock()
 
 
 def _install_tick_probe() -> None:
-    """Time PolicyRuntime.tick (the whole step: evaluate when due, advance every replica). A probe around
-    the unchanged method, installed before the daemon schedules its jobs."""
-    if getattr(PolicyRuntime.tick, "_timed", False):
+    """Time the control loop's tick: every run of the daemon's step job (``step``, one round over the fleet;
+    ``tick:<policy>`` in the per-policy layout before it), as ``Daemon._guard`` runs it. A probe around the
+    unchanged method, installed before the daemon schedules its jobs."""
+    if getattr(Daemon._guard, "_timed", False):
         return
-    original = PolicyRuntime.tick
+    original = Daemon._guard
 
-    def timed(self: PolicyRuntime, **kw: Any) -> None:
+    def timed(self: Daemon, job_id: str, fn: Any) -> None:
+        if job_id != "step" and not job_id.startswith("tick:"):
+            original(self, job_id, fn)
+            return
         t0 = time.perf_counter()
         try:
-            original(self, **kw)
+            original(self, job_id, fn)
         finally:
             with _probe_lock:
                 _TICKS.append((time.monotonic(), time.perf_counter() - t0))
 
     timed._timed = True  # type: ignore[attr-defined]
-    PolicyRuntime.tick = timed  # type: ignore[method-assign]
+    Daemon._guard = timed  # type: ignore[method-assign]
 
 
 @dataclass
@@ -118,7 +121,7 @@ class LoadRig:
                                     config=EcsConfig(boot_delay=0.5, address_pool="127.0.2.0/24"
                                                      if replicas <= 250 else "127.2.0.0/16"))
         self.daemon: Daemon | None = None
-        self.server: StatusServer | None = None
+        self.server: StatusProcess | None = None
         self.store: StateStore | None = None
         self.url = ""
 
@@ -148,7 +151,7 @@ class LoadRig:
         self.daemon = Daemon(options=options, store=self.store, edges=edges, policies_dir=policies)
         self.daemon.start()
         port = free_port()
-        self.server = StatusServer(create_app(self.daemon, TOKEN), "127.0.0.1", port)
+        self.server = StatusProcess(self.daemon, TOKEN, "127.0.0.1", port)
         self.server.start()
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -164,7 +167,8 @@ class LoadRig:
                 raise AssertionError(f"only {self.serving()}/{self.replicas} replicas serving after {timeout:.0f}s")
             time.sleep(0.5)
 
-    def measure(self, seconds: float, clients: int, concurrency: int, mix: str = "mixed") -> RigResult:
+    def measure(self, seconds: float, clients: int, concurrency: int, mix: str = "mixed",
+                client_nice: int = 0) -> RigResult:
         """quiet, loaded, quiet: tick times in each; request rate and latency in the loaded one."""
         phases = [Phase("quiet-1", seconds), Phase("loaded", seconds), Phase("quiet-2", seconds)]
         httpx.get(f"{self.url}/v1/status", timeout=30, trust_env=False)  # warm
@@ -173,12 +177,13 @@ class LoadRig:
         for phase in phases:
             t0 = time.monotonic()
             if phase.name == "loaded":
-                args = _Args(seconds=seconds, clients=clients, concurrency=concurrency)
-                phase.rate, phase.p50_ms, phase.p99_ms, _, phase.requests, phase.errors = status_load._phase(
+                args = _Args(seconds=seconds, clients=clients, concurrency=concurrency, client_nice=client_nice)
+                phase.rate, phase.p50_ms, phase.p99_ms, _, phase.requests, phase.errors, t0 = status_load._phase(
                     ctx, self.url, paths, args)
+                t1 = t0 + seconds  # the clients' window (their start-up and exit are not status traffic)
             else:
                 time.sleep(seconds)
-            t1 = time.monotonic()
+                t1 = time.monotonic()
             with _probe_lock:
                 phase.ticks = [s for end, s in _TICKS if t0 + 0.5 < end <= t1]  # skip a tick begun before
         return RigResult(self.replicas, len(self.emulator.live_instances()), phases)
@@ -199,3 +204,4 @@ class _Args:
     seconds: float
     clients: int
     concurrency: int
+    client_nice: int = 0
