@@ -18,6 +18,7 @@ import threading
 import time
 from builtins import list as _list
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 100  # RunInstances Amount, DescribeInstances page and id list, DeleteInstances ids: all 100 at most
 USER_DATA_LIMIT = 32 * 1024
+LIST_PARALLEL = 4  # DescribeInstances pages of one listing in flight at once
 _STATES = {
     "Pending": InstanceState.PENDING,
     "Starting": InstanceState.STARTING,
@@ -85,6 +87,10 @@ class EcsPoolSettings:
     sold_out_ttl: float = 300.0  # how long a sold-out offering is skipped
     clock: Callable[[], float] = time.monotonic
     fetch_prices: bool = True  # DescribePrice once per type, for cost figures
+    # DescribeInstances of what a launch created, so ``launch`` returns addresses and states; the daemon turns
+    # it off (its boot check describes every booting instance anyway, 100 per call: docs/ha.md "Scale"), and
+    # ``launch`` then returns the instances as RunInstances created them (pending, type, zone, spot, price)
+    describe_after_launch: bool = True
 
 
 class EcsComputePool:
@@ -97,6 +103,7 @@ class EcsComputePool:
         self._lock = threading.Lock()
         self._sold_out: dict[_Offering, float] = {}  # offering -> when to try it again
         self._prices: dict[tuple[str, bool], float | None] = {}
+        self._list_pool: ThreadPoolExecutor | None = None  # listing pages fetched in parallel (made on first use)
 
     # ------------------------------------------------------------------ launch
 
@@ -115,14 +122,22 @@ class EcsComputePool:
         if len(tags) > 20:
             raise ConfigError(f"{len(tags)} tags; ECS accepts 20 per instance")
         ids: _list[str] = []
+        created: dict[str, Instance] = {}
         for batch, start in enumerate(range(0, count, BATCH)):
             amount = min(BATCH, count - start)
-            ids += self._launch_batch(spec, amount, client_token(token, batch), tags, user_data)
+            got, offering = self._launch_batch(spec, amount, client_token(token, batch), tags, user_data)
+            ids += got
+            for iid in got:
+                created[iid] = Instance(iid, InstanceState.PENDING, offering.instance_type, offering.zone, None,
+                                        dict(tags), spot=offering.spot,
+                                        price_per_hour=self._price(offering.instance_type, offering.spot))
         logger.info("launched %d instance(s) for intent %s", len(ids), token,
                     extra={"intent": token, "instances": len(ids)})
+        if not self.settings.describe_after_launch:
+            return [created[i] for i in ids]
         found = {i.id: i for i in self.get(ids)}
         # an instance not yet visible to DescribeInstances (eventual consistency) is still ours: report it
-        return [found.get(i) or Instance(i, InstanceState.PENDING, "", "", None, dict(tags)) for i in ids]
+        return [found.get(i) or created[i] for i in ids]
 
     def _offerings(self, spec: LaunchSpec) -> _list[_Offering]:
         kinds = [True, False] if spec.spot_strategy != "NoSpot" and spec.spot_fallback_on_demand else \
@@ -130,7 +145,7 @@ class EcsComputePool:
         return [_Offering(t, z, s) for s in kinds for t in spec.instance_types for z in spec.zones]
 
     def _launch_batch(self, spec: LaunchSpec, amount: int, token: str, tags: dict[str, str],
-                      user_data: str) -> _list[str]:
+                      user_data: str) -> tuple[_list[str], _Offering]:
         now = self.settings.clock()
         with self._lock:
             offerings = [o for o in self._offerings(spec) if self._sold_out.get(o, 0.0) <= now]
@@ -163,7 +178,7 @@ class EcsComputePool:
                 self._prices[(offering.instance_type, offering.spot)] = float(trade) / len(ids)
             logger.info("RunInstances %s x%d -> %d (request %s)", offering, amount, len(ids),
                         answer.get("RequestId"), extra={"request_id": answer.get("RequestId")})
-            return ids
+            return ids, offering
         mismatch = [f for f in failures if f.code == "IdempotentParameterMismatch"]
         if mismatch:
             raise mismatch[-1]
@@ -204,22 +219,38 @@ class EcsComputePool:
     # ------------------------------------------------------------------ list, get
 
     def list(self, owner: Owner) -> _list[Instance]:
+        """Every instance carrying the owner's tags: one DescribeInstances per 100. PERF: the first page says
+        how many there are and the others are fetched ``LIST_PARALLEL`` at a time (PageNumber paging; NextToken
+        paging can only go one page after the other, which made 5,000 instances 50 round trips in a row).
+        An instance deleted while the pages are read can shift one out of this listing; every caller treats a
+        listing as a moment's view (the reconcile confirms a missing one by id before calling it vanished)."""
         tags = [{"Key": TAG_CONTROLLER, "Value": owner.controller_id}]
         if owner.policy is not None:
             tags.append({"Key": TAG_POLICY, "Value": owner.policy})
-        out: _list[Instance] = []
-        next_token = ""
-        while True:
-            req = DescribeInstancesRequest()
-            req.set_Tags(tags)
-            req.set_MaxResults(BATCH)
-            if next_token:
-                req.set_NextToken(next_token)
-            answer = self.api.call(req)
-            out += [self._instance(raw) for raw in answer.get("Instances", {}).get("Instance", [])]
-            next_token = str(answer.get("NextToken") or "")
-            if not next_token:
-                return out
+        first = self._page(tags, 1)
+        pages = [first]
+        total = int(first.get("TotalCount") or 0)
+        count = -(-total // BATCH)
+        if count > 1:
+            with self._lock:
+                if self._list_pool is None:
+                    self._list_pool = ThreadPoolExecutor(LIST_PARALLEL, thread_name_prefix="ecs-list")
+                pool = self._list_pool
+            pages += _list(pool.map(lambda n: self._page(tags, n), range(2, count + 1)))
+        while int(pages[-1].get("TotalCount") or 0) > len(pages) * BATCH:  # more appeared meanwhile
+            pages.append(self._page(tags, len(pages) + 1))
+        out: dict[str, Instance] = {}
+        for answer in pages:
+            for raw in answer.get("Instances", {}).get("Instance", []):
+                out.setdefault(raw["InstanceId"], self._instance(raw))
+        return _list(out.values())
+
+    def _page(self, tags: _list[dict[str, str]], number: int) -> dict[str, Any]:
+        req = DescribeInstancesRequest()
+        req.set_Tags(tags)
+        req.set_PageSize(BATCH)
+        req.set_PageNumber(number)
+        return self.api.call(req)
 
     def get(self, ids: Sequence[str]) -> _list[Instance]:
         out: _list[Instance] = []
@@ -299,6 +330,8 @@ class EcsComputePool:
             raise PermanentError(f"could not release {len(chunk)} instance(s): they keep disappearing")
 
     def close(self) -> None:
+        if self._list_pool is not None:
+            self._list_pool.shutdown(wait=False)
         self.api.close()
 
 

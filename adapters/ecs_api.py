@@ -146,6 +146,17 @@ class EcsApiSettings:
     pool_size: int = 16
 
 
+class _AcsClient(AcsClient):
+    """PERF: the SDK decodes every answer's JSON only to read the RequestId it puts in the exception of an
+    error answer; a 2xx answer is decoded once, by ``EcsApi.call`` (a 100-instance page is ~2 ms a pass)."""
+
+    def _get_server_exception(self, http_status: int, response_body: Any, endpoint: Any,
+                              string_to_sign: Any) -> Any:
+        if 200 <= http_status < 300:
+            return None
+        return super()._get_server_exception(http_status, response_body, endpoint, string_to_sign)
+
+
 class EcsApi:
     """``call(request)`` with retries; ``request`` is an aliyunsdkecs request object."""
 
@@ -155,7 +166,7 @@ class EcsApi:
         # the placeholder key is never used: _ProviderSigner replaces the SDK's signer right below, so the
         # secret lives only in the provider (fetched per request: a RAM role is not asked at start-up),
         # and the SDK's ALIYUN_ACCESS_KEY_* environment fallback cannot take over
-        self.client = AcsClient("-", "-", settings.region, auto_retry=False,
+        self.client = _AcsClient("-", "-", settings.region, auto_retry=False,
                                 connect_timeout=settings.connect_timeout, timeout=settings.read_timeout,
                                 proxy={"http": None, "https": None}, pool_size=settings.pool_size)
         self.client._signer = _ProviderSigner(settings.credentials)

@@ -5,8 +5,10 @@ emulator in its own process, so the figures are the controller's alone).
 Scale phase: 500 policies, 10 cloud replicas each (5,000 emulated instances). The fleet is seeded in bulk
 as the loop would leave it (instances launched through EcsComputePool, 10 per RunInstances; journal rows
 written in one transaction per policy), then ONE full tick is measured: every policy samples and evaluates
-(decide, plan, journal) and advances all its replicas, as the daemon's jobs do, on the daemon's 64
-threads; then one reconcile (cloud by tags against the journal, load-balancer servers against replicas).
+(decide, plan, journal) and advances all its replicas, every replica's health check due, through the
+daemon's own round jobs (Daemon.sample_round and Daemon.step_round, controller/rounds.py), waiting until
+all the work they started is done; then one reconcile (cloud by tags against the journal, load-balancer
+servers against replicas).
 Metrics put 490 policies in their hold band, 5 above it (scale out by one) and 5 below (scale in by one).
 Targets: tick under 1 s; ECS calls at most one DescribeInstances per 100 instances plus the launches and
 releases decided; peak RSS under 200 MB.
@@ -167,6 +169,9 @@ class Probe:
     def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
         return True
 
+    def probe_many(self, targets: Sequence[tuple[str, int, str, float]]) -> list[bool]:
+        return [True for _ in targets]
+
 
 # ----------------------------------------------------------------------------- setup
 
@@ -260,7 +265,9 @@ class Emulator:
 def make_edges(emulator: Emulator, values: dict[str, float]) -> tuple[Edges, Runtime, Balancer]:
     api = EcsApiSettings(region="cn-bench", credentials=StaticCredentials(CloudCredentials(*KEY)),
                          endpoint=emulator.url)
-    compute = EcsComputePool(EcsPoolSettings(api=api, docker_endpoint_template="tcp://{private_ip}:2376"))
+    # as controller/wiring.py builds it for the daemon (the loop's boot check describes launched instances)
+    compute = EcsComputePool(EcsPoolSettings(api=api, docker_endpoint_template="tcp://{private_ip}:2376",
+                                             describe_after_launch=False))
     runtime, balancer = Runtime(), Balancer()
     edges = Edges(compute=compute, registry=Registry(), runtime=runtime, workloads=Workloads(), health=Probe(),
                   load_balancer=lambda policy: balancer, metrics=lambda policy: Metrics(values, policy.name),
@@ -286,7 +293,8 @@ def seed(daemon: Daemon, edges: Edges, runtime: Runtime, balancer: Balancer, rep
         policy = daemon.runtimes[name].policy
         token = f"seed-{name}"
         spec = launch_spec(policy, CONTROLLER, "seed", token, "")
-        instances = edges.compute.launch(spec, replicas, token)  # one RunInstances of `replicas`
+        launched = edges.compute.launch(spec, replicas, token)  # one RunInstances of `replicas`
+        instances = edges.compute.get([i.id for i in launched])  # booted at once (--boot-delay 0s)
         now = time.time()
         rows: list[Any] = []
         for inst in instances:
@@ -343,11 +351,12 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
         out["replicas"], out["instances_in_cloud"] = live, len(edges.compute.list(Owner(CONTROLLER)))
         runtimes = list(daemon.runtimes.values())
         # one warm-up tick in the hold band (first-use costs: imports, connection pools, workload capture)
-        with ThreadPoolExecutor(64) as pool:
-            list(pool.map(lambda r: (r.sample(), r.tick(force_evaluate=True)), runtimes))
+        daemon.sample_round(timeout=None)
+        daemon.step_round(force_evaluate=True, timeout=None)
         values.update(decided)
         for r in runtimes:
             r._last_evaluate = 0.0
+            r.lifecycle._last_probe.clear()  # the worst case: every replica's health check is due this tick
         emulator.reset()
         runtime.calls = balancer.calls = 0
         if args.profile:
@@ -357,8 +366,9 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
             prof.enable()
         cpu0 = time.process_time()
         t = time.perf_counter()
-        with ThreadPoolExecutor(64) as pool:  # the daemon's executor size
-            list(pool.map(lambda r: (r.sample(), r.tick(force_evaluate=True)), runtimes))
+        # the daemon's two round jobs (controller/rounds.py), waiting for every policy's work to finish
+        daemon.sample_round(timeout=None)
+        daemon.step_round(force_evaluate=True, timeout=None)
         out["policy_ticks_s"] = time.perf_counter() - t
         t2 = time.perf_counter()
         daemon.reconcile()
@@ -369,13 +379,15 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
             prof.disable()
             prof.dump_stats(str(args.profile))
         out["ecs_calls"] = emulator.calls()
+        out["instances_listed"] = len(edges.compute.list(Owner(CONTROLLER)))  # what the tick's reconcile listed
         out["node_calls"], out["lb_calls"] = runtime.calls, balancer.calls
         states: dict[str, int] = {}
-        for r in store.live_replicas():
-            states[r.state] = states.get(r.state, 0) + 1
+        for row in store.live_replicas():
+            states[row.state] = states.get(row.state, 0) + 1
         out["replicas_after"] = states
-        out["launched"] = sum(1 for r in store.live_replicas() if r.policy in names[:5]) - 5 * args.replicas
-        out["released"] = len([r for r in store.replicas(states=[ReplicaState.GONE]) if r.policy in names[5:10]])
+        out["launched"] = sum(1 for row in store.live_replicas() if row.policy in names[:5]) - 5 * args.replicas
+        out["released"] = len([row for row in store.replicas(states=[ReplicaState.GONE])
+                               if row.policy in names[5:10]])
         out["peak_rss_mb"] = rss_mb()
     finally:
         for r in daemon.runtimes.values():
@@ -460,12 +472,12 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         n, inst = args.policies, r["instances_in_cloud"]
         calls = r["ecs_calls"]
         describe = calls.get("DescribeInstances", 0)
-        listing = -(-inst // 100)
-        # a launch costs its RunInstances, the adapter's DescribeInstances of what it created, and the boot
-        # check's DescribeInstances; a release its DeleteInstances
-        per_launch = describe - listing
-        calls_ok = (per_launch <= 2 * r["launched"] and calls.get("RunInstances", 0) <= r["launched"]
-                    and calls.get("DeleteInstances", 0) <= r["released"])
+        listing = -(-r["instances_listed"] // 100)  # the reconcile's pages (the tick's launches included)
+        # issue 9: at most one DescribeInstances per 100 instances, plus one call per launch and release
+        # decided (its RunInstances / DeleteInstances); boot checks are batched, 100 instances a call
+        beyond = describe - listing
+        allowed = listing + r["launched"] + r["released"]
+        calls_ok = sum(calls.values()) <= allowed
         rows = [
             ("policies / replicas / instances", f"{n} / {r['replicas']} / {inst}", ""),
             (f"state store ({r['state']})", "", ""),
@@ -476,8 +488,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
             ("  CPU time of the tick (all threads)", f"{r['tick_cpu_s']:.2f} s", ""),
             ("decided this tick", f"{r['launched']} launched, {r['released']} released", ""),
             ("ECS calls this tick", json.dumps(calls, sort_keys=True), ""),
-            ("  DescribeInstances beyond 1 per 100 instances", f"{per_launch} for {r['launched']} launches",
-             f"target: only the decided launches' own calls: {'MET' if calls_ok else 'NOT MET'}"),
+            ("  DescribeInstances beyond 1 per 100 listed",
+             f"{beyond} ({r['instances_listed']} listed, {r['launched']} launches)", ""),
+            ("  ECS calls in all", f"{sum(calls.values())} (allowed {allowed})",
+             f"target <= 1 per 100 listed + launches + releases: {'MET' if calls_ok else 'NOT MET'}"),
             ("peak RSS", f"{r['peak_rss_mb']:.0f} MB", "target < 200 MB: " + ("MET" if r["peak_rss_mb"] < 200 else "NOT MET")),
         ]
         for name, value, verdict in rows:

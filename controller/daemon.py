@@ -1,9 +1,10 @@
-"""The controller daemon: runs the jobs on an APScheduler thread pool (per policy: sample, tick, replicate;
-for all: reconcile, reload, gc), reloads policies, and answers the status endpoint (``StatusSource``).
-Built by ``burstctl run`` and ``burstctl demo`` through controller/wiring.py.
+"""The controller daemon: runs the jobs on an APScheduler thread pool (for the whole fleet: sample and step
+rounds, reconcile, reload, gc; per policy: replicate), reloads policies, and answers the status endpoint
+(``StatusSource``). Built by ``burstctl run`` and ``burstctl demo`` through controller/wiring.py.
 
-Per-policy jobs have max_instances=1 and coalesce, so a slow policy skips its own late runs and never
-occupies more than its own threads; every job catches its errors, so a failing one never stops another.
+Jobs have max_instances=1 and coalesce; the rounds (controller/rounds.py) keep a slow policy's work to
+itself (it sits rounds out while its work runs), and every job catches its errors, so a failing one never
+stops another.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
 from controller.policyset import PolicySet
 from controller.reconcile import Reconciler
+from controller.rounds import FleetRounds
 from controller.state import StateStore
 from controller.status_report import StatusReport
 from controller.tick import Decide, PolicyRuntime
@@ -44,6 +46,7 @@ class Daemon(StatusReport):
         self.policy_set = PolicySet(policies_dir)
         self.runtimes: dict[str, PolicyRuntime] = {}
         self.reconciler = Reconciler(store, edges, options, clock)
+        self.rounds = FleetRounds(store, edges, options, clock)
         self.started_at = clock()
         self._lock = threading.RLock()
         self._ready, self._why = False, "starting"
@@ -76,6 +79,9 @@ class Daemon(StatusReport):
         for name in list(self.runtimes):
             self._schedule_policy(name)
         o = self.options
+        # PERF: one sample and one step job for the whole fleet (was two per policy; docs/ha.md "Scale")
+        self._add("sample", self.sample_round, o.sample_interval)
+        self._add("step", self.step_round, o.step_interval, first=min(1.0, o.step_interval))
         self._add("reconcile", self.reconcile, o.reconcile_interval, first=o.reconcile_interval)
         self._add("reload", self._poll_reload, o.reload_interval)
         self._add("gc", self.gc, o.gc_interval)
@@ -95,8 +101,12 @@ class Daemon(StatusReport):
                 done.set()
 
             threading.Thread(target=shutdown, daemon=True).start()
+            started = time.monotonic()
             if not done.wait(timeout):
                 logger.warning("jobs still running after %.0fs: %s", timeout, ", ".join(self._running))
+            self.rounds.close(max(0.0, timeout - (time.monotonic() - started)))
+        else:
+            self.rounds.close()
         for runtime in self.runtimes.values():
             runtime.close()
         self.store.record_event("stop", f"controller {self.options.controller_id} stopped")
@@ -144,24 +154,36 @@ class Daemon(StatusReport):
                 logger.warning("job %s took %.1fs (over %.0fs)", job_id, took, self.options.job_timeout)
 
     def _schedule_policy(self, name: str) -> None:
-        o = self.options
         runtime = self.runtimes[name]
-        self._add(f"sample:{name}", runtime.sample, o.sample_interval)
-        self._add(f"tick:{name}", runtime.tick, o.step_interval, first=min(1.0, o.step_interval))
-        self._add(f"replicate:{name}", runtime.refresh_workload, o.replicate_interval)
+        self._add(f"replicate:{name}", runtime.refresh_workload, self.options.replicate_interval)
 
     def _unschedule_policy(self, name: str) -> None:
-        for kind in ("sample", "tick", "replicate"):
-            with contextlib.suppress(JobLookupError):  # already gone
-                self.scheduler.remove_job(f"{kind}:{name}")
+        with contextlib.suppress(JobLookupError):  # already gone
+            self.scheduler.remove_job(f"replicate:{name}")
+
+    def sample_round(self, timeout: float | None = -1.0) -> None:
+        """Every policy samples its metric (the ``sample`` job). ``timeout``: how long to wait for slow
+        sources (default: the sample interval; None: until all are done)."""
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        self.rounds.sample(runtimes, timeout=self.options.sample_interval if timeout == -1.0 else timeout)
+
+    def step_round(self, force_evaluate: bool = False, timeout: float | None = -1.0) -> None:
+        """Every policy evaluates when due and advances its replicas (the ``step`` job). ``timeout``: how long
+        to wait for the replicas' steps (default: the step interval; None: until all are done)."""
+        with self._lock:
+            runtimes = dict(self.runtimes)
+        self.rounds.step(runtimes, force_evaluate=force_evaluate,
+                         timeout=self.options.step_interval if timeout == -1.0 else timeout)
 
     def kick(self, name: str) -> None:
-        """Run the policy's tick now (after an operator action) instead of at its next interval."""
+        """Evaluate the policy at the next step round, run now (after an operator action) instead of at its
+        next evaluation interval."""
         from datetime import datetime
 
-        if self.scheduler.running and self.scheduler.get_job(f"tick:{name}"):
+        if self.scheduler.running and name in self.runtimes and self.scheduler.get_job("step"):
             self.runtimes[name]._last_evaluate = 0.0
-            self.scheduler.modify_job(f"tick:{name}", next_run_time=datetime.now(UTC))
+            self.scheduler.modify_job("step", next_run_time=datetime.now(UTC))
 
     def reconcile(self) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ from controller.ports import (
     Server,
     WorkloadSpec,
 )
+from controller.snapshot import LiveReplica
 from controller.state import StateStore
 from controller.state_models import IntentKind, IntentState, Replica, ReplicaState
 
@@ -40,6 +41,7 @@ __all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
+AnyReplica = Replica | LiveReplica  # a step reads either the ORM row or a round's snapshot row (same columns)
 # after the drain command, wait this long before trusting "no sessions": a request the load balancer routed
 # just before the command may not be counted yet
 DRAIN_SETTLE = 1.0
@@ -85,10 +87,14 @@ class Lifecycle:
     def __init__(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
         self._last_probe: dict[str, float] = {}  # replica id -> time of its last health probe
+        # PERF: answers a round fetched for many replicas at once (controller/rounds.py), used instead of a
+        # call of one's own: instance id -> the instance (None: not found), replica id -> its probe's result
+        self.described: dict[str, Instance | None] = {}
+        self.probed: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ driver
 
-    def advance(self, replica: Replica) -> Replica:
+    def advance(self, replica: AnyReplica) -> AnyReplica:
         """Take as many steps as are possible now (usually one or two) and return the replica as left."""
         for _ in range(12):  # bound: each pass moves at most one state forward
             before = replica.state
@@ -99,9 +105,13 @@ class Lifecycle:
                 return replica
             if replica.state == before or replica.state == S.GONE:
                 return replica
+            if replica.state == S.BOOTING:
+                # PERF: a node just launched is not up yet; its boot check is the next round's, where one
+                # DescribeInstances answers for up to 100 booting instances (docs/ha.md "Scale")
+                return replica
         return replica
 
-    def _step(self, r: Replica) -> Replica:
+    def _step(self, r: AnyReplica) -> AnyReplica:
         handler = {
             S.PLANNED: self._planned, S.REPLICATING: self._replicating, S.LAUNCHING: self._launching,
             S.BOOTING: self._booting, S.STARTING: self._starting, S.HEALTHY: self._healthy,
@@ -112,13 +122,13 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ helpers
 
-    def _age_in_state(self, r: Replica) -> float:
+    def _age_in_state(self, r: AnyReplica) -> float:
         """Seconds this replica has been in its state while this controller ran: after a restart every step
         in progress gets its full timeout again (a launch that landed during the outage must be looked at,
         not failed on sight)."""
         return self.ctx.now() - max(r.state_since, self.ctx.started_at)
 
-    def _failed(self, r: Replica, to: ReplicaState, why: str, intent_id: str | None = None) -> Replica:
+    def _failed(self, r: AnyReplica, to: ReplicaState, why: str, intent_id: str | None = None) -> AnyReplica:
         """Down the failure path; the reason is kept on the replica and in the audit log."""
         self.ctx.event("replica-failed", f"replica {r.id}: {why}; moving to {to}", replica=r.id,
                        state=r.state)
@@ -126,7 +136,7 @@ class Lifecycle:
             return self.ctx.store.fail(intent_id, why, to=to, failure=why) or r
         return self.ctx.store.transition(r.id, to, failure=why)
 
-    def _node(self, r: Replica) -> Node | None:
+    def _node(self, r: AnyReplica) -> Node | None:
         row = self.ctx.store.instance(r.instance_id) if r.instance_id else None
         if row is None or not row.private_ip or row.released_at is not None:
             return None  # no node (yet), or it is gone: nothing to reach on it
@@ -139,7 +149,7 @@ class Lifecycle:
         traffic = self.ctx.policy.traffic
         return str(traffic.haproxy.backend) if traffic.haproxy is not None else str(traffic.slb.load_balancer_id)
 
-    def has_work(self, r: Replica) -> bool:
+    def has_work(self, r: AnyReplica) -> bool:
         """Whether ``advance`` could do anything now; False only for a serving replica whose probe is not
         due (PERF: the tick then spends no thread on it). Does not consume the probe's turn."""
         if r.state != S.SERVING:
@@ -147,7 +157,7 @@ class Lifecycle:
         last = self._last_probe.get(r.id)
         return last is None or self.ctx.now() - last >= float(self.ctx.policy.workload.health.interval)
 
-    def _probe_due(self, r: Replica) -> bool:
+    def _probe_due(self, r: AnyReplica) -> bool:
         interval = float(self.ctx.policy.workload.health.interval)
         last = self._last_probe.get(r.id)
         now = self.ctx.now()
@@ -156,7 +166,13 @@ class Lifecycle:
         self._last_probe[r.id] = now
         return True
 
-    def _probe(self, r: Replica) -> bool:
+    def probe_passed(self, r: AnyReplica, at: float) -> None:
+        """A round probed this replica with the others and it passed: its turn is taken, nothing to write."""
+        self._last_probe[r.id] = at
+
+    def _probe(self, r: AnyReplica) -> bool:
+        if r.id in self.probed:
+            return self.probed.pop(r.id)
         health = self.ctx.policy.workload.health
         if not r.address or not r.port:
             return False
@@ -164,22 +180,22 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ the way in
 
-    def _planned(self, r: Replica) -> Replica:
+    def _planned(self, r: AnyReplica) -> AnyReplica:
         return self.ctx.store.transition(r.id, S.REPLICATING)
 
-    def _replicating(self, r: Replica) -> Replica:
+    def _replicating(self, r: AnyReplica) -> AnyReplica:
         try:
             spec = self.ctx.workload()  # copies the image when pre-replication has not yet
         except PermanentError as exc:
             return self._cancel_launch(r, f"cannot prepare the workload: {exc}")
         return self.ctx.store.transition(r.id, S.LAUNCHING, spec_hash=spec.spec_hash, image=spec.image)
 
-    def _cancel_launch(self, r: Replica, why: str) -> Replica:
+    def _cancel_launch(self, r: AnyReplica, why: str) -> AnyReplica:
         for intent in self.ctx.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH, state=IntentState.PENDING):
             self.ctx.store.fail(intent.id, why)
         return self._failed(r, S.RELEASING, why)
 
-    def _launching(self, r: Replica) -> Replica:
+    def _launching(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
         check = check_launch(ctx.policy, self._ahead_of(r), 1)
@@ -209,7 +225,7 @@ class Lifecycle:
         return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
                                   instance_id=inst.id) or r
 
-    def _ahead_of(self, r: Replica) -> list[Holding]:
+    def _ahead_of(self, r: AnyReplica) -> list[Holding]:
         """What counts against this launch: everything holding money except replicas planned after this one
         that have no instance yet. Concurrent launch steps thus see a consistent first-come order and the
         first ones that fit the budget go, whatever the threads' timing."""
@@ -218,9 +234,13 @@ class Lifecycle:
                  if x.id != r.id and not x.instance_id and (x.created_at, x.id) > mine}
         return [h for h in self.ctx.holdings() if h.key != r.id and h.key not in later]
 
-    def _booting(self, r: Replica) -> Replica:
+    def _booting(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
-        found = ctx.edges.compute.get([r.instance_id]) if r.instance_id else []
+        if r.instance_id in self.described:  # the round's batched DescribeInstances
+            known = self.described[r.instance_id]
+            found = [known] if known is not None else []
+        else:
+            found = ctx.edges.compute.get([r.instance_id]) if r.instance_id else []
         if not found or found[0].state in (InstanceState.GONE, InstanceState.STOPPED, InstanceState.STOPPING):
             return self._failed(r, S.RELEASING, f"instance {r.instance_id} disappeared while booting")
         inst = found[0]
@@ -238,7 +258,7 @@ class Lifecycle:
                                 f"{ctx.options.boot_timeout:.0f}s ({inst.state})")
         return r
 
-    def _starting(self, r: Replica) -> Replica:
+    def _starting(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         node = self._node(r)
         if node is None:
@@ -274,7 +294,7 @@ class Lifecycle:
                                 f"({r.health_passes} passes)")
         return r
 
-    def _healthy(self, r: Replica) -> Replica:
+    def _healthy(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         name = server_name(ctx.options.controller_id, r.policy, r.id)
         intent = ctx.store.step_intent(r, IntentKind.ADMIT, target=name)
@@ -289,7 +309,7 @@ class Lifecycle:
         ctx.event("admit", f"replica {r.id}: serving as {name} ({r.address}:{r.port})", replica=r.id)
         return ctx.store.complete(intent.id, to=S.SERVING, server_name=name, health_failures=0) or r
 
-    def _serving(self, r: Replica) -> Replica:
+    def _serving(self, r: AnyReplica) -> AnyReplica:
         if not self._probe_due(r):
             return r
         if self._probe(r):
@@ -301,7 +321,7 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ the way out
 
-    def _draining(self, r: Replica) -> Replica:
+    def _draining(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         if not r.server_name:  # never admitted: nothing to drain
             return ctx.store.transition(r.id, S.STOPPING)
@@ -340,7 +360,7 @@ class Lifecycle:
                       "removed with sessions still open", replica=r.id)
         return ctx.store.complete(intent.id, to=S.STOPPING) or r
 
-    def _stopping(self, r: Replica) -> Replica:
+    def _stopping(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         node = self._node(r)
         if node is None:  # never got an address: no container can exist
@@ -366,7 +386,7 @@ class Lifecycle:
                       replica=r.id)
         return ctx.store.complete(intent.id, to=S.RELEASING) or r
 
-    def _releasing(self, r: Replica) -> Replica:
+    def _releasing(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         ids = [r.instance_id] if r.instance_id else self._instances_of_launch(r)
         intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=",".join(ids))
@@ -386,7 +406,7 @@ class Lifecycle:
                   replica=r.id)
         return ctx.store.complete(intent.id, outcome={"released": ids}, to=S.GONE) or r
 
-    def _instances_of_launch(self, r: Replica, intent_id: str | None = None) -> list[str]:
+    def _instances_of_launch(self, r: AnyReplica, intent_id: str | None = None) -> list[str]:
         """Instances a launch of this replica may have created, found by their intent tag."""
         intents = ([intent_id] if intent_id else
                    [i.id for i in self.ctx.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)])

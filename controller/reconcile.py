@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError
 from controller.lifecycle import server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
+from controller.snapshot import LiveInstance, LiveReplica
 from controller.state import StateStore
-from controller.state_models import InstanceRow, IntentKind, IntentState, Replica, ReplicaState
+from controller.state_models import IntentKind, IntentState, ReplicaState
 from controller.tick import PolicyRuntime
 
 __all__ = ["ReconcileReport", "Reconciler"]
@@ -42,7 +43,7 @@ class ReconcileReport:
         return ", ".join(parts) or "in sync"
 
 
-def _changed(row: InstanceRow, inst: Instance) -> bool:
+def _changed(row: LiveInstance, inst: Instance) -> bool:
     """Whether ``record_instance`` would change the row (state, addresses, spot, price)."""
     return (row.state != str(inst.state) or row.private_ip != inst.private_ip
             or row.docker_endpoint != inst.docker_endpoint or row.spot != inst.spot
@@ -62,7 +63,7 @@ class Reconciler:
         report = ReconcileReport()
         cloud = self.edges.compute.list(Owner(self.options.controller_id))
         seen = {inst.id for inst in cloud}
-        known = {row.id: row for row in self.store.instances()}
+        known = {row.id: row for row in self.store.instance_rows()}  # PERF: plain rows, one query
         for inst in cloud:
             if inst.id in known:
                 row = known[inst.id]
@@ -80,10 +81,7 @@ class Reconciler:
                 listed.append(self._listing(runtime))
             except BurstError as exc:
                 runtime.error(f"reconcile load balancer: {exc}")
-        live_by_policy: dict[str, list[Replica]] = {}
-        if listed:
-            for r in self.store.live_replicas():
-                live_by_policy.setdefault(r.policy, []).append(r)
+        live_by_policy = self.store.live_rows() if listed else {}  # PERF: plain rows, one query
         for runtime, backend, present, listed_at in listed:
             try:
                 self._servers(runtime, backend, present, listed_at, live_by_policy.get(runtime.name, []), report)
@@ -178,7 +176,7 @@ class Reconciler:
         return runtime, backend, {s.name for s in runtime.load_balancer().list(backend)}, listed_at
 
     def _servers(self, runtime: PolicyRuntime, backend: str, present: set[str], listed_at: float,
-                 live: list[Replica], report: ReconcileReport) -> None:
+                 live: Sequence[LiveReplica], report: ReconcileReport) -> None:
         lb = runtime.load_balancer()
         prefix = server_name(self.options.controller_id, runtime.name, "")
         # The load balancer first, the journal after: the loop adds a server only once its replica is

@@ -9,23 +9,23 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from controller.budget import Holding, hourly_spend
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.lifecycle import Lifecycle
+from controller.lifecycle import AnyReplica, Lifecycle
 from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
-from controller.state import StateStore
+from controller.snapshot import Costing, FleetSnapshot, PolicyFlags
+from controller.state import HistorySink, StateStore
 from controller.state_models import (
     ACTIVE_STATES,
     LEAVING_STATES,
     PolicyState,
-    Replica,
     ReplicaState,
 )
 from policies.types import Decision, Direction, Fleet, Observation
@@ -160,11 +160,12 @@ class PolicyRuntime:
         with self._workload_lock:
             self._workload, self._workload_at = spec, self.clock()
 
-    def holdings(self, live: list[Replica] | None = None) -> list[Holding]:
-        """Everything of this policy that costs or may cost money (see controller.budget). ``live``: the
-        policy's live replicas when the caller just read them (one query less per evaluation, SCALE-HA)."""
+    def holdings(self, live: Sequence[AnyReplica] | None = None, costing: Costing | None = None) -> list[Holding]:
+        """Everything of this policy that costs or may cost money (see controller.budget). ``live`` and
+        ``costing``: the policy's live replicas and costing rows when the caller just read them (a round's
+        snapshot: no query at all, PERF)."""
         out: list[Holding] = []
-        rows, launches = self.store.costing(self.name)  # PERF: tuples, one read
+        rows, launches = self.store.costing(self.name) if costing is None else costing  # PERF: tuples, one read
         instances = {row[0]: row for row in rows}  # id -> (id, replica_id, instance_type, price_per_hour)
         for r in self.store.live_replicas(self.name) if live is None else live:
             row = instances.pop(r.instance_id, None) if r.instance_id else None
@@ -190,17 +191,19 @@ class PolicyRuntime:
         except StateBusyError as exc:
             logger.warning("policy %s: history not loaded: %s", self.name, exc)
 
-    def sample(self) -> Observation:
-        """Query the metrics source and keep the reading (in memory and in the store)."""
+    def sample(self, *, serving: int | None = None, into: HistorySink | None = None) -> Observation:
+        """Query the metrics source and keep the reading (in memory and in the store). A round passes the
+        serving count it read for every policy at once and takes the history row into its batch (PERF)."""
         now = self.clock()
         try:
             obs = self.metrics().query(float(self.policy.metric.window))
         except BurstError as exc:  # sources should not raise, but a broken one must not kill the job
             obs = Observation(value=None, age=0.0, source=str(self.policy.metric.source), ok=False, error=str(exc))
         at = now - obs.age
-        serving = self.store.count_replicas(self.name, ReplicaState.SERVING)
+        if serving is None:
+            serving = self.store.count_replicas(self.name, ReplicaState.SERVING)
         self.store.record_sample(self.name, at=at, value=obs.value, ok=obs.usable, source=obs.source,
-                                 error=obs.error, capacity=self._scale_line(), replicas=serving)
+                                 error=obs.error, capacity=self._scale_line(), replicas=serving, into=into)
         self._note_ready(at, serving)
         if obs.usable and obs.value is not None:
             self._history.append((at, obs.value))
@@ -259,7 +262,7 @@ class PolicyRuntime:
             return
         self.advance()
 
-    def advance(self, replicas: list[Replica] | None = None) -> None:
+    def advance(self, replicas: Sequence[AnyReplica] | None = None) -> None:
         """Advance every live replica; in parallel, so one replica's slow pull, stop or probe does not hold
         back the others (each replica is still advanced by one thread at a time). ``replicas``: the live
         replicas when the caller just read them (PERF: one query less per tick)."""
@@ -286,7 +289,7 @@ class PolicyRuntime:
             for future in done:
                 future.result()
 
-    def _advance_one(self, replica: Replica) -> None:
+    def _advance_one(self, replica: AnyReplica) -> None:
         try:
             self.lifecycle.advance(replica)
         except StateBusyError:
@@ -297,8 +300,8 @@ class PolicyRuntime:
             logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
             self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
 
-    def fleet(self, paused: bool, replicas: list[Replica] | None = None,
-              ps: PolicyState | None = None) -> tuple[Fleet, list[ReplicaView]]:
+    def fleet(self, paused: bool, replicas: Sequence[AnyReplica] | None = None,
+              ps: PolicyState | PolicyFlags | None = None) -> tuple[Fleet, list[ReplicaView]]:
         replicas = self.store.live_replicas(self.name) if replicas is None else replicas
         active = [r for r in replicas if r.state in ACTIVE_STATES]
         ps = self.store.policy_state(self.name) if ps is None else ps
@@ -322,7 +325,7 @@ class PolicyRuntime:
         workload = self._workload
         return workload.spec_hash if workload is not None else ""
 
-    def sessions(self, live: list[Replica]) -> dict[str, int]:
+    def sessions(self, live: Sequence[AnyReplica]) -> dict[str, int]:
         """Active sessions per replica id, from ONE listing of the policy's backend (the planner asks only
         when it plans a scale-in). An unreadable backend counts every replica as idle: the order then falls
         back to the youngest first, and the drain itself still waits for sessions to reach zero."""
@@ -343,20 +346,28 @@ class PolicyRuntime:
             self.store.transition(rid, ReplicaState.DRAINING, reason=p.reason)
             self.event("roll", p.reason, replicas=[rid], spec_hash=self.spec_hash(), value=value)
 
-    def evaluate(self, now: float) -> list[Replica] | None:
+    def evaluate(self, now: float, snapshot: FleetSnapshot | None = None,
+                 into: HistorySink | None = None) -> Sequence[AnyReplica] | None:
         """Decide, plan and journal. Returns the live replicas it read when it changed none of them (the
-        tick advances those without reading them again, PERF), else None."""
-        ps = self.store.policy_state(self.name)
+        tick advances those without reading them again, PERF), else None. A round passes its fleet
+        snapshot (no read at all) and takes the decision row into its batch."""
+        ps: PolicyState | PolicyFlags | None
+        live: Sequence[AnyReplica]
+        if snapshot is None:
+            ps = self.store.policy_state(self.name)
+            live = self.store.live_replicas(self.name)  # read once for the fleet and the holdings
+            costing = None
+        else:
+            ps, live, costing = snapshot.flags.get(self.name), snapshot.live(self.name), snapshot.costs(self.name)
         paused = bool(ps and ps.paused)
         drain_all = self.removed or bool(ps and ps.drain_requested)
-        live = self.store.live_replicas(self.name)  # read once for the fleet and the holdings
         fleet, views = self.fleet(paused, live, ps)
         obs = self.observation(now)
         if drain_all:
             decision = Decision(0, Direction.IN, "policy removed" if self.removed else "operator drain")
         else:
             decision = self.decide(self.policy, obs, fleet, now)
-        p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live), now=now,
+        p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live, costing), now=now,
                                         observation_ok=obs.usable, paused=paused, drain_all=drain_all,
                                         last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
                                         target=ps.target if ps else None,
@@ -365,16 +376,30 @@ class PolicyRuntime:
         reason = p.reason + (f" (held: {p.held})" if p.held else "")
         direction = (Direction.OUT if p.launch else Direction.IN if p.drain else Direction.HOLD)
         self.store.record_decision(self.name, value=obs.value, desired=p.desired, actual=len(views),
-                                   direction=str(direction), reason=reason, details=dict(decision.details))
+                                   direction=str(direction), reason=reason, details=dict(decision.details),
+                                   into=into)
         if p.roll:  # a replacement, not a scaling action: cooldowns and the target stay
-            self._roll_step(p, obs.value)
+            with self.store.transaction():
+                self._roll_step(p, obs.value)
             return None
+        if p.launch or p.drain:
+            with self.store.transaction():  # PERF: the action's rows in one commit (was 3 or more)
+                self._act(p, now, views, ps, drain_all, reason, obs.value)
+        elif p.held and decision.direction != Direction.HOLD:
+            logger.info("policy %s: %s", self.name, reason)
+        return None if p.launch or p.drain else live
+
+    def _act(self, p: Plan, now: float, views: list[ReplicaView], ps: PolicyState | PolicyFlags | None,
+             drain_all: bool, reason: str, value: float | None) -> None:
+        """Journal a scaling action: the planned replicas or the drains, the policy's target and cooldown
+        marks, the event."""
+        obs_value = value
         actual = len(views) - roll_surplus(views, ps.target if ps else None)
         if p.launch:
             planned = self.store.plan_replicas(self.name, p.launch, spec_hash="", reason=p.reason)
             self.store.save_policy(self.name, last_scale_out=now, target=actual + p.launch)
             self.event("scale-out", f"launching {p.launch} replica(s) ({len(views)} -> {len(views) + p.launch}): "
-                       f"{reason}", replicas=[r.id for r, _ in planned], value=obs.value)
+                       f"{reason}", replicas=[r.id for r, _ in planned], value=obs_value)
         if p.drain:
             for rid in p.drain:
                 self.store.transition(rid, ReplicaState.DRAINING, reason=p.reason)
@@ -383,7 +408,4 @@ class PolicyRuntime:
             else:
                 self.store.save_policy(self.name, last_scale_in=now, target=max(0, actual - len(p.drain)))
             self.event("scale-in", f"draining {len(p.drain)} replica(s) ({len(views)} -> "
-                       f"{len(views) - len(p.drain)}): {reason}", replicas=list(p.drain), value=obs.value)
-        elif p.held and decision.direction != Direction.HOLD:
-            logger.info("policy %s: %s", self.name, reason)
-        return None if p.launch or p.drain else live
+                       f"{len(views) - len(p.drain)}): {reason}", replicas=list(p.drain), value=obs_value)

@@ -5,7 +5,7 @@ that names concrete adapters. Used by ``burstctl run`` and ``burstctl demo``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,20 @@ class _HttpProbe:
     """``ReplicaProbe`` over the replicas engineer's HTTP health checker."""
 
     def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
-        target = Container(id="probe", name="probe", node_id="", state="running", health=None, labels={},
-                           address=address, port=port)
-        result = HttpHealthChecker(path, timeout).check([target]).get("probe")
-        return bool(result and result.ok)
+        return self.probe_many([(address, port, path, timeout)])[0]
+
+    def probe_many(self, targets: Sequence[tuple[str, int, str, float]]) -> list[bool]:
+        """Many probes at once, concurrently (a step round's health checks, controller/rounds.py)."""
+        groups: dict[tuple[str, float], list[Container]] = {}
+        for n, (address, port, path, timeout) in enumerate(targets):
+            groups.setdefault((path, timeout), []).append(
+                Container(id=str(n), name=str(n), node_id="", state="running", health=None, labels={},
+                          address=address, port=port))
+        ok: dict[str, bool] = {}
+        for (path, timeout), containers in groups.items():
+            results = HttpHealthChecker(path, timeout, concurrency=256).check(containers)
+            ok.update({name: r.ok for name, r in results.items()})
+        return [ok.get(str(n), False) for n in range(len(targets))]
 
 
 def _metrics(cfg: Any, tls: TlsFiles | None) -> Any:
@@ -153,7 +163,8 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
                                                   role_name=getattr(c, "role_name", None))
     compute = EcsComputePool(EcsPoolSettings(
         api=EcsApiSettings(region=cfg.cloud.region, credentials=provider, endpoint=cfg.cloud.endpoint),
-        docker_endpoint_template=cfg.cloud.node_docker_endpoint))
+        docker_endpoint_template=cfg.cloud.node_docker_endpoint,
+        describe_after_launch=False))  # the loop's boot check describes booting instances, 100 per call
     reg_creds, reg_pairs = _registry_credentials(cfg, provider)
     insecure = {cfg.cloud_registry.url.split("/", 1)[0]} if cfg.cloud_registry.insecure else set()
     if cfg.onprem.registry:

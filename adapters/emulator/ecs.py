@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
 import time
@@ -82,6 +83,9 @@ class _Handlers:
     def __init__(self, state: EcsState, faults: FaultBox) -> None:
         self.state = state
         self.faults = faults
+        # the last tag-filtered listing (a client pages through it: 50 pages of 5,000 instances filtered the
+        # whole set 50 times): (state version, filter) -> matching records in creation order and their seqs
+        self._listing: tuple[Any, list[InstanceRecord], list[int]] | None = None
 
     def run_instances(self, req: RpcRequest) -> dict[str, Any]:
         region = _region(req)
@@ -150,26 +154,33 @@ class _Handlers:
         token_style = req.get("NextToken") is not None or req.get("MaxResults") is not None
         with self.state.lock:
             now = self.state.clock()
-            if ids is not None:  # by id: look them up (in creation order, like the real listing)
-                found = [self.state.instances[i] for i in dict.fromkeys(ids) if i in self.state.instances]
-                candidates = sorted((r for r in found if r.deleted_at is None), key=lambda r: r.seq)
+            key = (self.state.version, region, zone, itype, tuple(tag_filters))
+            if ids is None and status is None and self._listing is not None and self._listing[0] == key:
+                rows, seqs = self._listing[1], self._listing[2]  # the same listing, paged on: filter once
             else:
-                candidates = list(self.state.live())
-            rows: list[InstanceRecord] = []
-            for rec in candidates:
-                if rec.region != region or (zone and rec.zone != zone) or (itype and rec.instance_type != itype):
-                    continue
-                if any(k not in rec.tags or (v is not None and rec.tags[k] != v) for k, v in tag_filters):
-                    continue
-                if status is None or self.state.status(rec, now) == status:
-                    rows.append(rec)
+                if ids is not None:  # by id: look them up (in creation order, like the real listing)
+                    found = [self.state.instances[i] for i in dict.fromkeys(ids) if i in self.state.instances]
+                    candidates = sorted((r for r in found if r.deleted_at is None), key=lambda r: r.seq)
+                else:
+                    candidates = list(self.state.live())
+                rows = []
+                for rec in candidates:
+                    if rec.region != region or (zone and rec.zone != zone) or (itype and rec.instance_type != itype):
+                        continue
+                    if any(k not in rec.tags or (v is not None and rec.tags[k] != v) for k, v in tag_filters):
+                        continue
+                    if status is None or self.state.status(rec, now) == status:
+                        rows.append(rec)
+                seqs = [rec.seq for rec in rows]
+                if ids is None and status is None:
+                    self._listing = (key, rows, seqs)
             answer: dict[str, Any] = {"TotalCount": len(rows)}
             if token_style:
                 size = req.get_int("MaxResults", 10, 1, 100)
                 after = _decode_token(req.get("NextToken"))
-                rest = [rec for rec in rows if rec.seq > after]
-                chosen = rest[:size]
-                more = len(rest) > size
+                start = bisect.bisect_right(seqs, after)  # rows are in creation (seq) order
+                chosen = rows[start:start + size]
+                more = len(rows) - start > size
                 answer.update(PageSize=size, PageNumber=1,
                               NextToken=_encode_token(chosen[-1].seq) if more and chosen else "")
             else:

@@ -113,6 +113,7 @@ class EcsState:
         self.tokens: dict[str, dict[str, Any]] = {}  # "region/action/token" -> stored answer
         self.user_data: dict[str, str] = {}  # launch id -> base64 user data (shared by its instances)
         self._seq = 0
+        self.version = 0  # moved by every change (see save): DescribeInstances caches its filtered listing
         self._network = ipaddress.ip_network(config.address_pool, strict=False)
         if not self._network.is_loopback:
             raise ValueError(f"--address-pool {config.address_pool} must be inside 127.0.0.0/8")
@@ -341,7 +342,9 @@ class EcsState:
     # ------------------------------------------------------------------ persistence
 
     def save(self) -> None:
-        """Write the state file atomically (temp file, fsync, rename). Caller holds the lock."""
+        """Write the state file atomically (temp file, fsync, rename). Caller holds the lock. Every change
+        of the instances ends here: it also moves ``version`` (what cached listings are valid for)."""
+        self.version += 1
         if not self.config.state_file:
             return
         path = Path(self.config.state_file)
