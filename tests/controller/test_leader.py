@@ -140,7 +140,8 @@ def test_local_deadline_steps_down_without_the_database(migrated: str, tables: l
 
 
 def test_fenced_store_write_after_takeover_leaves_nothing(migrated: str, tables: list[LeaseTable]) -> None:
-    settings = LeaseSettings(ttl=0.6, renew_every=0.2)
+    # a TTL long enough that B's first try still finds A's lease alive on a loaded machine (0.6 s was not)
+    settings = LeaseSettings(ttl=2.0, renew_every=0.5)
     clock_a = FakeMonotonic()  # A's own clock stands still: it believes its lease holds (a paused process)
     a = Leadership(table(tables, migrated), settings, holder="a", monotonic=clock_a)
     b = Leadership(table(tables, migrated), settings, holder="b")
@@ -153,7 +154,7 @@ def test_fenced_store_write_after_takeover_leaves_nothing(migrated: str, tables:
         assert not b.try_acquire()
         with pytest.raises(FencedError, match="standby"):
             store_b.record_event("x", "a standby never writes")
-        time.sleep(0.7)  # A's lease expires in the database (A, paused, has not noticed)
+        time.sleep(2.1)  # A's lease expires in the database (A, paused, has not noticed)
         assert b.try_acquire() and b.epoch == 2
         a.changed.clear()
         with pytest.raises(FencedError, match="held by b"):
