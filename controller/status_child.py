@@ -11,16 +11,19 @@ through the app itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import signal
 import socket
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
@@ -48,13 +51,38 @@ _JSON = b"application/json"
 class SnapshotSource:
     """``StatusSource`` over the latest snapshot; calls that need the daemon go over the channel."""
 
-    def __init__(self, conn: Connection, first: Snapshot) -> None:
+    def __init__(self, conn: Connection, first: Snapshot, *, interval: float, max_age: float) -> None:
         self.conn, self.snapshot = conn, first
+        self.interval, self.max_age = interval, max_age
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition()
+        self._asked_at = -math.inf  # when a newer snapshot was last asked for
         self._parsed: tuple[int, ControllerStatus] | None = None
         self.on_stop: Any = None
+
+    def age(self) -> float:
+        return time.time() - self.snapshot.built_at
+
+    def touch(self) -> None:
+        """A request came: ask the daemon for a newer snapshot if this one is ``interval`` old (once; again
+        after a second without an answer)."""
+        now = time.monotonic()
+        if self.age() >= self.interval and now - self._asked_at > 1.0:
+            self._asked_at = now
+            with self._lock:
+                self.conn.send(("want",))
+
+    def current(self) -> Snapshot:
+        """The snapshot to answer from: never older than ``max_age`` unless the daemon takes over 2 s to
+        build one (a busy store): then the last one, whose age the answer's data shows anyway."""
+        self.touch()
+        if self.age() > self.max_age:
+            version = self.snapshot.version
+            with self._arrived:
+                self._arrived.wait_for(lambda: self.snapshot.version != version, timeout=2.0)
+        return self.snapshot
 
     def read_forever(self) -> None:
         """The channel's reader: snapshots replace the current one, replies wake their caller. The end of
@@ -67,7 +95,10 @@ class SnapshotSource:
                 os._exit(0)
             kind = message[0]
             if kind == "snapshot":
-                self.snapshot = message[1]
+                with self._arrived:
+                    self.snapshot = message[1]
+                    self._asked_at = -math.inf
+                    self._arrived.notify_all()
             elif kind == "reply":
                 with self._lock:
                     waiter = self._waiting.pop(message[1], None)
@@ -95,7 +126,7 @@ class SnapshotSource:
     # ------------------------------------------------------------------ StatusSource
 
     def status(self) -> ControllerStatus:
-        snap = self.snapshot
+        snap = self.current()
         if snap.status_json is None:
             raise TransientError(snap.status_error or "status unavailable")
         parsed = self._parsed
@@ -105,13 +136,13 @@ class SnapshotSource:
         return parsed[1]
 
     def events(self, *, cursor: int | None, limit: int, policy: str | None) -> EventPage:
-        body = self.snapshot.events_page(cursor=cursor, limit=limit, policy=policy)
+        body = self.current().events_page(cursor=cursor, limit=limit, policy=policy)
         if body is None:
             body = self._call("events", cursor=cursor, limit=limit, policy=policy)
         return EventPage.model_validate_json(body)
 
     def ready(self) -> tuple[bool, str]:
-        return self.snapshot.ready
+        return self.current().ready
 
     def pause(self, policy: str) -> None:
         self._call("pause", policy=policy)
@@ -126,7 +157,7 @@ class SnapshotSource:
         return [MetricPoint.model_validate(p) for p in self._call("history", policy=policy, since=since)]
 
     def metrics_text(self) -> bytes:
-        return self.snapshot.metrics_text
+        return self.current().metrics_text
 
 
 class FastPath:
@@ -139,6 +170,11 @@ class FastPath:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
+            source = self.source
+            if source.age() > source.max_age:  # after a quiet spell: wait for a fresh one, off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, source.current)
+            else:
+                source.touch()
             answer = self._answer(scope["path"], scope["query_string"])
             if answer is not None:
                 code, body, media = answer
@@ -229,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     kind, settings = conn.recv()
     assert kind == "config"
     setup_logging(settings["log_format"], settings["log_level"])
+    # the daemon logs where it listens; uvicorn's own start/stop lines would only repeat it
+    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
     token = settings["token"]
     register_secret(token)
     try:
@@ -236,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logger.warning("status process: could not lower its priority: %s", exc)
     kind, first = conn.recv()
-    source = SnapshotSource(conn, first)
+    source = SnapshotSource(conn, first, interval=float(settings["interval"]), max_age=float(settings["max_age"]))
     app = create_app(source, token, status_ttl=0.0, version=settings["version"], metrics_text=source.metrics_text)
     sock = socket.socket(fileno=args.listen_fd)
     config = uvicorn.Config(FastPath(app, source), http="auto", loop="auto", log_config=None,

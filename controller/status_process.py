@@ -1,6 +1,9 @@
 """The status endpoint in a process of its own, so that status traffic cannot slow the control loop: the
-daemon publishes a ``Snapshot`` (controller/status_snapshot.py) every ``interval`` seconds and after each
-operator action, and the child (controller/status_child.py, uvicorn at a lower CPU priority) serves it.
+daemon publishes a ``Snapshot`` (controller/status_snapshot.py) and the child (controller/status_child.py,
+uvicorn at a lower CPU priority) serves it. Snapshots are built on demand: while requests come, the child
+asks for a new one once its snapshot is ``interval`` old (so at most one build per ``interval``, whatever
+the request rate), a request that finds it older than ``max_age`` (after a quiet spell) waits for a fresh
+one, an operator action publishes at once, and with no requests nothing is built at all.
 
 Used by ``burstctl run`` and ``burstctl demo`` (controller/commands/run.py) in place of the in-thread
 ``controller.status.StatusServer``. The daemon binds the listening socket (so a bad address fails here, and
@@ -13,12 +16,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,11 +35,12 @@ from controller.errors import BurstError, FencedError, NotFoundError, TransientE
 from controller.status import StatusSource
 from controller.status_snapshot import SnapshotBuilder
 
-__all__ = ["NICE", "PUBLISH_INTERVAL", "StatusProcess"]
+__all__ = ["MAX_AGE", "NICE", "PUBLISH_INTERVAL", "StatusProcess"]
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_INTERVAL = 0.25  # seconds: how old an answer of the endpoint may be (plus the time to build one)
+PUBLISH_INTERVAL = 0.25  # seconds: under requests, a new snapshot at most this often
+MAX_AGE = 0.5  # seconds: no answer comes from an older snapshot (the request waits for a new one)
 NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first
 _CALLS = frozenset({"pause", "resume", "drain", "history", "events"})
 _MUTATIONS = frozenset({"pause", "resume", "drain"})
@@ -85,7 +91,9 @@ class _Child:
             except (EOFError, OSError):
                 self.closed.set()
                 return
-            if message[0] == "call":
+            if message[0] == "want":
+                self.owner._wanted.set()
+            elif message[0] == "call":
                 self.owner.pool.submit(self._answer, *message[1:])
 
     def _answer(self, call_id: int, method: str, kwargs: dict[str, Any]) -> None:
@@ -129,18 +137,26 @@ class StatusProcess:
     """Same interface as ``StatusServer`` (``url``, ``start``, ``stop``), over a ``StatusSource``."""
 
     def __init__(self, source: StatusSource, token: str | None, host: str = "127.0.0.1", port: int = 9180, *,
-                 version: str = "", interval: float = PUBLISH_INTERVAL, nice: int = NICE,
-                 log_format: str = "text", log_level: str = "INFO",
+                 version: str = "", interval: float = PUBLISH_INTERVAL, max_age: float = MAX_AGE,
+                 nice: int = NICE,
+                 log_format: str = "text", log_level: str | None = None,
                  registry: CollectorRegistry | None = None) -> None:
+        """``log_level`` None: the level this process logs at now (the demo quiets its logs, run does not)."""
         self.source, self.host, self.port, self.interval = source, host, port, interval
+        if log_level is None:
+            log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self._settings = {"token": token, "version": version, "nice": nice, "log_format": log_format,
+                          "interval": interval, "max_age": max(max_age, interval),
                           "log_level": log_level}
         self.builder = SnapshotBuilder(source, registry=registry)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-call")
         self.sock: socket.socket
         self._child: _Child | None = None
         self._publish_lock = threading.Lock()
+        self.build_seconds: deque[float] = deque(maxlen=10_000)  # recent build times (benchmarks read them)
         self._stopping = threading.Event()
+        self._wanted = threading.Event()  # the child asked for a newer snapshot
+        self._built_at = -math.inf
         self._thread = threading.Thread(target=self._run, name="status-publish", daemon=True)
 
     @property
@@ -204,7 +220,10 @@ class StatusProcess:
     def publish(self) -> None:
         """Build a snapshot now and send it (after an operator action; the publisher does it periodically)."""
         with self._publish_lock:
+            t0 = time.perf_counter()
             snapshot = self.builder.build()
+            self.build_seconds.append(time.perf_counter() - t0)
+            self._built_at = time.monotonic()
             child = self._child
             if child is not None:
                 try:
@@ -213,8 +232,10 @@ class StatusProcess:
                     pass  # the publisher notices the dead child and starts another
 
     def _run(self) -> None:
-        """Publish every ``interval``; restart a child that died (after a pause, so a crash loop is slow)."""
-        while not self._stopping.wait(self.interval):
+        """Publish when the child asks, at most once per ``interval``; restart a child that died (after a
+        pause, so a crash loop is slow)."""
+        while not self._stopping.is_set():
+            wanted = self._wanted.wait(1.0)
             child = self._child
             if child is not None and child.proc.poll() is not None:
                 logger.error("status process %d exited with %s: restarting it", child.proc.pid, child.proc.returncode)
@@ -229,6 +250,11 @@ class StatusProcess:
                     continue
                 threading.Thread(target=child.serve_calls, name="status-calls", daemon=True).start()
                 continue
+            if not wanted:
+                continue
+            if self._stopping.wait(max(0.0, self._built_at + self.interval - time.monotonic())):
+                return
+            self._wanted.clear()
             try:
                 self.publish()
             except Exception:  # the publisher must outlive any one bad build
@@ -236,6 +262,7 @@ class StatusProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
+        self._wanted.set()  # wakes the publisher
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._child is not None:
