@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from adapters.credentials import CloudCredentials, StaticCredentials
 from adapters.ecs import EcsComputePool, EcsPoolSettings
@@ -33,7 +34,7 @@ from adapters.emulator.ecs_state import EcsConfig
 from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
 from controller.state import StateStore, sqlite_url
-from controller.status_process import StatusProcess
+from controller.status_process import NICE, PUBLISH_INTERVAL, StatusProcess
 from tests.controller.fakes import (
     FakeHealth,
     FakeLB,
@@ -52,7 +53,7 @@ import status_load
 __all__ = ["LoadRig", "Phase", "RigResult"]
 
 TOKEN = "load-rig-token-0123456789abcdef"
-_TICKS: list[tuple[float, float]] = []  # (end, seconds) of every policy tick, appended by the probe below
+_TICKS: list[tuple[float, float]] = []  # (end, seconds) of every loop tick, appended by the probe below
 _probe_lock = threading.Lock()
 
 
@@ -90,6 +91,8 @@ class Phase:
     requests: int = 0
     errors: int = 0
 
+    cpu: float = 0.0  # CPU seconds per second of the daemon's process (the status process is not in it)
+
     @property
     def tick_median_ms(self) -> float:
         return 1000 * statistics.median(self.ticks) if self.ticks else float("nan")
@@ -104,18 +107,33 @@ class RigResult:
     replicas: int
     instances: int
     phases: list[Phase]
+    snapshot_ms: float = float("nan")  # median time the daemon takes to build one status snapshot
+
+    def _ticks(self, kind: str) -> list[float]:
+        return [t for p in self.phases if p.name.startswith(kind) for t in p.ticks]
+
+    @property
+    def noise(self) -> float:
+        """How far the quiet phases' medians are apart (the noise floor of the ratio, 0.05 = 5%)."""
+        quiet = [p.tick_median_ms for p in self.phases if p.name.startswith("quiet")]
+        return (max(quiet) - min(quiet)) / min(quiet)
 
     @property
     def ratio(self) -> float:
-        """Median tick under load over the mean of the two quiet phases' medians."""
-        quiet = [p.tick_median_ms for p in self.phases if p.name.startswith("quiet")]
-        loaded = [p.tick_median_ms for p in self.phases if p.name == "loaded"]
-        return loaded[0] / statistics.fmean(quiet)
+        """Median of every tick under load over the median of every quiet tick (phases alternate, so a drift
+        of the machine's other load weighs on both alike)."""
+        return statistics.median(self._ticks("loaded")) / statistics.median(self._ticks("quiet"))
+
+    @property
+    def loaded(self) -> list[Phase]:
+        return [p for p in self.phases if p.name.startswith("loaded")]
 
 
 class LoadRig:
-    def __init__(self, replicas: int, *, step: float = 1.0, root: Path | None = None) -> None:
-        self.replicas, self.step = replicas, step
+    def __init__(self, replicas: int, *, step: float = 1.0, root: Path | None = None,
+                 publish_interval: float = PUBLISH_INTERVAL, status_nice: int = NICE) -> None:
+        self.replicas, self.step, self.publish_interval = replicas, step, publish_interval
+        self.status_nice = status_nice
         self.root = root or Path(tempfile.mkdtemp(prefix="burst-loadrig-"))
         self.emulator = EcsEmulator(access_keys={"rig": "rig-secret-0123"},
                                     config=EcsConfig(boot_delay=0.5, address_pool="127.0.2.0/24"
@@ -151,7 +169,8 @@ class LoadRig:
         self.daemon = Daemon(options=options, store=self.store, edges=edges, policies_dir=policies)
         self.daemon.start()
         port = free_port()
-        self.server = StatusProcess(self.daemon, TOKEN, "127.0.0.1", port)
+        self.server = StatusProcess(self.daemon, TOKEN, "127.0.0.1", port, interval=self.publish_interval,
+                                    nice=self.status_nice)
         self.server.start()
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -168,15 +187,20 @@ class LoadRig:
             time.sleep(0.5)
 
     def measure(self, seconds: float, clients: int, concurrency: int, mix: str = "mixed",
-                client_nice: int = 0) -> RigResult:
-        """quiet, loaded, quiet: tick times in each; request rate and latency in the loaded one."""
-        phases = [Phase("quiet-1", seconds), Phase("loaded", seconds), Phase("quiet-2", seconds)]
+                client_nice: int = 0, rounds: int = 1) -> RigResult:
+        """quiet, loaded, quiet (``rounds`` loaded phases, each between quiet ones): tick times in each;
+        request rate and latency in the loaded ones."""
+        phases = [Phase("quiet-1", seconds)]
+        for k in range(1, rounds + 1):
+            phases += [Phase("loaded" if rounds == 1 else f"loaded-{k}", seconds), Phase(f"quiet-{k + 1}", seconds)]
         httpx.get(f"{self.url}/v1/status", timeout=30, trust_env=False)  # warm
         ctx = mp.get_context("spawn")
         paths = [p.replace("/v1/policies/p3", "/v1/policies/web") for p in status_load.MIXES[mix]]
+        me = psutil.Process()
         for phase in phases:
             t0 = time.monotonic()
-            if phase.name == "loaded":
+            c0, w0 = sum(me.cpu_times()[:2]), time.monotonic()
+            if phase.name.startswith("loaded"):
                 args = _Args(seconds=seconds, clients=clients, concurrency=concurrency, client_nice=client_nice)
                 phase.rate, phase.p50_ms, phase.p99_ms, _, phase.requests, phase.errors, t0 = status_load._phase(
                     ctx, self.url, paths, args)
@@ -184,9 +208,13 @@ class LoadRig:
             else:
                 time.sleep(seconds)
                 t1 = time.monotonic()
+            phase.cpu = (sum(me.cpu_times()[:2]) - c0) / (time.monotonic() - w0)
             with _probe_lock:
                 phase.ticks = [s for end, s in _TICKS if t0 + 0.5 < end <= t1]  # skip a tick begun before
-        return RigResult(self.replicas, len(self.emulator.live_instances()), phases)
+
+        builds = sorted(self.server.build_seconds) if self.server is not None else []
+        return RigResult(self.replicas, len(self.emulator.live_instances()), phases,
+                         1000 * statistics.median(builds) if builds else float("nan"))
 
     def stop(self) -> None:
         if self.server is not None:
