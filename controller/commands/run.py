@@ -69,8 +69,7 @@ class ControllerService:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
         # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
-        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
-                                    log_level=self.cfg.log_level)
+        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format)
         self.server.start()
         self.notifier.ready(self.summary())
         logger.info("controller %s running: %s", self.cfg.controller_id, self.summary())
