@@ -153,9 +153,9 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         assert lab.emulator.state.snapshot()["launched"] == 2  # ever: no duplicate launch
         assert calls.get("DeleteInstances", 0) == 0  # nothing launched twice and cleaned up
         print(f"SIGKILL test: RunInstances calls {calls.get('RunInstances')}, instances ever launched 2")
-        state = controller.status()
-        [web] = state["policies"]
-        assert web["replicas"] == {"serving": 2}
+        # the status answers from a snapshot the daemon publishes (at most a moment behind the journal)
+        wait_for("status: two serving", lambda: controller.status()["policies"][0]["replicas"] == {"serving": 2},
+                 timeout=5)
         load.set_clients(1)
         wait_for("drain", lambda: not lab.live_instances() and not lab.cloud_servers(), timeout=60)
         assert load.snapshot().failed == 0
