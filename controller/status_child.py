@@ -53,6 +53,7 @@ class SnapshotSource:
 
     def __init__(self, conn: Connection, first: Snapshot, *, interval: float, max_age: float) -> None:
         self.conn, self.snapshot = conn, first
+        self.live_ready = first.ready  # the daemon sends readiness ahead of each snapshot
         self.interval, self.max_age = interval, max_age
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
@@ -97,8 +98,11 @@ class SnapshotSource:
             if kind == "snapshot":
                 with self._arrived:
                     self.snapshot = message[1]
+                    self.live_ready = self.snapshot.ready
                     self._asked_at = -math.inf
                     self._arrived.notify_all()
+            elif kind == "ready":
+                self.live_ready = message[1]
             elif kind == "reply":
                 with self._lock:
                     waiter = self._waiting.pop(message[1], None)
@@ -142,7 +146,8 @@ class SnapshotSource:
         return EventPage.model_validate_json(body)
 
     def ready(self) -> tuple[bool, str]:
-        return self.current().ready
+        self.current()
+        return self.live_ready
 
     def pause(self, policy: str) -> None:
         self._call("pause", policy=policy)
@@ -166,7 +171,7 @@ class FastPath:
 
     def __init__(self, app: Any, source: SnapshotSource) -> None:
         self.app, self.source = app, source
-        self._ready: tuple[int, int, bytes] | None = None
+        self._ready: tuple[tuple[bool, str, str | None], int, bytes] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -208,13 +213,14 @@ class FastPath:
         return None
 
     def _readyz(self, snap: Snapshot) -> tuple[int, bytes, bytes]:
+        ok, reason = self.source.live_ready
+        key = (ok, reason, snap.role)
         cached = self._ready
-        if cached is None or cached[0] != snap.version:
-            ok, reason = snap.ready
+        if cached is None or cached[0] != key:
             # as JSONResponse renders Readiness.model_dump()
             body = json.dumps({"ready": ok, "reason": reason, "role": snap.role}, ensure_ascii=False,
                               allow_nan=False, indent=None, separators=(",", ":")).encode()
-            cached = self._ready = (snap.version, 200 if ok else 503, body)
+            cached = self._ready = (key, 200 if ok else 503, body)
         return cached[1], cached[2], _JSON
 
 

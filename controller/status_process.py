@@ -192,16 +192,20 @@ class StatusProcess:
         self.port = self.sock.getsockname()[1]
         self._child = self._spawn()
         deadline = time.monotonic() + timeout
-        while not self._child.conn.poll(0.05):
-            if self._child.proc.poll() is not None or time.monotonic() > deadline:
-                self._child.stop(2)
-                self.sock.close()
-                raise TransientError(f"status endpoint process did not start on {self.host}:{self.port}")
-        message = self._child.conn.recv()
-        if message[0] != "ready":
-            self._child.stop(2)
-            self.sock.close()
-            raise TransientError(f"status endpoint process failed: {message[1]}")
+        while True:
+            if not self._child.conn.poll(0.05):
+                if self._child.proc.poll() is not None or time.monotonic() > deadline:
+                    self._child.stop(2)
+                    self.sock.close()
+                    raise TransientError(f"status endpoint process did not start on {self.host}:{self.port}")
+                continue
+            message = self._child.conn.recv()
+            if message[0] == "ready":
+                break
+            if message[0] == "want":  # a request came before the child said it listens
+                self._wanted.set()
+            elif message[0] == "call":  # the same: answered once the calls are served, below
+                self.pool.submit(self._child._answer, *message[1:])
         threading.Thread(target=self._child.serve_calls, name="status-calls", daemon=True).start()
         self._thread.start()
         logger.info("status endpoint listening on %s (process %d, nice %d)", self.url, self._child.proc.pid,
@@ -220,6 +224,12 @@ class StatusProcess:
     def publish(self) -> None:
         """Build a snapshot now and send it (after an operator action; the publisher does it periodically)."""
         with self._publish_lock:
+            child = self._child
+            if child is not None:  # readiness first: it needs no store, and a slow build must not delay it
+                try:
+                    child.send(("ready", self.source.ready()))
+                except OSError:
+                    pass
             t0 = time.perf_counter()
             snapshot = self.builder.build()
             self.build_seconds.append(time.perf_counter() - t0)
