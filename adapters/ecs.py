@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 BATCH = 100  # RunInstances Amount, DescribeInstances page and id list, DeleteInstances ids: all 100 at most
 USER_DATA_LIMIT = 32 * 1024
 LIST_PARALLEL = 4  # DescribeInstances pages of one listing in flight at once
+_EMPTY: dict[str, Any] = {}
 _STATES = {
     "Pending": InstanceState.PENDING,
     "Starting": InstanceState.STARTING,
@@ -263,26 +264,20 @@ class EcsComputePool:
         return out
 
     def _instance(self, raw: dict[str, Any]) -> Instance:
-        ips = raw.get("VpcAttributes", {}).get("PrivateIpAddress", {}).get("IpAddress", []) or \
-            raw.get("InnerIpAddress", {}).get("IpAddress", [])
+        # PERF: 5,000 of these per reconcile; every lookup counts
+        get = raw.get
+        ips = (get("VpcAttributes") or _EMPTY).get("PrivateIpAddress", _EMPTY).get("IpAddress") or \
+            (get("InnerIpAddress") or _EMPTY).get("IpAddress")
         ip = ips[0] if ips else None
-        spot = raw.get("SpotStrategy", "NoSpot") not in ("NoSpot", "")
+        spot = get("SpotStrategy", "NoSpot") not in ("NoSpot", "")
+        iid, zone, itype = raw["InstanceId"], get("ZoneId", ""), get("InstanceType", "")
         endpoint = None
         if ip:
-            endpoint = self.settings.docker_endpoint_template.format(
-                private_ip=ip, instance_id=raw.get("InstanceId", ""), zone=raw.get("ZoneId", ""))
-        return Instance(
-            id=raw["InstanceId"],
-            state=_STATES.get(raw.get("Status", ""), InstanceState.PENDING),
-            instance_type=raw.get("InstanceType", ""),
-            zone=raw.get("ZoneId", ""),
-            private_ip=ip,
-            tags={t["TagKey"]: t.get("TagValue", "") for t in raw.get("Tags", {}).get("Tag", [])},
-            created_at=_parse_time(raw.get("CreationTime")),
-            spot=spot,
-            price_per_hour=self._price(raw.get("InstanceType", ""), spot),
-            docker_endpoint=endpoint,
-        )
+            endpoint = self.settings.docker_endpoint_template.format(private_ip=ip, instance_id=iid, zone=zone)
+        price = self._prices.get((itype, spot)) if (itype, spot) in self._prices else self._price(itype, spot)
+        return Instance(iid, _STATES.get(get("Status", ""), InstanceState.PENDING), itype, zone, ip,
+                        {t["TagKey"]: t.get("TagValue", "") for t in (get("Tags") or _EMPTY).get("Tag", ())},
+                        _parse_time(get("CreationTime")), spot, price, endpoint)
 
     def _price(self, instance_type: str, spot: bool) -> float | None:
         key = (instance_type, spot)

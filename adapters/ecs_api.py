@@ -5,7 +5,6 @@ in one function (``map_sdk_error``). No SDK type leaves this module and ``adapte
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
 from aliyunsdkcore.auth.signers.signer import Signer
 from aliyunsdkcore.client import AcsClient
@@ -170,6 +170,9 @@ class EcsApi:
                                 connect_timeout=settings.connect_timeout, timeout=settings.read_timeout,
                                 proxy={"http": None, "https": None}, pool_size=settings.pool_size)
         self.client._signer = _ProviderSigner(settings.credentials)
+        # PERF: requests would look for ~/.netrc credentials on every call (the signature is the only auth);
+        # proxies and the CA bundle are set explicitly above and by the SDK, so nothing else changes
+        self.client.session.trust_env = False
         if settings.endpoint:
             raw = str(settings.endpoint)  # also a pydantic HttpUrl from the config, which is not a str
             parts = urlsplit(raw if "://" in raw else f"http://{raw}")
@@ -202,7 +205,7 @@ class EcsApi:
                             elapsed, attempt, delay, extra={"action": action, "request_id": error.request_id})
                 self.settings.sleep(delay)
                 continue
-            answer: dict[str, Any] = json.loads(body)
+            answer: dict[str, Any] = orjson.loads(body)  # PERF: a 100-instance page is 100 KB
             logger.debug("ECS %s ok in %.3fs (request %s)", action, time.monotonic() - started,
                          answer.get("RequestId"), extra={"action": action})
             return answer

@@ -353,6 +353,7 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
         # one warm-up tick in the hold band (first-use costs: imports, connection pools, workload capture)
         daemon.sample_round(timeout=None)
         daemon.step_round(force_evaluate=True, timeout=None)
+        daemon.freeze_startup_heap()  # as Daemon.start does once started
         values.update(decided)
         for r in runtimes:
             r._last_evaluate = 0.0
@@ -364,6 +365,19 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
 
             prof = cProfile.Profile()
             prof.enable()
+        import gc
+
+        gc_time = [0.0, 0]
+        gc_start = [0.0]
+
+        def gc_cb(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_start[0] = time.perf_counter()
+            else:
+                gc_time[0] += time.perf_counter() - gc_start[0]
+                gc_time[1] += 1
+
+        gc.callbacks.append(gc_cb)
         cpu0 = time.process_time()
         t = time.perf_counter()
         # the daemon's two round jobs (controller/rounds.py), waiting for every policy's work to finish
@@ -375,6 +389,8 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
         out["reconcile_s"] = time.perf_counter() - t2
         out["tick_s"] = time.perf_counter() - t
         out["tick_cpu_s"] = time.process_time() - cpu0
+        gc.callbacks.remove(gc_cb)
+        out["gc_s"], out["gc_runs"] = gc_time
         if args.profile:
             prof.disable()
             prof.dump_stats(str(args.profile))

@@ -10,6 +10,7 @@ stops another.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import threading
@@ -85,7 +86,20 @@ class Daemon(StatusReport):
         self._add("reconcile", self.reconcile, o.reconcile_interval, first=o.reconcile_interval)
         self._add("reload", self._poll_reload, o.reload_interval)
         self._add("gc", self.gc, o.gc_interval)
+        self.freeze_startup_heap()
         self._ready, self._why = True, ""
+
+    @staticmethod
+    def freeze_startup_heap() -> None:
+        """PERF: what start-up built (policies, runtimes, connection pools, imported modules) lives as long as
+        the process; moved out of the cyclic collector's reach, a full collection no longer walks it (at 500
+        policies it was a third of a tick's CPU: a round allocates ~100,000 objects, and every few rounds a
+        full collection scanned the whole heap). Objects made later are collected as usual; an earlier start's
+        frozen objects (a loop rebuilt after an HA takeover) are unfrozen and collected first, so nothing
+        accumulates. A runtime dropped by a reload before the next start is freed at that start."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Graceful: no new job starts; jobs in flight finish their current step (each step is journaled

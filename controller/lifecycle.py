@@ -130,11 +130,12 @@ class Lifecycle:
 
     def _failed(self, r: AnyReplica, to: ReplicaState, why: str, intent_id: str | None = None) -> AnyReplica:
         """Down the failure path; the reason is kept on the replica and in the audit log."""
-        self.ctx.event("replica-failed", f"replica {r.id}: {why}; moving to {to}", replica=r.id,
-                       state=r.state)
-        if intent_id is not None:
-            return self.ctx.store.fail(intent_id, why, to=to, failure=why) or r
-        return self.ctx.store.transition(r.id, to, failure=why)
+        with self.ctx.store.transaction():  # one commit (PERF)
+            self.ctx.event("replica-failed", f"replica {r.id}: {why}; moving to {to}", replica=r.id,
+                           state=r.state)
+            if intent_id is not None:
+                return self.ctx.store.fail(intent_id, why, to=to, failure=why) or r
+            return self.ctx.store.transition(r.id, to, failure=why)
 
     def _node(self, r: AnyReplica) -> Node | None:
         row = self.ctx.store.instance(r.instance_id) if r.instance_id else None
@@ -219,11 +220,12 @@ class Lifecycle:
         inst = instances[0]
         for extra in instances[1:]:  # never expected; never leaked either
             ctx.edges.compute.release([extra.id])
-        ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=intent.id)
-        ctx.event("launch", f"replica {r.id}: launched {inst.id} ({inst.instance_type} in {inst.zone})",
-                  replica=r.id, instance=inst.id, token=intent.token)
-        return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
-                                  instance_id=inst.id) or r
+        with ctx.store.transaction():  # the call's outcome in one commit (PERF)
+            ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=intent.id)
+            ctx.event("launch", f"replica {r.id}: launched {inst.id} ({inst.instance_type} in {inst.zone})",
+                      replica=r.id, instance=inst.id, token=intent.token)
+            return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
+                                      instance_id=inst.id) or r
 
     def _ahead_of(self, r: AnyReplica) -> list[Holding]:
         """What counts against this launch: everything holding money except replicas planned after this one
@@ -278,11 +280,12 @@ class Lifecycle:
                 raise
             except PermanentError as exc:
                 return self._failed(r, S.STOPPING, f"container start failed: {exc}", intent.id)
-            r = ctx.store.complete(intent.id, outcome={"container": container.id}, to=None,
-                                   container_id=container.id, address=container.address, port=container.port,
-                                   spec_hash=spec.spec_hash, image=spec.image) or r
-            ctx.event("start", f"replica {r.id}: container {container.id[:12]} on {node.instance_id} "
-                      f"({container.address}:{container.port})", replica=r.id)
+            with ctx.store.transaction():  # one commit (PERF)
+                r = ctx.store.complete(intent.id, outcome={"container": container.id}, to=None,
+                                       container_id=container.id, address=container.address, port=container.port,
+                                       spec_hash=spec.spec_hash, image=spec.image) or r
+                ctx.event("start", f"replica {r.id}: container {container.id[:12]} on {node.instance_id} "
+                          f"({container.address}:{container.port})", replica=r.id)
         if self._probe_due(r):
             passes = r.health_passes + 1 if self._probe(r) else 0
             target = int(ctx.policy.workload.health.passes)
@@ -306,8 +309,9 @@ class Lifecycle:
             raise
         except PermanentError as exc:
             return self._failed(r, S.STOPPING, f"admission to the load balancer failed: {exc}", intent.id)
-        ctx.event("admit", f"replica {r.id}: serving as {name} ({r.address}:{r.port})", replica=r.id)
-        return ctx.store.complete(intent.id, to=S.SERVING, server_name=name, health_failures=0) or r
+        with ctx.store.transaction():  # one commit (PERF)
+            ctx.event("admit", f"replica {r.id}: serving as {name} ({r.address}:{r.port})", replica=r.id)
+            return ctx.store.complete(intent.id, to=S.SERVING, server_name=name, health_failures=0) or r
 
     def _serving(self, r: AnyReplica) -> AnyReplica:
         if not self._probe_due(r):
@@ -336,8 +340,9 @@ class Lifecycle:
             except TransientError as exc:
                 ctx.store.note_error(intent.id, str(exc))
                 raise
-            ctx.store.complete(intent.id)
-            ctx.event("drain", f"replica {r.id}: draining {r.server_name}", replica=r.id)
+            with ctx.store.transaction():  # one commit (PERF)
+                ctx.store.complete(intent.id)
+                ctx.event("drain", f"replica {r.id}: draining {r.server_name}", replica=r.id)
             return r  # sessions are read from the next step on, once requests already routed show up
         if ctx.now() - drained[-1].updated_at < DRAIN_SETTLE:
             return r
@@ -355,10 +360,11 @@ class Lifecycle:
         except TransientError as exc:
             ctx.store.note_error(intent.id, str(exc))
             raise
-        if forced:
-            ctx.event("drain-forced", f"replica {r.id}: drain exceeded {ctx.policy.drain.timeout:g}s; "
-                      "removed with sessions still open", replica=r.id)
-        return ctx.store.complete(intent.id, to=S.STOPPING) or r
+        with ctx.store.transaction():  # one commit (PERF)
+            if forced:
+                ctx.event("drain-forced", f"replica {r.id}: drain exceeded {ctx.policy.drain.timeout:g}s; "
+                          "removed with sessions still open", replica=r.id)
+            return ctx.store.complete(intent.id, to=S.STOPPING) or r
 
     def _stopping(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
@@ -400,11 +406,13 @@ class Lifecycle:
             except TransientError as exc:
                 ctx.store.note_error(intent.id, str(exc))
                 raise
-            ctx.store.mark_released(ids)
         self._last_probe.pop(r.id, None)
-        ctx.event("release", f"replica {r.id}: released {', '.join(ids) or 'nothing (never launched)'}",
-                  replica=r.id)
-        return ctx.store.complete(intent.id, outcome={"released": ids}, to=S.GONE) or r
+        with ctx.store.transaction():  # one commit (PERF)
+            if ids:
+                ctx.store.mark_released(ids)
+            ctx.event("release", f"replica {r.id}: released {', '.join(ids) or 'nothing (never launched)'}",
+                      replica=r.id)
+            return ctx.store.complete(intent.id, outcome={"released": ids}, to=S.GONE) or r
 
     def _instances_of_launch(self, r: AnyReplica, intent_id: str | None = None) -> list[str]:
         """Instances a launch of this replica may have created, found by their intent tag."""

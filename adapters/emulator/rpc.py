@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import orjson
+
 from adapters.emulator.faults import FaultBox, Faults
 
 __all__ = [
@@ -488,7 +490,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(status, answer)
 
     def _send(self, status: int, answer: Any) -> None:
-        data = json.dumps(answer, separators=(",", ":")).encode()
+        data = orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS)  # PERF: a 100-instance page is 100 KB; compact like the real API
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json;charset=utf-8")
