@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -133,6 +134,13 @@ def _demo(args: argparse.Namespace) -> int:
     lab = Lab(settings=LabSettings(boot_delay=args.boot_delay))
     service: ControllerService | None = None
     load: LoadGenerator | None = None
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM (kill, a CI time-out) and SIGHUP (the terminal closed) clean up like Ctrl-C: HAProxy, the
+    # registries and the emulator run in sessions of their own and would outlive an unhandled signal
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         lab.start(progress=(lambda m: print(f"demo: {m}", file=sys.stderr)) if args.once else None)
         cfg = load_config(lab.config_path)
@@ -153,8 +161,14 @@ def _demo(args: argparse.Namespace) -> int:
         print("demo: interrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
-        if load is not None:
-            load.stop()
-        if service is not None:
-            service.shutdown()
-        lab.stop()
+        for sig in previous:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if load is not None:
+                load.stop()
+            if service is not None:
+                service.shutdown()
+            lab.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,75 @@
+"""`burstctl demo --once`, the README's main job, run as a user runs it (its own process, the embedded
+default lab on the real components): one burst and drain with the one-line summary and exit 0, and a demo
+stopped by SIGTERM halfway that still removes everything it started (HAProxy and the registries run in
+sessions of their own and would otherwise outlive it)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import psutil
+
+from controller.ports import LABEL_CONTROLLER
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_LABEL = "io.burst-controller.lab"
+SUMMARY = re.compile(r"^demo: replicas launched 2, requests served by cloud replicas (\d+) of (\d+), failed requests 0, "
+                     r"trigger to first cloud replica serving ([\d.]+)s, load stop to drained ([\d.]+)s: OK$")
+
+
+def lab_things(client: docker.DockerClient) -> set[str]:
+    """Processes of a lab (their command line names a burst-lab- directory) and lab containers."""
+    procs = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or ())
+        if "/burst-lab-" in cmdline:
+            procs.add(f"pid {p.info['pid']}: {cmdline[:120]}")
+    containers = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LAB_LABEL})}
+    cloud = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LABEL_CONTROLLER})
+             if c.labels.get(LABEL_CONTROLLER, "").startswith("lab-")}  # the demo's cloud replicas
+    return procs | containers | cloud
+
+
+def demo(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "controller.cli", "demo", "--once", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_once_bursts_drains_prints_its_summary_and_leaves_nothing(docker_client: docker.DockerClient) -> None:
+    before = lab_things(docker_client)
+    proc = demo()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, (out, err[-3000:])
+    line = out.strip().splitlines()[-1]
+    match = SUMMARY.match(line)
+    assert match, line
+    cloud, total, first, drained = match.groups()
+    assert 0 < int(cloud) < int(total) and float(first) > 0 and float(drained) > 0
+    assert "Traceback" not in err
+    assert lab_things(docker_client) - before == set()
+
+
+def test_demo_stopped_by_sigterm_removes_everything_it_started(docker_client: docker.DockerClient) -> None:
+    before = lab_things(docker_client)
+    proc = demo()
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = []
+    for line in proc.stderr:  # progress lines; the peak is when cloud replicas are on their way in
+        seen.append(line)
+        if "demo: peak" in line or time.monotonic() > deadline:
+            break
+    assert any("demo: peak" in s for s in seen), seen
+    during = lab_things(docker_client) - before
+    assert any("haproxy" in t for t in during) and any("docker-registry" in t for t in during), during
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=90) == 130, seen + [rest]
+    assert "interrupted; cleaning up" in rest and "Traceback" not in rest
+    assert lab_things(docker_client) - before == set()
