@@ -99,6 +99,9 @@ class DockerNodeRuntime:
         self._pull_timeout = pull_timeout
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
+        # one start at a time per node: choosing a free host port and creating the container that publishes
+        # it must not interleave with another replica's start on the same node (both would pick the same port)
+        self._node_locks: dict[str, threading.Lock] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -131,10 +134,18 @@ class DockerNodeRuntime:
 
     def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
         api = self._api(node)
+        if self._inspect(api, name, f"node {node.instance_id}: replica {name}") is None:
+            self._pull(api, node, workload.image)  # outside the node's lock: a pull can take minutes
+        with self._lock:
+            node_lock = self._node_locks.setdefault(node.instance_id, threading.Lock())
+        with node_lock:
+            return self._start(api, node, workload, name, labels)
+
+    def _start(self, api: docker.APIClient, node: Node, workload: WorkloadSpec, name: str,
+               labels: dict[str, str]) -> Container:
         where = f"node {node.instance_id}: replica {name}"
         existing = self._inspect(api, name, where)
         if existing is None:
-            self._pull(api, node, workload.image)
             host_port = self._free_port(api, node, workload.service_port)
             config = self._container_config(api, node, workload, name, labels, host_port)
             try:
@@ -151,7 +162,14 @@ class DockerNodeRuntime:
                                                   "image": workload.image, "port": host_port})
         if not existing["State"].get("Running"):
             container_id = str(existing["Id"])
-            self._call(f"{where}: start", lambda: api.start(container_id))
+            try:
+                self._call(f"{where}: start", lambda: api.start(container_id))
+            except TransientError as exc:
+                if "already allocated" in str(exc) or "address already in use" in str(exc):
+                    # its host port was taken meanwhile (another controller process, or by hand): remove it so
+                    # the retry creates it again on a free port
+                    self._call(f"{where}: remove", lambda: api.remove_container(container_id, force=True))
+                raise
             existing = self._inspect(api, name, where) or existing
         return self._container(node, existing, workload.service_port)
 

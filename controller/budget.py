@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BudgetCheck", "Holding", "check_launch", "hourly_spend", "price_of"]
+__all__ = ["BudgetCheck", "Holding", "check_launch", "hourly_spend", "per_node", "price_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,10 @@ class Holding:
     key: str  # the replica id, or "instance:<id>" / "intent:<id>" when no replica is known
     instance_type: str | None = None  # None: not launched yet (worst-case price)
     price_per_hour: float | None = None  # the actual price when the cloud reported one
+    # replicas_per_node > 1: the instance this replica runs on (replicas on one instance pay for it once),
+    # and whether another replica may still join it (all its replicas on their way in or serving)
+    instance_id: str | None = None
+    joinable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +64,63 @@ def _dedupe(holdings: Iterable[Holding]) -> list[Holding]:
     return list(seen.values())
 
 
+def per_node(policy: Any) -> int:
+    """``workload.replicas_per_node``: replicas (containers) on each cloud instance."""
+    workload = getattr(policy, "workload", None)
+    return max(1, int(getattr(workload, "replicas_per_node", 1) or 1))
+
+
+def _nodes(policy: Any, held: list[Holding]) -> tuple[float, int]:
+    """Run rate of the instances the holdings occupy or will, and the free replica places on them.
+
+    One replica per node: every holding is an instance of its own (its price; no free place). With
+    ``replicas_per_node`` N > 1, replicas on one instance pay for it once; replicas not placed yet first take
+    the free places of joinable instances, the rest need new instances of N places each, at the worst price.
+    """
+    n = per_node(policy)
+    if n == 1:
+        return sum(price_of(policy, h) for h in held), 0
+    nodes: dict[str, list[Holding]] = {}
+    unplaced = 0
+    spend = 0.0
+    for h in held:
+        if h.instance_id is not None:
+            nodes.setdefault(h.instance_id, []).append(h)
+        elif h.key.startswith("instance:"):  # an instance no live replica runs on: it costs, nobody joins it
+            spend += price_of(policy, h)
+        else:
+            unplaced += 1
+    free = 0
+    for hs in nodes.values():
+        spend += max(price_of(policy, h) for h in hs)
+        if all(h.joinable for h in hs):
+            free += max(0, n - len(hs))
+    placed = min(free, unplaced)
+    free -= placed
+    new_nodes = -(-(unplaced - placed) // n)  # ceil
+    spend += new_nodes * price_of(policy, Holding(key="new"))
+    return spend, free + new_nodes * n - (unplaced - placed)
+
+
 def hourly_spend(policy: Any, holdings: Iterable[Holding]) -> float:
-    return sum(price_of(policy, h) for h in _dedupe(holdings))
+    return _nodes(policy, _dedupe(holdings))[0]
 
 
-def check_launch(policy: Any, holdings: Iterable[Holding], wanted: int) -> BudgetCheck:
-    """How many of ``wanted`` new launches fit under ``replicas.max`` and ``budget.max_per_hour``."""
+def check_launch(policy: Any, holdings: Iterable[Holding], wanted: int, *, new_instance: bool = False) -> BudgetCheck:
+    """How many of ``wanted`` new replicas fit under ``replicas.max`` and ``budget.max_per_hour``.
+
+    With ``replicas_per_node`` > 1 new replicas first fill free places on instances held (free of charge) and
+    then need new instances; ``new_instance``: the caller is about to launch one (the launch step), so free
+    places elsewhere do not pay for it."""
     held = _dedupe(holdings)
-    spend = sum(price_of(policy, h) for h in held)
+    spend, free = _nodes(policy, held)
+    if new_instance:
+        free = 0
     worst = price_of(policy, Holding(key="new"))
     cap = float(policy.budget.max_per_hour)
     by_count = max(0, int(policy.replicas.max) - len(held))
     # a tiny epsilon so that exactly reaching the cap (0.62 * 3 = 1.86) is allowed despite float rounding
-    by_money = max(0, int((cap - spend + 1e-9) // worst)) if worst > 0 else by_count
+    by_money = free + per_node(policy) * max(0, int((cap - spend + 1e-9) // worst)) if worst > 0 else by_count
     allowed = max(0, min(wanted, by_count, by_money))
     reason = None
     if allowed < wanted:

@@ -11,9 +11,10 @@ step sends the replica down its failure path, which always ends in releasing its
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Protocol
 
-from controller.budget import Holding, check_launch
+from controller.budget import Holding, check_launch, per_node
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, PermanentError, TransientError
 from controller.ports import (
@@ -35,7 +36,7 @@ from controller.ports import (
 )
 from controller.snapshot import LiveReplica
 from controller.state import StateStore
-from controller.state_models import IntentKind, IntentState, Replica, ReplicaState
+from controller.state_models import JOINABLE_STATES, IntentKind, IntentState, Replica, ReplicaState
 
 __all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
 
@@ -91,6 +92,9 @@ class Lifecycle:
         # call of one's own: instance id -> the instance (None: not found), replica id -> its probe's result
         self.described: dict[str, Instance | None] = {}
         self.probed: dict[str, bool] = {}
+        # replicas_per_node > 1: choosing an instance for a replica, and deciding that a replica is the last
+        # on its instance, read all the policy's replicas and must not interleave (the steps run in parallel)
+        self._placement = threading.Lock()
 
     # ------------------------------------------------------------------ driver
 
@@ -198,8 +202,13 @@ class Lifecycle:
 
     def _launching(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
+        if per_node(ctx.policy) > 1 and not r.instance_id:
+            with self._placement:
+                placed = self._place(r)
+            if placed is not None:
+                return placed
         intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
-        check = check_launch(ctx.policy, self._ahead_of(r), 1)
+        check = check_launch(ctx.policy, self._ahead_of(r), 1, new_instance=True)
         if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
         spec = launch_spec(ctx.policy, ctx.options.controller_id, r.id, intent.token,
@@ -226,6 +235,33 @@ class Lifecycle:
                       replica=r.id, instance=inst.id, token=intent.token)
             return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
                                       instance_id=inst.id) or r
+
+    def _place(self, r: AnyReplica) -> AnyReplica | None:
+        """replicas_per_node > 1: put ``r`` on an instance of the policy that has a free place (the fullest
+        first, so instances fill up and empty ones can go), or make it wait for the instance a replica planned
+        before it is launching (replicas waiting for an instance go in groups of N: the first of each group
+        launches, the others join it). None: ``r`` launches an instance of its own."""
+        ctx, n = self.ctx, per_node(self.ctx.policy)
+        live = ctx.store.live_replicas(r.policy)
+        on: dict[str, list[Replica]] = {}
+        for x in live:
+            if x.instance_id and x.id != r.id:
+                on.setdefault(x.instance_id, []).append(x)
+        hosts = sorted(((len(xs), iid) for iid, xs in on.items()
+                        if len(xs) < n and all(x.state in JOINABLE_STATES for x in xs)), reverse=True)
+        if hosts:
+            count, iid = hosts[0]
+            intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
+            ctx.event("place", f"replica {r.id}: placed on {iid} beside {count} replica(s) (replicas_per_node {n})",
+                      replica=r.id, instance=iid)
+            return ctx.store.complete(intent.id, outcome={"instances": [], "placed_on": iid}, to=S.BOOTING,
+                                      instance_id=iid) or r
+        waiting = sorted((x for x in live if x.state in (S.PLANNED, S.REPLICATING, S.LAUNCHING)
+                          and not x.instance_id), key=lambda x: (x.created_at, x.id))
+        index = next((i for i, x in enumerate(waiting) if x.id == r.id), 0)
+        if index % n:
+            return r  # the first replica of its group launches the instance it will join
+        return None
 
     def _ahead_of(self, r: AnyReplica) -> list[Holding]:
         """What counts against this launch: everything holding money except replicas planned after this one
@@ -393,6 +429,24 @@ class Lifecycle:
         return ctx.store.complete(intent.id, to=S.RELEASING) or r
 
     def _releasing(self, r: AnyReplica) -> AnyReplica:
+        if r.instance_id and per_node(self.ctx.policy) > 1:
+            with self._placement:  # the last replica of an instance releases it, and only the last one
+                others = [x.id for x in self.ctx.store.live_replicas(r.policy)
+                          if x.instance_id == r.instance_id and x.id != r.id]
+                if others:
+                    return self._leave_instance(r, others)
+                return self._release(r)
+        return self._release(r)
+
+    def _leave_instance(self, r: AnyReplica, others: list[str]) -> AnyReplica:
+        ctx = self.ctx
+        intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=r.instance_id)
+        self._last_probe.pop(r.id, None)
+        ctx.event("release", f"replica {r.id}: left {r.instance_id}, which stays for {', '.join(others)}",
+                  replica=r.id, instance=r.instance_id)
+        return ctx.store.complete(intent.id, outcome={"released": [], "kept_for": others}, to=S.GONE) or r
+
+    def _release(self, r: AnyReplica) -> AnyReplica:
         ctx = self.ctx
         ids = [r.instance_id] if r.instance_id else self._instances_of_launch(r)
         intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=",".join(ids))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.budget import Holding, check_launch
+from controller.budget import Holding, check_launch, per_node
 from controller.state_models import ReplicaState
 from policies import scale_in
 from policies.types import Decision
@@ -28,6 +28,7 @@ class ReplicaView:
     created_at: float
     # started with a spec whose hash differs from the workload's current one: a drift roll replaces it
     stale: bool = False
+    instance_id: str | None = None  # the instance it runs on (replicas_per_node > 1: its mates go together)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,10 @@ def plan(policy: Any, pin: PlanInput) -> Plan:
             return Plan(desired, 0, (), reason, held=f"scale-in cooldown: {wait:.0f}s left")
         count = min(actual - desired, int(policy.replicas.max_step_down))
         sessions = pin.sessions() if pin.sessions is not None else {}
+        shared = per_node(policy) > 1
         candidates = [scale_in.ReplicaView(r.id, launched_at=r.created_at, sessions=int(sessions.get(r.id, 0)),
-                                           serving=r.state == ReplicaState.SERVING) for r in pin.active]
+                                           serving=r.state == ReplicaState.SERVING,
+                                           node=r.instance_id if shared else None) for r in pin.active]
         # the last serving replica stays while the cloud still carries traffic (desired > 0)
         victims = scale_in.choose_scale_in(candidates, count, pin.now, float(policy.min_lifetime),
                                            keep_serving=1 if desired > 0 else 0)

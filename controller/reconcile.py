@@ -154,16 +154,16 @@ class Reconciler:
                 continue
             row = self.store.instance(iid)
             self.store.mark_released([iid])
-            replica = self.store.replica(row.replica_id) if row and row.replica_id else None
             report.vanished.append(iid)
-            if replica is None or replica.state == S.GONE or replica.instance_id != iid:
-                continue
-            if replica.state in _HAS_NODE or replica.state in (S.DRAINING, S.STOPPING):
-                # nothing left to drain or stop; only its server (if any) and the record remain
-                to = S.DRAINING if replica.server_name else S.RELEASING
-                self.store.transition(replica.id, to, failure=f"instance {iid} disappeared", container_id=None)
-            self._event("vanished", f"instance {iid} of replica {replica.id} disappeared from the cloud",
-                        replica.policy, instance=iid, replica=replica.id)
+            # every replica on it (several with replicas_per_node > 1)
+            on_it = [r for r in self.store.live_replicas(row.policy if row else None) if r.instance_id == iid]
+            for replica in on_it:
+                if replica.state in _HAS_NODE or replica.state in (S.DRAINING, S.STOPPING):
+                    # nothing left to drain or stop; only its server (if any) and the record remain
+                    to = S.DRAINING if replica.server_name else S.RELEASING
+                    self.store.transition(replica.id, to, failure=f"instance {iid} disappeared", container_id=None)
+                self._event("vanished", f"instance {iid} of replica {replica.id} disappeared from the cloud",
+                            replica.policy, instance=iid, replica=replica.id)
 
     # ------------------------------------------------------------------ load balancer
 

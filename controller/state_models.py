@@ -12,6 +12,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "ACTIVE_STATES",
+    "JOINABLE_STATES",
     "LEAVING_STATES",
     "DecisionRow",
     "EventRow",
@@ -62,6 +63,9 @@ class ReplicaState(StrEnum):
 ACTIVE_STATES = frozenset({ReplicaState.PLANNED, ReplicaState.REPLICATING, ReplicaState.LAUNCHING,
                            ReplicaState.BOOTING, ReplicaState.STARTING, ReplicaState.HEALTHY,
                            ReplicaState.SERVING})
+# replicas_per_node > 1: another replica may join an instance while all its replicas are in these states
+JOINABLE_STATES = frozenset({ReplicaState.BOOTING, ReplicaState.STARTING, ReplicaState.HEALTHY,
+                             ReplicaState.SERVING})
 # On their way out: still holding an instance (and costing money) until gone.
 LEAVING_STATES = frozenset({ReplicaState.DRAINING, ReplicaState.STOPPING, ReplicaState.RELEASING})
 

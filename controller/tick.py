@@ -24,6 +24,7 @@ from controller.snapshot import Costing, FleetSnapshot, PolicyFlags
 from controller.state import HistorySink, StateStore
 from controller.state_models import (
     ACTIVE_STATES,
+    JOINABLE_STATES,
     LEAVING_STATES,
     PolicyState,
     ReplicaState,
@@ -167,11 +168,16 @@ class PolicyRuntime:
         out: list[Holding] = []
         rows, launches = self.store.costing(self.name) if costing is None else costing  # PERF: tuples, one read
         instances = {row[0]: row for row in rows}  # id -> (id, replica_id, instance_type, price_per_hour)
+        placed: set[str] = set()
         for r in self.store.live_replicas(self.name) if live is None else live:
-            row = instances.pop(r.instance_id, None) if r.instance_id else None
+            row = instances.get(r.instance_id) if r.instance_id else None
+            if row is not None:
+                placed.add(row[0])
             out.append(Holding(key=r.id, instance_type=row[2] if row else None,
-                               price_per_hour=row[3] if row else None))
-        for iid, replica_id, instance_type, price in instances.values():  # its replica gone or unknown: still costs
+                               price_per_hour=row[3] if row else None,
+                               instance_id=row[0] if row else None, joinable=r.state in JOINABLE_STATES))
+        for iid, replica_id, instance_type, price in (v for k, v in instances.items() if k not in placed):
+            # its replica gone or unknown: still costs
             out.append(Holding(key=replica_id or f"instance:{iid}", instance_type=instance_type, price_per_hour=price))
         for intent_id, replica_id in launches:
             out.append(Holding(key=replica_id or f"intent:{intent_id}"))
@@ -307,7 +313,8 @@ class PolicyRuntime:
         ps = self.store.policy_state(self.name) if ps is None else ps
         current = self.spec_hash()
         views = [ReplicaView(r.id, r.state, r.created_at,
-                             stale=bool(current) and r.container_id is not None and r.spec_hash not in ("", current))
+                             stale=bool(current) and r.container_id is not None and r.spec_hash not in ("", current),
+                             instance_id=r.instance_id)
                  for r in active]
         # a drift roll's surge replica is not capacity the decision should count (docs/daemon.md)
         surplus = roll_surplus(views, ps.target if ps else None)

@@ -261,6 +261,13 @@ def cross_section_problems(policy: Any) -> list[LocalProblem]:
     budget = getattr(policy, "budget", None)
     replicas = getattr(policy, "replicas", None)
     schedule = getattr(policy, "schedule", None) or ()
+    workload = getattr(policy, "workload", None)
+    per_node = int(getattr(workload, "replicas_per_node", 1) or 1)
+    traffic = getattr(policy, "traffic", None)
+    if per_node > 1 and traffic is not None and getattr(traffic, "slb", None) is not None:
+        problems.append((("workload", "replicas_per_node"),
+                         (f"{per_node} replicas per instance need traffic.haproxy: an SLB backend is a whole "
+                          "instance, so it cannot address several replicas on one"), "value"))
     if cloud is not None and budget is not None:
         missing = [t for t in cloud.instance_types if t not in budget.prices]
         unused = [t for t in budget.prices if t not in cloud.instance_types]
@@ -276,9 +283,10 @@ def cross_section_problems(policy: Any) -> list[LocalProblem]:
                 problems.append((("budget", "max_per_hour"),
                                  (f"{_fmt(budget.max_per_hour)} per hour is below the cheapest instance type's "
                                  f"price ({_fmt(cheapest)}): not one replica could be launched"), "value"))
-            elif replicas is not None and replicas.min * cheapest > budget.max_per_hour:
+            elif replicas is not None and -(-replicas.min // per_node) * cheapest > budget.max_per_hour:
+                least = -(-replicas.min // per_node) * cheapest  # whole instances of replicas_per_node each
                 problems.append((("replicas", "min"),
-                                 (f"{replicas.min} replicas cost at least {_fmt(replicas.min * cheapest)} per hour, "
+                                 (f"{replicas.min} replicas cost at least {_fmt(least)} per hour, "
                                  f"above budget.max_per_hour ({_fmt(budget.max_per_hour)})"), "value"))
     if replicas is not None:
         for i, window in enumerate(schedule):

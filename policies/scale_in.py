@@ -7,6 +7,10 @@ The order (documented in docs/replicas.md):
 4. ties go to the youngest (latest launch): the older ones have proven themselves healthy, and with
    per-second billing keeping an older instance costs the same;
 5. the last ``keep_serving`` serving replicas are never chosen (1 while the cloud still carries traffic).
+
+With several replicas on one instance (``replicas_per_node`` > 1), between rules 2 and 3: the replicas with
+the fewest others left on their instance go first, counted as the choice proceeds, so the replicas of one
+instance leave together and the instance can be released (a half-empty instance costs as much as a full one).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class ReplicaView:
     launched_at: float  # seconds, same origin as ``now``
     sessions: int = 0  # active sessions on its load-balancer server
     serving: bool = True  # admitted to traffic and healthy
+    node: str | None = None  # the instance it runs on, when replicas share instances
 
 
 def choose_scale_in(
@@ -36,17 +41,25 @@ def choose_scale_in(
     if count <= 0:
         return ()
     serving_left = sum(1 for r in replicas if r.serving)
-    candidates = sorted(
-        (r for r in replicas if now - r.launched_at >= min_lifetime),
-        key=lambda r: (r.serving, r.sessions, -r.launched_at, r.id),
-    )
+    left_on: dict[str, int] = {}  # instance -> replicas not chosen yet
+    for r in replicas:
+        if r.node is not None:
+            left_on[r.node] = left_on.get(r.node, 0) + 1
+
+    def mates(r: ReplicaView) -> int:
+        return left_on[r.node] - 1 if r.node is not None else 0
+
+    candidates = [r for r in replicas if now - r.launched_at >= min_lifetime]
     chosen: list[str] = []
-    for r in candidates:
-        if len(chosen) == count:
+    while candidates and len(chosen) < count:
+        allowed = [r for r in candidates if not r.serving or serving_left > keep_serving]
+        if not allowed:
             break
-        if r.serving:
-            if serving_left <= keep_serving:
-                continue
+        best = min(allowed, key=lambda r: (r.serving, mates(r), r.sessions, -r.launched_at, r.id))
+        candidates.remove(best)
+        if best.serving:
             serving_left -= 1
-        chosen.append(r.id)
+        if best.node is not None:
+            left_on[best.node] -= 1
+        chosen.append(best.id)
     return tuple(chosen)

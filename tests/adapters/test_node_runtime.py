@@ -142,3 +142,21 @@ def test_list_stop_remove(docker_client, pushed_busybox, nodes, node_runtime, ru
         node_runtime.remove(node, cid)
         node_runtime.remove(node, cid)  # gone: no error
     assert node_runtime.list(n1, Owner("ctl-test")) == [] and node_runtime.list(n2, Owner("ctl-test")) == []
+
+
+def test_replicas_started_at_once_on_one_node_get_distinct_ports(docker_client, pushed_busybox, nodes, node_runtime,
+                                                                  run_id):
+    """replicas_per_node > 1: the controller starts a node's replicas in parallel; each must get a host port of
+    its own (choosing the port and creating the container are one step per node) and run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest_ref = docker_client.images.get(pushed_busybox).attrs["RepoDigests"][0]
+    spec = WorkloadSpec(image=digest_ref, command=("sleep", "300"), spec_hash="h1")
+    [node] = nodes(1)
+    names = [f"ctl-test-par{i}-{run_id}" for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        started = list(pool.map(lambda n: node_runtime.start(node, spec, n, replica_labels(run_id, replica=n)), names))
+    assert sorted(c.port for c in started) == [80, 81, 82] and {c.address for c in started} == {node.address}
+    assert all(docker_client.api.inspect_container(c.id)["State"]["Running"] for c in started)
+    for c in started:
+        node_runtime.remove(node, c.id)

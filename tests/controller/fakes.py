@@ -105,8 +105,11 @@ class FakeRuntime:
         for c in self.containers.values():
             if c.name == name:
                 return c
+        # the next free host port on the node, as the real runtime picks them (several replicas per node)
+        used = {c.port for c in self.containers.values() if c.node_id == node.instance_id}
+        port = next(p for p in range(8080, 8200) if p not in used)
         c = Container(id=f"c{len(self.containers) + 1:063d}", name=name, node_id=node.instance_id, state="running",
-                      health=None, labels=dict(labels), address=node.address, port=8080)
+                      health=None, labels=dict(labels), address=node.address, port=port)
         self.containers[c.id] = c
         return c
 

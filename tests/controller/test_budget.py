@@ -4,6 +4,7 @@ exceed either bound."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,24 @@ def test_property_never_exceeds_count_or_money(held: list[Holding], wanted: int,
     # and one more launch beyond what was allowed would not fit, unless the caller wanted fewer
     if check.allowed < wanted:
         assert check_launch(p, after, 1).allowed == 0
+
+
+def test_replicas_per_node_pays_each_instance_once_and_fills_free_places_first() -> None:
+    p = make_policy(workload__replicas_per_node=3, replicas={"min": 0, "max": 20}, budget={"max_per_hour": 1.3,
+                                                          "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
+    # two replicas on one c5 instance (0.55/h), its third place free
+    held = [Holding("a", "ecs.c5.large", instance_id="i-1", joinable=True),
+            Holding("b", "ecs.c5.large", instance_id="i-1", joinable=True)]
+    assert hourly_spend(p, held) == pytest.approx(0.55)
+    # the free place, then one more instance (0.62 worst) of 3 places fits under 1.3: 4 in all
+    assert check_launch(p, held, 10).allowed == 4
+    # the launch step pays for an instance of its own: free places elsewhere do not count
+    assert check_launch(p, held, 1, new_instance=True).allowed >= 1
+    assert check_launch(p, held + [Holding("x"), Holding("y"), Holding("z"), Holding("w")], 1,
+                        new_instance=True).allowed == 0
+    # an instance with a replica on its way out takes no one new
+    leaving = [Holding("a", "ecs.c5.large", instance_id="i-1", joinable=False), held[1]]
+    assert check_launch(p, leaving, 10).allowed == 3
+    # one replica per node: exactly the former rule (each replica its own instance)
+    single = make_policy(replicas={"min": 0, "max": 20}, budget={"max_per_hour": 1.3, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
+    assert check_launch(single, held, 10).allowed == 0 and hourly_spend(single, held) == pytest.approx(1.10)

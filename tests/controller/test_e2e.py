@@ -208,3 +208,36 @@ def test_invalid_policy_edit_keeps_the_last_good_one_and_the_status_token(lab: L
     wait_for("the removal", lambda: controller.status()["policies"] == [] or
              controller.status()["policies"][0]["draining"], timeout=20)
     assert controller.terminate() == 0
+
+
+def test_two_replicas_per_node_share_one_instance(lab: Lab, controller: ControllerProcess) -> None:
+    """workload.replicas_per_node: 2 on the real components: the burst's two replicas run as two containers
+    on one emulated instance (distinct host ports), each its own HAProxy server; the drain releases the
+    instance once, after its last replica left, and no request fails."""
+    lab.policy_path.write_text(lab.policy_yaml(**{"  service_port: 80\n": "  service_port: 80\n  replicas_per_node: 2\n"}))
+    controller.start()
+    load = LoadGenerator(lab.url)
+    try:
+        result = burst_cycle(lab, None, load, hold=3.0, timeout=60.0)
+    finally:
+        load.stop()
+    print(result.line())
+    assert result.error is None, controller.log()
+    stats = load.snapshot()
+    assert stats.failed == 0 and not stats.errors, stats.errors
+    assert result.launched == 1 and result.drained  # two replicas (replicas.max), one instance
+    served = {name for name in stats.by_server if name.startswith(f"{lab.controller_id}-")}
+    events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
+    for e in reversed(events["events"]):
+        print(e["kind"], e["message"])
+    assert len(served) == 2, stats.by_server
+    assert lab.live_instances() == [] and lab.cloud_servers() == []
+    by_kind: dict[str, list[str]] = {}
+    for e in events["events"]:
+        by_kind.setdefault(e["kind"], []).append(e["message"])
+    assert len(by_kind["launch"]) == 1 and len(by_kind["place"]) == 1, by_kind
+    # "replica r...: container c... on i-... (address:port)"
+    endpoints = {m.rsplit("(", 1)[1].rstrip(")") for m in by_kind["start"] if ": container " in m}
+    assert len(endpoints) == 2 and len({e.rsplit(":", 1)[0] for e in endpoints}) == 1, endpoints
+    releases = by_kind["release"]
+    assert sum("released i-" in m for m in releases) == 1 and sum(" left " in m for m in releases) == 1, releases

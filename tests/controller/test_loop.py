@@ -3,6 +3,7 @@ timeouts at each step; crash-resume without duplicate launches; the budget guard
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -375,5 +376,100 @@ def test_drift_rolls_every_replica_to_the_new_spec_one_at_a_time(tmp_path) -> No
         rolls = [e for e in env.store.events(limit=500)[0] if e.kind == "roll"]
         assert len(rolls) == 4 and all("to spec hash2" in e.message for e in rolls)  # 2 surges, 2 drains
         assert env.world.compute.launch_calls == 4
+    finally:
+        env.store.close()
+
+
+# ---------------------------------------------------------------------- several replicas per instance
+
+
+def per_node_env(tmp_path, **overrides: object) -> Env:
+    policy = {"workload__replicas_per_node": 2,
+              "replicas": {"min": 0, "max": 6, "max_step_up": 6, "max_step_down": 6}, **overrides}
+    return make_env(tmp_path, **policy)
+
+
+def by_instance(env: Env) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in env.store.live_replicas("web"):
+        out.setdefault(r.instance_id or "-", []).append(r.state)
+    return out
+
+
+def test_replicas_per_node_packs_replicas_onto_shared_instances(tmp_path) -> None:
+    env = per_node_env(tmp_path)
+    try:
+        env.want["n"] = 3
+        env.tick()  # two groups: each first replica launches, the others wait for its instance
+        assert env.world.compute.launch_calls == 2 and env.world.compute.created == 2
+        env.tick(dt=5)
+        env.tick(dt=1, times=3)
+        assert env.states() == [S.SERVING] * 3
+        assert sorted(len(v) for v in by_instance(env).values()) == [1, 2]
+        # every replica has a container and a server of its own, on distinct host ports of its node
+        endpoints = {(c.address, c.port) for c in env.world.runtime.containers.values()}
+        assert len(env.world.runtime.containers) == 3 and len(endpoints) == 3
+        assert len(env.world.lb.list("web")) == 3
+        placed = [e for e in env.store.events(limit=200)[0] if e.kind == "place"]
+        assert len(placed) == 1
+        # a fourth replica takes the free place: no launch, no new instance
+        env.want["n"] = 4
+        env.tick(dt=31)  # past the scale-out cooldown
+        env.tick(dt=1, times=3)
+        assert env.world.compute.created == 2 and env.world.compute.launch_calls == 2
+        assert sorted(len(v) for v in by_instance(env).values()) == [2, 2]
+        assert env.states() == [S.SERVING] * 4
+        # the budget counts instances: two of them at the policy's price, not four replicas
+        assert env.rt.spend_per_hour() == pytest.approx(2 * 0.62)
+    finally:
+        env.store.close()
+
+
+def test_replicas_per_node_scale_in_empties_whole_instances_and_releases_each_once(tmp_path) -> None:
+    env = per_node_env(tmp_path)
+    try:
+        env.want["n"] = 4
+        env.tick()
+        env.tick(dt=5)
+        env.tick(dt=1, times=3)
+        assert env.states() == [S.SERVING] * 4 and len(env.world.compute.instances) == 2
+        env.want["n"] = 2
+        env.tick(dt=61)  # the two replicas of one instance go together (docs/replicas.md)
+        draining = [r for r in env.store.live_replicas("web") if r.state == S.DRAINING]
+        assert len(draining) == 2 and len({r.instance_id for r in draining}) == 1
+        env.tick(dt=1.5, times=3)
+        assert env.states() == [S.SERVING, S.SERVING]
+        assert len(env.world.compute.instances) == 1  # that instance is released, the other one serves on
+        [kept] = env.world.compute.instances
+        assert {r.instance_id for r in env.store.live_replicas("web")} == {kept}
+        env.want["n"] = 0
+        env.tick(dt=61)
+        env.tick(dt=1.5, times=3)
+        assert env.store.live_replicas("web") == [] and env.world.compute.instances == {}
+        assert env.world.runtime.containers == {} and env.world.lb.servers == {}
+        outcomes = [json.loads(i.outcome or "{}") for i in env.store.intents(kind=IntentKind.RELEASE)]
+        released = [iid for o in outcomes for iid in o.get("released", [])]
+        # each instance released exactly once, by the last replica on it; the others left it
+        assert sorted(released) == sorted({r.instance_id for r in env.store.replicas("web")})
+        assert sum(1 for o in outcomes if o.get("kept_for")) == 2
+        assert env.store.intents(state=IntentState.PENDING) == []
+    finally:
+        env.store.close()
+
+
+def test_replicas_per_node_budget_counts_instances_not_replicas(tmp_path) -> None:
+    # room for one instance (0.62/h at the worst price): two replicas on it, not one
+    env = per_node_env(tmp_path, budget={"max_per_hour": 0.7, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
+    try:
+        env.want["n"] = 4
+        env.tick()
+        env.tick(dt=5)
+        env.tick(dt=1, times=3)
+        assert env.states() == [S.SERVING, S.SERVING]
+        assert env.world.compute.created == 1
+        env.tick(dt=31)  # past the scale-out cooldown: the budget still holds it at one instance
+        decision = env.store.last_decision("web")
+        assert decision is not None and "budget" in decision.reason, decision
+        assert env.world.compute.created == 1 and len(env.store.live_replicas("web")) == 2
     finally:
         env.store.close()

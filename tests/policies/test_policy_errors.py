@@ -198,3 +198,28 @@ def test_base_is_valid(tmp_path: Path) -> None:
     assert policy.budget.prices["ecs.c6.large"] == 0.5
     assert policy.drain.signal == "SIGTERM"
     assert result.origins == {"web": f"{path}:1"}
+
+
+def _per_node(tmp_path: Path, *replace: tuple[str, str]) -> list[str]:
+    text = BASE.replace("  service_port: 80\n", "  service_port: 80\n  replicas_per_node: 2\n")
+    for old, new in replace:
+        assert old in text, f"test bug: {old!r}"
+        text = text.replace(old, new)
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return [str(p)[len(f"{path}:"):] for p in load_policies([path]).problems]
+
+
+def test_several_replicas_per_instance_need_haproxy(tmp_path: Path) -> None:
+    got = _per_node(tmp_path, ("  haproxy: {socket: /run/haproxy/admin.sock, backend: web}",
+                               "  slb: {load_balancer_id: lb-1, port: 80}"))
+    want = ("5:22: workload.replicas_per_node: 2 replicas per instance need traffic.haproxy: an SLB backend "
+            "is a whole instance, so it cannot address several replicas on one")
+    assert got == [want], got
+
+
+def test_minimum_replicas_cost_whole_instances_of_replicas_per_node(tmp_path: Path) -> None:
+    # 4 replicas, 2 per instance: 2 instances at 0.5 fit a cap of 1.5 (4 instances would not)
+    assert _per_node(tmp_path, ("  min: 0", "  min: 4"), ("  max_per_hour: 5", "  max_per_hour: 1.5")) == []
+    got = _per_node(tmp_path, ("  min: 0", "  min: 4"), ("  max_per_hour: 5", "  max_per_hour: 0.9"))
+    assert got == ["13:8: replicas.min: 4 replicas cost at least 1 per hour, above budget.max_per_hour (0.9)"], got

@@ -40,3 +40,20 @@ def test_deterministic_on_full_ties():
     reps = [r("b", 900), r("a", 900), r("c", 900)]
     assert choose_scale_in(reps, 2, NOW, 0, 0) == ("a", "b")
     assert choose_scale_in(list(reversed(reps)), 2, NOW, 0, 0) == ("a", "b")
+
+
+def on(id: str, node: str, age: float = 900, sessions: int = 0) -> ReplicaView:
+    return ReplicaView(id=id, launched_at=NOW - age, sessions=sessions, node=node)
+
+
+@pytest.mark.parametrize("replicas, count, expected", [
+    # two per instance: both of one instance go, so it can be released (not one of each)
+    ([on("a1", "i-a", sessions=0), on("b1", "i-b", sessions=1), on("a2", "i-a", sessions=5),
+      on("b2", "i-b", sessions=2)], 2, ("a1", "a2")),
+    # a replica alone on its instance frees it by itself: it goes before the busier pair's least busy one
+    ([on("a1", "i-a", sessions=0), on("a2", "i-a", sessions=0), on("c1", "i-c", sessions=3)], 1, ("c1",)),
+    # then the least busy, as without sharing
+    ([on("a1", "i-a", sessions=4), on("b1", "i-b", sessions=1)], 1, ("b1",)),
+])
+def test_replicas_sharing_an_instance_leave_together(replicas, count, expected):
+    assert choose_scale_in(replicas, count, NOW, 0.0, keep_serving=1) == expected
