@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.commands.demo import burst_cycle
+from controller.commands.demo import CycleResult, burst_cycle
 from controller.lab import Lab, LabSettings
-from controller.loadgen import LoadGenerator
+from controller.loadgen import LoadGenerator, LoadStats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,8 @@ def wait_for(what: str, until: Callable[[], bool], timeout: float = 60.0) -> Non
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerProcess) -> None:
+def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadStats]:
+    """Start the controller and drive one burst-and-drain cycle with real load through HAProxy."""
     controller.start()
     load = LoadGenerator(lab.url)
     try:
@@ -119,11 +120,16 @@ def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerPro
         load.stop()
     print(result.line())
     assert result.error is None, controller.log()
-    errors = load.snapshot().errors
+    return result, load.snapshot()
+
+
+def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerProcess) -> None:
+    result, stats = burst(lab, controller)
+    errors = stats.errors
     # no request may go unanswered: client time-outs here were docker0 changing its MAC address while the cloud
     # containers started and stopped on the shared engine (deploy/pin-bridge-mac.sh, docs/replicas.md)
     assert result.cloud_requests > 0 and result.drained, errors
-    assert load.snapshot().failed == 0 and not errors, errors
+    assert stats.failed == 0 and not errors, errors
     assert result.launched == 2  # replicas.max
     assert lab.live_instances() == [] and lab.cloud_servers() == []
     events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
@@ -215,15 +221,7 @@ def test_two_replicas_per_node_share_one_instance(lab: Lab, controller: Controll
     on one emulated instance (distinct host ports), each its own HAProxy server; the drain releases the
     instance once, after its last replica left, and no request fails."""
     lab.policy_path.write_text(lab.policy_yaml(**{"  service_port: 80\n": "  service_port: 80\n  replicas_per_node: 2\n"}))
-    controller.start()
-    load = LoadGenerator(lab.url)
-    try:
-        result = burst_cycle(lab, None, load, hold=3.0, timeout=60.0)
-    finally:
-        load.stop()
-    print(result.line())
-    assert result.error is None, controller.log()
-    stats = load.snapshot()
+    result, stats = burst(lab, controller)
     assert stats.failed == 0 and not stats.errors, stats.errors
     assert result.launched == 1 and result.drained  # two replicas (replicas.max), one instance
     served = {name for name in stats.by_server if name.startswith(f"{lab.controller_id}-")}
