@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from controller.budget import hourly_spend
 from controller.status_models import (
     ControllerStatus,
     DecisionStatus,
@@ -71,7 +72,9 @@ class StatusReport:
         return PolicyStatus(
             name=runtime.name, paused=bool(ps and ps.paused), draining=bool(ps and (ps.drain_requested or ps.removed)),
             metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
-            instances=instances, spend_this_hour=round(runtime.spend_per_hour(), 4),
+            instances=instances,
+            # the live replicas just read, not a second read (the status is built up to 4 times a second)
+            spend_this_hour=round(hourly_spend(runtime.policy, runtime.holdings(live=replicas)), 4),
             budget_per_hour=float(runtime.policy.budget.max_per_hour),
             last_errors=[ErrorEntry(at=at, message=m) for at, m in list(runtime.errors)[:10]])
 
