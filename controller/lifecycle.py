@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from controller.budget import Holding, check_launch, per_node
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, PermanentError, TransientError
+from controller.health import docker_health_ok
 from controller.ports import (
     LABEL_CONTROLLER,
     LABEL_POLICY,
@@ -181,7 +183,38 @@ class Lifecycle:
         health = self.ctx.policy.workload.health
         if not r.address or not r.port:
             return False
-        return self.ctx.edges.health.probe(r.address, int(r.port), str(health.path), float(health.timeout))
+        if not self.ctx.edges.health.probe(r.address, int(r.port), str(health.path), float(health.timeout)):
+            return False
+        return self.docker_health([r]).get(r.id, False) if self.has_docker_health() else True
+
+    def has_docker_health(self) -> bool:
+        """Whether the workload defines a Docker HEALTHCHECK (the replicas carry the same one): then a check
+        passes only when the container's Docker health is also ``healthy``."""
+        try:
+            return bool(self.ctx.workload().healthcheck)
+        except BurstError:
+            return False
+
+    def docker_health(self, replicas: Sequence[AnyReplica]) -> dict[str, bool]:
+        """Replica id -> whether Docker reports its container ``healthy``: one container listing per node.
+        A node that cannot be read, or a container not found, is not a pass."""
+        ctx, out = self.ctx, {}
+        by_node: dict[str, list[AnyReplica]] = {}
+        for r in replicas:
+            if r.instance_id:
+                by_node.setdefault(r.instance_id, []).append(r)
+        for rs in by_node.values():
+            node = self._node(rs[0])
+            health: dict[str, str | None] = {}
+            if node is not None:
+                try:
+                    health = {c.labels.get(LABEL_REPLICA, ""): c.health
+                              for c in ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, rs[0].policy))}
+                except BurstError as exc:
+                    logger.info("node %s: Docker health unreadable: %s", node.instance_id, exc)
+            for r in rs:
+                out[r.id] = r.id in health and docker_health_ok(health[r.id])
+        return out
 
     # ------------------------------------------------------------------ the way in
 

@@ -217,4 +217,11 @@ class FleetRounds:
         out: dict[str, dict[str, bool]] = {}
         for (name, rid, _), ok in zip(targets, results, strict=True):
             out.setdefault(name, {})[rid] = bool(ok)
+        for name, results_of in out.items():  # a workload with a Docker HEALTHCHECK: that must pass too
+            lifecycle = free[name].lifecycle
+            passed = [r for r in live[name] if results_of.get(r.id)]
+            if passed and lifecycle.has_docker_health():
+                docker_ok = lifecycle.docker_health(passed)
+                for r in passed:
+                    results_of[r.id] = docker_ok.get(r.id, False)
         return out

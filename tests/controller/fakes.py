@@ -99,6 +99,13 @@ class FakeRuntime:
         self.starts = 0
         self.stopped: list[str] = []
         self.unreachable: set[str] = set()
+        self.health = "starting"  # Docker health of containers started with a HEALTHCHECK
+
+    def set_health(self, status: str) -> None:
+        self.health = status
+        for cid, c in list(self.containers.items()):
+            if c.health is not None:
+                self.containers[cid] = replace(c, health=status)
 
     def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
         self.starts += 1
@@ -109,7 +116,8 @@ class FakeRuntime:
         used = {c.port for c in self.containers.values() if c.node_id == node.instance_id}
         port = next(p for p in range(8080, 8200) if p not in used)
         c = Container(id=f"c{len(self.containers) + 1:063d}", name=name, node_id=node.instance_id, state="running",
-                      health=None, labels=dict(labels), address=node.address, port=port)
+                      health=self.health if workload.healthcheck else None, labels=dict(labels),
+                      address=node.address, port=port)
         self.containers[c.id] = c
         return c
 
@@ -173,11 +181,14 @@ class FakeMetrics:
 
 
 class FakeWorkloads:
+    def __init__(self) -> None:
+        self.healthcheck: dict[str, object] | None = None  # the captured workload's Docker HEALTHCHECK
+
     def source_image(self, policy: Any) -> str:
         return "127.0.0.1:5001/web@sha256:" + "a" * 64
 
     def capture(self, policy: Any, image: str) -> WorkloadSpec:
-        return WorkloadSpec(image=image, service_port=80, spec_hash="hash1")
+        return WorkloadSpec(image=image, service_port=80, spec_hash="hash1", healthcheck=self.healthcheck)
 
 
 class FakeHealth:
@@ -200,8 +211,9 @@ class World:
         self.lb = FakeLB()
         self.metrics = FakeMetrics()
         self.health = FakeHealth()
+        self.workloads = FakeWorkloads()
         self.edges = Edges(compute=self.compute, registry=self.registry, runtime=self.runtime,
-                           workloads=FakeWorkloads(), health=self.health, load_balancer=lambda p: self.lb,
+                           workloads=self.workloads, health=self.health, load_balancer=lambda p: self.lb,
                            metrics=lambda p: self.metrics)
 
 

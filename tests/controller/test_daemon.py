@@ -175,3 +175,19 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
         lock.close()
     d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # resumes once the lock is gone
     assert len(busy.live_replicas("web")) == 1
+
+
+def test_docker_unhealthy_takes_a_serving_replica_out_in_the_daemons_rounds(h: Harness) -> None:
+    """The daemon probes serving replicas in batched rounds (controller/rounds.py); with a HEALTHCHECK in
+    the workload, a container Docker reports unhealthy fails those checks although HTTP answers."""
+    write_policy(h.dir, "web")
+    h.world.workloads.healthcheck = {"Test": ["CMD", "true"]}
+    h.want["web"] = 1
+    d = h.daemon()
+    time.sleep(1.0)
+    assert h.serving(d, "web") == 0  # Docker says "starting": not admitted though HTTP passes
+    h.world.runtime.set_health("healthy")
+    wait_for("web serving", lambda: h.serving(d, "web") == 1)
+    h.world.runtime.set_health("unhealthy")
+    wait_for("the unhealthy replica replaced", lambda: any(
+        "health check failures" in (r.failure or "") for r in d.store.replicas("web")))

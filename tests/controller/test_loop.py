@@ -473,3 +473,24 @@ def test_replicas_per_node_budget_counts_instances_not_replicas(tmp_path) -> Non
         assert env.world.compute.created == 1 and len(env.store.live_replicas("web")) == 2
     finally:
         env.store.close()
+
+
+# ---------------------------------------------------------------------- Docker health
+
+
+def test_a_workload_healthcheck_gates_admission_and_evicts_on_docker_unhealthy(env: Env) -> None:
+    """With a HEALTHCHECK in the workload, a check passes only when HTTP answers AND Docker says healthy:
+    no admission while Docker says 'starting', and a serving replica Docker calls 'unhealthy' is drained."""
+    env.world.workloads.healthcheck = {"Test": ["CMD", "true"], "Interval": 1_000_000_000}
+    env.want["n"] = 1
+    env.tick()
+    env.tick(dt=5)
+    env.tick(dt=1, times=3)  # HTTP passes every time; Docker still says "starting"
+    assert env.states() == [S.STARTING] and env.world.lb.servers == {}
+    env.world.runtime.set_health("healthy")
+    env.tick(dt=1, times=2)
+    assert env.states() == [S.SERVING]
+    env.world.runtime.set_health("unhealthy")
+    env.tick(dt=1, times=2)  # two failures (health.failures 2): out of traffic
+    [r] = env.store.live_replicas("web")
+    assert r.state in (S.DRAINING, S.STOPPING, S.RELEASING) and "health check failures" in (r.failure or "")
