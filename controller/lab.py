@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 EMULATOR_KEY = ("local", "local-secret")  # the emulator's default access key pair (not a real secret)
 LAB_LABEL = "io.burst-controller.lab"
+# a Docker HEALTHCHECK on the workload, as real services have: captured with it, carried to every cloud
+# replica, and a replica is admitted only once Docker also says it is healthy (docs/replicas.md)
+LAB_HEALTHCHECK = {"test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"], "interval": 500_000_000,
+                   "timeout": 2_000_000_000, "retries": 3, "start_period": 0}
 PIN_BRIDGE_MAC = Path(__file__).resolve().parents[1] / "deploy" / "pin-bridge-mac.sh"
 # busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
 # shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
@@ -224,7 +228,7 @@ class Lab:
         self.onprem_container = self.docker.containers.run(
             image, ["sh", "-c", _WORKLOAD_CMD], name=f"burst-lab-onprem-{self.id}", detach=True,
             labels={LAB_LABEL: self.id, "app": f"web-{self.id}"}, ports={"80/tcp": ("127.0.0.1", port)},
-            hostname="onprem")
+            hostname="onprem", healthcheck=LAB_HEALTHCHECK)
         _wait_port(port)
         return port
 

@@ -152,6 +152,11 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         assert launched_before
         controller.start()
         wait_for("two cloud replicas serving", lambda: len(lab.cloud_servers()) == 2, timeout=60)
+        # identical replicas carry the on-prem HEALTHCHECK, and Docker reports them healthy (admission needs it)
+        onprem = lab.onprem_container.attrs["Config"]["Healthcheck"]
+        for c in lab.cloud_containers():
+            c.reload()
+            assert c.attrs["Config"]["Healthcheck"] == onprem and c.attrs["State"]["Health"]["Status"] == "healthy"
         calls = lab.emulator.calls()
         live = lab.live_instances()
         assert len(live) == 2, live
