@@ -71,7 +71,8 @@ class LoadGenerator:
         while len(self._threads) > n:
             t, stop = self._threads.pop()
             stop.set()
-            t.join(self.timeout + 1)
+            if t.ident is not None:  # an interrupt (Ctrl-C, SIGTERM) can land between appending and starting it
+                t.join(self.timeout + 1)
 
     def stop(self) -> None:
         self.set_clients(0)
