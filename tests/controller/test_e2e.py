@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,94 +17,20 @@ import pytest
 from controller.commands.demo import CycleResult, burst_cycle
 from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator, LoadStats
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class ControllerProcess:
-    """`burstctl run --config ...` in a child process, logging to a file in the lab directory."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.lab.root / f"controller-{self.starts}.log"
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.starts += 1
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "run", "--config", str(self.lab.config_path)],
-                cwd=ROOT, env=self.lab.env(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"controller exited: {self.log()}"
-            try:
-                if httpx.get(f"{self.lab.status_url}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"controller not ready in {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text()[-3000:]
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise
-
-    def status(self) -> dict:
-        return httpx.get(f"{self.lab.status_url}/v1/status", timeout=5, trust_env=False).json()
+from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(root=tmp_path / "lab", settings=LabSettings(boot_delay=1.0)).start()
-    try:
+    with running_lab(tmp_path / "lab", LabSettings(boot_delay=1.0)) as lab:
         yield lab
-    finally:
-        lab.stop()
-        leftovers = lab.cloud_containers()
-        assert leftovers == [], "lab left containers behind"
+    assert lab.cloud_containers() == [], "lab left containers behind"
 
 
 @pytest.fixture
 def controller(lab: Lab) -> Iterator[ControllerProcess]:
-    c = ControllerProcess(lab)
-    try:
+    with running_controller(lab) as c:
         yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait(10)
-
-
-def wait_for(what: str, until: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if until():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadStats]:

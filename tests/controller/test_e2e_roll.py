@@ -16,29 +16,21 @@ import pytest
 from controller.lab import LAB_LABEL, Lab, LabSettings
 from controller.loadgen import LoadGenerator
 from controller.ports import LABEL_CONTROLLER, LABEL_SPEC_HASH
-from tests.controller.test_e2e import ControllerProcess, wait_for
+from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
 INTERVALS = {"sample": "0.5s", "evaluate": "1s", "step": "0.5s", "reconcile": "3s", "replicate": "2s", "gc": "60s"}
 
 
 @pytest.fixture
 def rlab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(root=tmp_path / "lab", settings=LabSettings(boot_delay=1.0, intervals=INTERVALS)).start()
-    try:
+    with running_lab(tmp_path / "lab", LabSettings(boot_delay=1.0, intervals=INTERVALS)) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture
 def rcontroller(rlab: Lab) -> Iterator[ControllerProcess]:
-    c = ControllerProcess(rlab)
-    try:
+    with running_controller(rlab) as c:
         yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait(10)
 
 
 def _running_hashes(lab: Lab) -> list[str]:

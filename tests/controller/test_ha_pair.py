@@ -9,13 +9,10 @@ call each one is."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +22,9 @@ from adapters.emulator.rpc import AccessKey
 from controller.lab import EMULATOR_KEY, Lab, LabSettings
 from controller.loadgen import LoadGenerator
 from controller.state import StateStore
+from tests.support.controller_process import ControllerProcess
 from tests.support.net import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 LEASE_TTL, RENEW_EVERY = 10.0, 2.0  # the defaults of controller.yaml's ha section
 TAKEOVER_BOUND = 15.0  # issue 9: the standby takes over within 15 s of the active's death
 MUTATING = {"RunInstances", "DeleteInstances", "DeleteInstance", "StopInstances", "TagResources"}
@@ -46,36 +43,23 @@ class CallLog:
             return [action for at, k, action in self.calls if k == key and at >= since]
 
 
-class Member:
+class Member(ControllerProcess):
     """One `burstctl run` of the pair: its own status port and ECS access key, the shared state URL."""
 
     def __init__(self, lab: Lab, name: str, state_url: str, key: tuple[str, str]) -> None:
-        self.lab, self.name, self.key = lab, name, key
-        self.port = free_port()
-        self.config = lab.root / f"controller-{name}.yaml"
+        config = lab.root / f"controller-{name}.yaml"
+        port = free_port()
         text = lab.config_path.read_text()
         text = text.replace(f"url: sqlite:///{lab.root}/state.db", f"url: {state_url}")
-        text = text.replace(f"listen: 127.0.0.1:{lab.status_port}", f"listen: 127.0.0.1:{self.port}")
+        text = text.replace(f"listen: 127.0.0.1:{lab.status_port}", f"listen: 127.0.0.1:{port}")
         text += f"ha:\n  enabled: true\n  lease_ttl: {LEASE_TTL:g}s\n  renew_every: {RENEW_EVERY:g}s\n"
-        self.config.write_text(text)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        config.write_text(text)
+        super().__init__(lab, config=config, name=name, port=port,
+                         env={"ALIBABA_CLOUD_ACCESS_KEY_ID": key[0], "ALIBABA_CLOUD_ACCESS_KEY_SECRET": key[1]})
+        self.key = key
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.lab.root / f"controller-{self.name}-{self.starts}.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        env = {**self.lab.env(), "ALIBABA_CLOUD_ACCESS_KEY_ID": self.key[0],
-               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": self.key[1]}
-        with open(self.log_path, "wb") as out:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", "--config",
-                                          str(self.config)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    def start(self, timeout: float = 0.0) -> None:
+        self.spawn()  # one of the pair stays a standby (never ready): the test waits for the role it expects
 
     def readiness(self) -> dict[str, Any] | None:
         """/readyz as JSON (200 active, 503 standby), None while it does not answer."""
@@ -87,35 +71,6 @@ class Member:
     def role(self) -> str | None:
         r = self.readiness()
         return None if r is None else r.get("role")
-
-    def status(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/v1/status", timeout=5, trust_env=False).json())
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise
 
 
 def wait_for(what: str, until: Callable[[], bool], timeout: float, explain: Callable[[], str] = str) -> float:

@@ -11,7 +11,6 @@ import time
 
 from controller.lab import Lab
 from controller.loadgen import LoadGenerator
-from tests.controller.test_e2e import ControllerProcess
 from tests.reliability.harness import (
     CAP,
     MAX,
@@ -22,6 +21,7 @@ from tests.reliability.harness import (
     reliability_policy,
     wait_for,
 )
+from tests.support.controller_process import ControllerProcess
 
 FAULTS = {"throttle_rate": 0.3, "error_rate": 0.3, "spike_rate": 0.1, "spike_s": 2.0,
           "sold_out": ["ecs.c6.large"], "timeout_after_create": 1,

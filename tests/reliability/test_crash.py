@@ -18,7 +18,6 @@ from typing import Self
 
 from controller.lab import Lab
 from controller.loadgen import LoadGenerator
-from tests.controller.test_e2e import ControllerProcess
 from tests.reliability.harness import (
     CAP,
     LEAVING,
@@ -31,6 +30,7 @@ from tests.reliability.harness import (
     rng_for,
     wait_for,
 )
+from tests.support.controller_process import ControllerProcess
 
 RECONCILE = 2.0  # the lab's reconcile interval in this suite (harness.reliability_settings)
 HIGH, LOW = 16, 1  # load generator clients at the peak and at the baseline

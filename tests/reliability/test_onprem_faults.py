@@ -27,9 +27,9 @@ import httpx
 import pytest
 
 from controller.lab import _WORKLOAD_CMD, Lab
-from tests.controller.test_e2e import ControllerProcess
 from tests.reliability.dockerd import PrivateDockerd
 from tests.reliability.harness import Invariants, Journal, record, reliability_policy, wait_for
+from tests.support.controller_process import ControllerProcess
 
 RECONCILE = 2.0
 # the lab's workload (busybox httpd with a CGI page) plus a CPU burner that runs while /tmp/busy exists

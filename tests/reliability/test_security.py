@@ -36,8 +36,8 @@ from controller.errors import ConfigError
 from controller.lab import _WORKLOAD_CMD, LAB_LABEL, Lab
 from controller.loadgen import LoadGenerator
 from tests.conftest import DOCKER_TLS_ENDPOINT, PKI_DIR
-from tests.controller.test_e2e import ControllerProcess
 from tests.reliability.harness import Invariants, record, wait_for
+from tests.support.controller_process import ControllerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = uuid.uuid4().hex[:8]

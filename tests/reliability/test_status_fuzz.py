@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from controller.lab import Lab
-from tests.controller.test_e2e import ControllerProcess
 from tests.reliability.harness import count, record, seed
+from tests.support.controller_process import ControllerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = count("schema_examples", 20)
