@@ -14,6 +14,7 @@ import ipaddress
 import json
 import re
 import string
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,29 @@ from pathlib import Path
 from adapters.pki import CertificateAuthority
 from controller.errors import ConfigError
 
-__all__ = ["DEFAULT_TEMPLATE", "MAX_NODE_ADDRESSES", "USER_DATA_LIMIT", "BootstrapSettings", "NodeBootstrap",
-           "RegistryLogin"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "MAX_NODE_ADDRESSES",
+    "PIN_BRIDGE_MAC",
+    "USER_DATA_LIMIT",
+    "BootstrapSettings",
+    "NodeBootstrap",
+    "RegistryLogin",
+    "deploy_file",
+]
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "node-bootstrap.yaml.tmpl"
-PIN_BRIDGE_MAC = DEFAULT_TEMPLATE.parent / "pin-bridge-mac.sh"  # ${pin_bridge_mac}: docker0's MAC stays put
+
+
+def deploy_file(name: str) -> Path:
+    """A file of ``deploy/`` the controller reads at run time: from the source checkout, or where
+    deploy/install.sh puts it for an installed controller (``<prefix>/share/``, beside the venv); the
+    checkout's path when neither exists (the error then names it)."""
+    candidates = (Path(__file__).resolve().parents[1] / "deploy" / name, Path(sys.prefix).parent / "share" / name)
+    return next((p for p in candidates if p.exists()), candidates[0])
+
+
+DEFAULT_TEMPLATE = deploy_file("node-bootstrap.yaml.tmpl")
+PIN_BRIDGE_MAC = deploy_file("pin-bridge-mac.sh")  # ${pin_bridge_mac}: docker0's MAC stays put
 USER_DATA_LIMIT = 32 * 1024
 MAX_NODE_ADDRESSES = 1024
 MAX_TOKEN_LIFETIME = dt.timedelta(hours=12)  # anything longer is a password, not a token

@@ -23,6 +23,7 @@ from typing import Any
 
 import docker
 
+from adapters.bootstrap import PIN_BRIDGE_MAC
 from adapters.credentials import CloudCredentials, StaticCredentials
 from adapters.dockerclient import docker_client
 from adapters.emulator.ecs import EcsEmulator
@@ -42,7 +43,6 @@ LAB_LABEL = "io.burst-controller.lab"
 # replica, and a replica is admitted only once Docker also says it is healthy (docs/replicas.md)
 LAB_HEALTHCHECK = {"test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"], "interval": 500_000_000,
                    "timeout": 2_000_000_000, "retries": 3, "start_period": 0}
-PIN_BRIDGE_MAC = Path(__file__).resolve().parents[1] / "deploy" / "pin-bridge-mac.sh"
 # busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
 # shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
 _WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"

@@ -80,13 +80,18 @@ if [ -e "$SRC/deploy/policy.schema.json" ]; then
 fi
 say "policies: examples in $etc/policies.d/*.yaml.example (copy to NAME.yaml and edit)"
 
-# 6. the guides the unit's Documentation= points at
+# 6. what the controller reads at run time from deploy/: the node bootstrap (cloud-init) template and the
+#    bridge-MAC script it embeds (adapters/bootstrap.py looks in <prefix>/share/ beside the venv)
+install -D -m 0644 "$SRC/deploy/node-bootstrap.yaml.tmpl" "$DESTDIR$PREFIX/share/node-bootstrap.yaml.tmpl"
+install -D -m 0755 "$SRC/deploy/pin-bridge-mac.sh" "$DESTDIR$PREFIX/share/pin-bridge-mac.sh"
+
+# 7. the guides the unit's Documentation= points at
 if [ -d "$SRC/docs" ]; then
   install -d -m 0755 "$DESTDIR$PREFIX/docs"
   find "$SRC/docs" -maxdepth 1 -name '*.md' -exec install -m 0644 {} "$DESTDIR$PREFIX/docs/" \;
 fi
 
-# 7. tell systemd (only on a real install on a machine running systemd)
+# 8. tell systemd (only on a real install on a machine running systemd)
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
   systemctl daemon-reload
   say "done: systemctl enable --now burst-controller; then burstctl status"

@@ -35,6 +35,21 @@ def test_install_into_destdir_is_complete_and_idempotent(tmp_path: Path) -> None
     ran = subprocess.run([str(burstctl), "status", "--help"], capture_output=True, text=True, env=env,
                          timeout=120, check=False, cwd=tmp_path)
     assert ran.returncode == 0 and "--json" in ran.stdout, ran.stderr
+    # the installed package finds the node bootstrap template and the script it embeds (installed beside the
+    # venv, not in the checkout) and renders UserData with them
+    share = dest / "opt/burst-controller/share"
+    assert (share / "node-bootstrap.yaml.tmpl").read_text() == (REPO / "deploy/node-bootstrap.yaml.tmpl").read_text()
+    assert os.access(share / "pin-bridge-mac.sh", os.X_OK)
+    python = dest / "opt/burst-controller/venv/bin/python"
+    probe = ("import adapters.bootstrap as b; from adapters.pki import CertificateAuthority; import sys, pathlib; "
+             "ca = CertificateAuthority(pathlib.Path(sys.argv[1])); ca.ensure(); "
+             "text = b.NodeBootstrap(b.BootstrapSettings(ca=ca, node_networks=('10.0.0.0/28',))).render('x'); "
+             "print(b.__file__, b.DEFAULT_TEMPLATE, 'burst-pin-bridge-mac' in text)")
+    ran = subprocess.run([str(python), "-c", probe, str(tmp_path / "pki")], capture_output=True, text=True, env=env,
+                         timeout=120, check=False, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    module, template, embedded = ran.stdout.split()
+    assert module.startswith(str(dest)) and template == str(share / "node-bootstrap.yaml.tmpl") and embedded == "True"
     unit = dest / "etc/systemd/system/burst-controller.service"
     assert unit.read_text() == (REPO / "deploy/burst-controller.service").read_text()
     cfg = load_config(etc / "controller.yaml")
