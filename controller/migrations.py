@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["MIGRATIONS", "LATEST", "migrate", "current_version"]
+__all__ = ["LATEST", "MIGRATIONS", "current_version", "migrate"]
 
 logger = logging.getLogger(__name__)
 

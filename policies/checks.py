@@ -224,8 +224,7 @@ RegistryTarget = Annotated[str, AfterValidator(_registry_target),
 
 # Linux signal names (the containers run on Linux whatever the controller host is)
 _SIGNALS = frozenset(
-    "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CONT STOP TSTP TTIN "
-    "TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS".split())
+    ["HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS"])
 
 
 def _signal_name(value: Any) -> str:

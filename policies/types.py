@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["Observation", "Fleet", "Direction", "Decision"]
+__all__ = ["Decision", "Direction", "Fleet", "Observation"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ class _LimitError(MarkedYAMLError):
 
 
 class _BoundedScanner(Scanner):
-    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:  # noqa: N803 - ruamel's name
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
         # each open flow level makes every later token slower: deep [[[[...]]]] would take minutes
         if len(self.flow_context) >= MAX_DEPTH:
             raise _LimitError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.reader.get_mark())

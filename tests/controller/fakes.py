@@ -5,8 +5,8 @@ real components in tests/adapters and by the end-to-end tests here). They count 
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from controller.edges import Edges

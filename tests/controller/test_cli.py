@@ -48,7 +48,7 @@ def test_config_error_is_problem_lines_and_exit_2(tmp_path, capsys):
 
 
 def test_unexpected_error_has_no_traceback(monkeypatch, capsys):
-    import controller.commands.pki as pki
+    from controller.commands import pki
 
     def boom(args):
         raise RuntimeError("disk on fire")
