@@ -316,14 +316,17 @@ class Lifecycle:
             return self._failed(r, S.RELEASING, f"instance {r.instance_id} disappeared while booting")
         inst = found[0]
         if inst.state == InstanceState.RUNNING and inst.private_ip:
-            ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
-            node = self._node(r)
-            assert node is not None
+            node = Node(instance_id=inst.id, address=inst.private_ip,
+                        docker_endpoint=inst.docker_endpoint or ctx.edges.node_endpoint(inst))
             try:  # the node is up when its Docker Engine answers over mutual TLS
                 ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
-                return ctx.store.transition(r.id, S.STARTING, address=node.address)
             except BurstError as exc:
                 logger.debug("node %s not answering yet: %s", node.instance_id, exc)
+                ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
+            else:
+                with ctx.store.transaction():  # its address and the new state in one commit (PERF)
+                    ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
+                    return ctx.store.transition(r.id, S.STARTING, address=node.address)
         if self._age_in_state(r) > ctx.options.boot_timeout:
             return self._failed(r, S.RELEASING, f"node {r.instance_id} did not boot within "
                                 f"{ctx.options.boot_timeout:.0f}s ({inst.state})")
