@@ -176,7 +176,10 @@ class FleetRounds:
         self._wait(self._stepping, started, timeout)
 
     def _advance_one(self, rt: PolicyRuntime, steps: list[AnyReplica]) -> None:
-        self._guarded(rt, "tick", lambda: rt.advance(steps))
+        try:
+            self._guarded(rt, "tick", lambda: rt.advance(steps))
+        finally:  # this round's answers are not valid in a later advance
+            rt.lifecycle.described, rt.lifecycle.probed = {}, {}
 
     def _describe(self, free: Mapping[str, PolicyRuntime],
                   live: Mapping[str, Sequence[AnyReplica]]) -> dict[str, Instance | None]:
