@@ -55,8 +55,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
                    f"no 5xx, all answers as documented |")
     for r in by.get("load", []):
         out.append(f"| 5 load | {r['replicas']} replicas ({r['instances']} emulator instances), status clients "
-                   f"{r['clients']} | {r['rate']} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} "
-                   f"errors; tick median {r['tick_quiet_ms']} ms quiet, {r['tick_loaded_ms']} ms loaded: x{r['ratio']} |")
+                   f"{r['clients']} ({r.get('mix', 'mixed')}) | worst loaded phase {r['rate']} req/s, p50 {r['p50_ms']} "
+                   f"ms, p99 {r['p99_ms']} ms, {r['errors']} errors; tick medians {r['tick_quiet_ms']} ms quiet, "
+                   f"{r['tick_loaded_ms']} ms loaded: x{r['ratio']} (quiet phases {r.get('noise', '?')} apart) |")
     sec = by.get("security_leaks", [])
     modes = by.get("security_file_mode", [])
     tls = by.get("security_node_tls", [])
