@@ -64,12 +64,13 @@ class Reconciler:
         cloud = self.edges.compute.list(Owner(self.options.controller_id))
         seen = {inst.id for inst in cloud}
         known = {row.id: row for row in self.store.instance_rows()}  # PERF: plain rows, one query
-        for inst in cloud:
-            if inst.id in known:
-                row = known[inst.id]
-                if _changed(row, inst):  # SCALE-HA: a write per unchanged instance cost seconds at 5,000
+        changed = [(inst, known[inst.id]) for inst in cloud if inst.id in known and _changed(known[inst.id], inst)]
+        if changed:  # SCALE-HA: a write per unchanged instance cost seconds at 5,000; PERF: one commit for all
+            with self.store.transaction():
+                for inst, row in changed:
                     self.store.record_instance(inst, policy=row.policy, replica_id=None, intent_id=None)
-            else:
+        for inst in cloud:
+            if inst.id not in known:
                 self._unknown(inst, report)
         self._vanished([i for i in known if i not in seen], report)
         # PERF: every policy's load balancer is listed first, then the live replicas of all policies are read
