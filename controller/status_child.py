@@ -250,7 +250,9 @@ def _events_args(query: bytes) -> dict[str, Any] | None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the daemon dies (Linux), so a killed daemon never leaves the port held."""
+    """SIGKILL this process when the daemon dies (Linux), so a killed daemon never leaves the port held.
+    (The signal follows the daemon's thread that started this process: a status process started by the
+    publisher thread, after a crash, dies when that thread ends, which is when the endpoint stops anyway.)"""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
