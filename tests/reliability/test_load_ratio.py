@@ -1,8 +1,7 @@
 """The load rig's machinery with a small count (tests/reliability/loadrig.py): the real daemon manages 5
-replicas on ECS-emulator instances, the real status endpoint (its own process, serving the daemon's snapshots)
-answers client processes, and the
-tick-time ratio (loaded over quiet, measured in one run) comes out as a finite figure with every request
-answered. The figures themselves (100 replicas, >= 1,000 requests/s, p99, the ratio) are bench/ output
+replicas on ECS-emulator instances, the real status endpoint (its own process, serving the daemon's
+snapshots) answers client processes, and the tick-time ratio (loaded over quiet, measured in one run) comes
+out as a finite figure with every request answered. The figures themselves (100 replicas, >= 1,000 requests/s, p99, the ratio) are bench/ output
 (bench/reliability_load.py), never timed assertions here."""
 
 from __future__ import annotations
