@@ -110,7 +110,10 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> tuple[Path, bool]:
     for elem in loc:
         if elem == "[key]":
             at_key = True
-        elif isinstance(node, dict) and isinstance(elem, str) and elem in node or isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+        elif isinstance(node, dict) and isinstance(elem, str) and elem in node:  # noqa: SIM114 (mypy narrows each)
+            path.append(elem)
+            node = node[elem]
+        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
             path.append(elem)
             node = node[elem]
     return tuple(path), at_key
