@@ -176,7 +176,9 @@ def test_sigkill_of_the_active_standby_takes_over_within_15s_without_duplicates(
         assert leader_events and "epoch 2" in leader_events[0].message, [e.message for e in leader_events]
     finally:
         store.close()
-    assert b.status()["policies"][0]["replicas"] == {"serving": 2}
+    # the status answers from a snapshot the daemon publishes (at most 0.5 s behind the journal)
+    wait_for("B's status: two serving", lambda: b.status()["policies"][0]["replicas"] == {"serving": 2}, 5,
+             lambda: str(b.status()["policies"][0]["replicas"]))
 
 
 def test_partitioned_old_leader_does_not_act_when_it_comes_back(
