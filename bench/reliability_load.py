@@ -33,7 +33,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="per phase")
     ap.add_argument("--publish-interval", type=float, default=PUBLISH_INTERVAL,
                     help="seconds between status snapshots under requests (the product's default)")
-    ap.add_argument("--status-nice", type=int, default=NICE, help="nice value of the status process")
+    ap.add_argument("--status-nice", type=int, default=NICE,
+                    help="nice value of the status process (20: SCHED_IDLE, for it and with --client-nice 20 "
+                         "for the clients too)")
     ap.add_argument("--step", type=float, default=0.5,
                     help="the loop's step interval (seconds): shorter gives more ticks to compare per phase")
     ap.add_argument("--rounds", type=int, default=4, help="loaded phases, each between two quiet ones")

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.25  # seconds: under requests, a new snapshot at most this often
 MAX_AGE = 0.5  # seconds: no answer comes from an older snapshot (the request waits for a new one)
-NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first
+NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first; 20 = SCHED_IDLE
 _CALLS = frozenset({"pause", "resume", "drain", "history", "events"})
 _MUTATIONS = frozenset({"pause", "resume", "drain"})
 # The child gets a minimal environment: it needs no credential, and must not talk to systemd itself.
