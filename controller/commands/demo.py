@@ -164,11 +164,16 @@ def _demo(args: argparse.Namespace) -> int:
         for sig in previous:  # a second signal must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         try:
-            if load is not None:
-                load.stop()
-            if service is not None:
-                service.shutdown()
-            lab.stop()
+            # each step on its own: whatever fails, the lab (processes in sessions of their own) is removed
+            for what, step in (("load generator", load.stop if load is not None else None),
+                               ("controller", service.shutdown if service is not None else None),
+                               ("lab", lab.stop)):
+                if step is None:
+                    continue
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 (reported, and the clean-up goes on)
+                    print(f"demo: clean-up of the {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
