@@ -341,7 +341,9 @@ log_level: INFO
     def cloud_containers(self) -> list[Any]:
         if self.docker is None:
             return []
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"})
+        # ignore_removed: the controller may remove one between the listing and its inspect
+        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"},
+                                           ignore_removed=True)
 
     def haproxy_command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -388,7 +390,7 @@ log_level: INFO
         if self.docker is not None:
             for flt in ({"label": f"{LABEL_CONTROLLER}={self.controller_id}"}, {"label": f"{LAB_LABEL}={self.id}"}):
                 try:
-                    for c in self.docker.containers.list(all=True, filters=flt):
+                    for c in self.docker.containers.list(all=True, filters=flt, ignore_removed=True):
                         c.remove(force=True)
                 except docker.errors.DockerException as exc:
                     logger.warning("lab cleanup: %s", exc)
