@@ -142,7 +142,7 @@ def test_node_pins_its_docker_bridge_mac_after_every_engine_start(ca: Certificat
     assert script["permissions"] == "0755"
     assert script["content"].strip() == PIN_BRIDGE_MAC.read_text().strip()
     dropin = files["/etc/systemd/system/docker.service.d/10-burst-tls.conf"]["content"]
-    assert "ExecStartPost=/bin/sh /usr/local/sbin/burst-pin-bridge-mac docker0" in dropin.splitlines()
+    assert "ExecStartPost=-/bin/sh /usr/local/sbin/burst-pin-bridge-mac docker0" in dropin.splitlines()
     (tmp_path / "pin.sh").write_text(script["content"])
     bridge = f"bst{secrets.token_hex(4)}"
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
