@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh || exit 1
 export BURST_SERVICES_STARTED; BURST_SERVICES_STARTED=$(mktemp)
 scripts/services.sh start || { scripts/services.sh stop; exit 1; }
-trap 'scripts/services.sh stop' EXIT
+other=""
+# on any exit (an interrupt included): no pytest of ours left running, then stop what was started
+trap '[ -n "$other" ] && kill "$other" 2>/dev/null; scripts/services.sh stop' EXIT
 eval "$(scripts/services.sh env | sed 's/^/export /')"
 # The whole suite (no arguments) runs as two pytest processes at once: the lab-based end-to-end tests
 # spend most of their time waiting (boots, drains, time-outs), the rest mostly computes; together they fit
@@ -30,6 +32,7 @@ else
   rc_lab=$(fail_on_no_tests $? "lab tests")
   wait "$other"
   rc_other=$(fail_on_no_tests $? "other tests")
+  other=""
   echo "test.sh: ---------------- the other tests ----------------"
   cat "$tmp/other.log"
   rm -rf "$tmp"
