@@ -54,7 +54,12 @@ def _serve(port: int, ready: mp.Event, stop: mp.Event) -> None:  # type: ignore[
 
 
 def _client(url: str, paths: list[str], seconds: float, concurrency: int, out: mp.Queue,  # type: ignore[type-arg]
-            nice: int = 0, go: Any = None) -> None:
+            nice: int = 0, go: Any = None, rate: float = 0.0) -> None:
+    """``rate`` 0: closed loop, each connection sends its next request when the last one is answered (the
+    most the endpoint can do). ``rate`` > 0: open loop, this process sends ``rate`` requests per second
+    spread evenly over its connections, each on a fixed schedule, and a latency is counted from when the
+    request was due, not when it went out (a slow answer delays the next ones, and that wait is counted:
+    no coordinated omission)."""
     if nice >= 20:  # SCHED_IDLE: runs only when nothing else wants the CPU
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     elif nice:  # bench/reliability_load.py: the load generator yields the CPU as clients on other machines would
@@ -64,7 +69,9 @@ def _client(url: str, paths: list[str], seconds: float, concurrency: int, out: m
     lock = threading.Lock()
     if go is not None:  # every client process is up (imports done): all start together
         go.wait()
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline = start + seconds
+    interval = concurrency / rate if rate > 0 else 0.0  # seconds between one connection's requests
 
     def worker(offset: int) -> None:
         nonlocal errors
@@ -75,10 +82,20 @@ def _client(url: str, paths: list[str], seconds: float, concurrency: int, out: m
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
         i = offset
+        due = start + offset * interval / max(1, concurrency)  # the connections' schedules interleave
         while time.monotonic() < deadline:
             path = paths[i % len(paths)]
             i += 1
-            t0 = time.perf_counter()
+            if interval:
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if due >= deadline:
+                    break
+                t0 = time.perf_counter() - max(0.0, time.monotonic() - due)  # from when it was due
+                due += interval
+            else:
+                t0 = time.perf_counter()
             try:
                 conn.request("GET", path)
                 r = conn.getresponse()
@@ -148,8 +165,10 @@ def _phase(ctx, url: str, paths: list[str], args: argparse.Namespace  # type: ig
     """rate, p50 ms, p99 ms, max ms, requests, errors, and when (time.monotonic) the clients started."""
     out = ctx.Queue()
     nice = getattr(args, "client_nice", 0)
+    per_client = getattr(args, "rate", 0.0) / args.clients  # 0: closed loop
     go = ctx.Barrier(args.clients + 1)
-    clients = [ctx.Process(target=_client, args=(url, paths, args.seconds, args.concurrency, out, nice, go))
+    clients = [ctx.Process(target=_client, args=(url, paths, args.seconds, args.concurrency, out, nice, go,
+                                                 per_client))
                for _ in range(args.clients)]
     for c in clients:
         c.start()

@@ -53,6 +53,7 @@ class Daemon(StatusReport):
         self._ready, self._why = False, "starting"
         self._stopping = False
         self._running: dict[str, float] = {}  # job id -> start (monotonic), for the job-timeout report
+        self._step_done = threading.Condition()  # notified when a step round ends (wait_between_steps)
         self._last_store_error: float | None = None
         # SCALE-HA (controller/ha.py): in an active/standby pair, True only while this process holds the
         # leader lease; no job starts without it (a process resumed after a pause must not act)
@@ -166,6 +167,9 @@ class Daemon(StatusReport):
             logger.exception("job %s crashed", job_id)
         finally:
             self._running.pop(job_id, None)
+            if job_id == "step":
+                with self._step_done:
+                    self._step_done.notify_all()
             took = time.monotonic() - started
             if took > self.options.job_timeout:
                 logger.warning("job %s took %.1fs (over %.0fs)", job_id, took, self.options.job_timeout)
@@ -192,6 +196,28 @@ class Daemon(StatusReport):
             runtimes = dict(self.runtimes)
         self.rounds.step(runtimes, force_evaluate=force_evaluate,
                          timeout=self.options.step_interval if timeout == -1.0 else timeout)
+
+    def wait_between_steps(self, room: float, max_wait: float) -> None:
+        """For work that must not slow the control loop (the status snapshot, controller/status_process.py):
+        return once no step round is running and the next one is at least ``room`` seconds away, or after
+        ``max_wait`` seconds in any case (a loop too busy to leave a gap must not starve the caller)."""
+        from datetime import datetime
+
+        deadline = time.monotonic() + max_wait
+        while (left := deadline - time.monotonic()) > 0:
+            if "step" in self._running:
+                with self._step_done:
+                    self._step_done.wait_for(lambda: "step" not in self._running, timeout=left)
+                continue
+            job = self.scheduler.get_job("step") if self.scheduler.running else None
+            if job is None or job.next_run_time is None:
+                return
+            until = (job.next_run_time - datetime.now(UTC)).total_seconds()
+            if until >= room:
+                return
+            # the next round is due within ``room`` (or late, waiting for a thread): let it run first
+            time.sleep(min(left, max(until, 0.0) + 0.002))
+        return
 
     def kick(self, name: str) -> None:
         """Evaluate the policy at the next step round, run now (after an operator action) instead of at its

@@ -251,6 +251,12 @@ class HaDaemon:
     def events(self, *, cursor: int | None, limit: int, policy: str | None) -> EventPage:
         return self._source().events(cursor=cursor, limit=limit, policy=policy)
 
+    def wait_between_steps(self, room: float, max_wait: float) -> None:
+        """The active daemon's gap between step rounds (``Daemon.wait_between_steps``); a standby runs none."""
+        daemon = self.daemon
+        if daemon is not None and self.leadership.holds():
+            daemon.wait_between_steps(room, max_wait)
+
     def history(self, policy: str, since: float) -> list[MetricPoint]:
         return self._source().history(policy, since)
 

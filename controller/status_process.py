@@ -3,7 +3,8 @@ daemon publishes a ``Snapshot`` (controller/status_snapshot.py) and the child (c
 uvicorn at a lower CPU priority) serves it. Snapshots are built on demand: while requests come, the child
 asks for a new one once its snapshot is ``interval`` old (so at most one build per ``interval``, whatever
 the request rate), a request that finds it older than ``max_age`` (after a quiet spell) waits for a fresh
-one, an operator action publishes at once, and with no requests nothing is built at all.
+one, an operator action publishes at once, and with no requests nothing is built at all. A periodic build
+waits (up to ``GAP_WAIT``) for a gap between the loop's step rounds, so it never runs beside one.
 
 Used by ``burstctl run`` and ``burstctl demo`` (controller/commands/run.py) in place of the in-thread
 ``controller.status.StatusServer``. The daemon binds the listening socket (so a bad address fails here, and
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.25  # seconds: under requests, a new snapshot at most this often
 MAX_AGE = 0.5  # seconds: no answer comes from an older snapshot (the request waits for a new one)
+GAP_WAIT = 0.1  # seconds a build waits at most for a gap between the loop's step rounds
 NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first; 20 = SCHED_IDLE
 _CALLS = frozenset({"pause", "resume", "drain", "history", "events"})
 _MUTATIONS = frozenset({"pause", "resume", "drain"})
@@ -154,6 +156,7 @@ class StatusProcess:
         self._child: _Child | None = None
         self._publish_lock = threading.Lock()
         self.build_seconds: deque[float] = deque(maxlen=10_000)  # recent build times (benchmarks read them)
+        self.build_spans: deque[tuple[float, float]] = deque(maxlen=10_000)  # (start, end), time.monotonic
         self._stopping = threading.Event()
         self._wanted = threading.Event()  # the child asked for a newer snapshot
         self._built_at = -math.inf
@@ -230,10 +233,11 @@ class StatusProcess:
                     child.send(("ready", self.source.ready()))
                 except OSError:
                     pass
-            t0 = time.perf_counter()
+            t0, m0 = time.perf_counter(), time.monotonic()
             snapshot = self.builder.build()
             self.build_seconds.append(time.perf_counter() - t0)
             self._built_at = time.monotonic()
+            self.build_spans.append((m0, self._built_at))
             child = self._child
             if child is not None:
                 try:
@@ -265,10 +269,25 @@ class StatusProcess:
             if self._stopping.wait(max(0.0, self._built_at + self.interval - time.monotonic())):
                 return
             self._wanted.clear()
+            self._wait_for_gap()
             try:
                 self.publish()
             except Exception:  # the publisher must outlive any one bad build
                 logger.exception("status snapshot failed")
+
+    def _wait_for_gap(self) -> None:
+        """A periodic build runs between the loop's step rounds (``wait_between_steps`` of the daemon or the
+        HA pair), so that it never holds the daemon's interpreter while a round runs: room for twice the
+        recent build time, waiting ``GAP_WAIT`` at most (an operator action's publish does not wait)."""
+        wait = getattr(self.source, "wait_between_steps", None)
+        if wait is None:
+            return
+        recent = sorted(list(self.build_seconds)[-20:])
+        room = min(self.interval, max(0.01, 2 * recent[len(recent) // 2])) if recent else 0.05
+        try:
+            wait(room, GAP_WAIT)
+        except Exception:  # never let the gate stop the publisher
+            logger.exception("status snapshot: waiting for a gap between step rounds failed")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()

@@ -191,3 +191,35 @@ def test_docker_unhealthy_takes_a_serving_replica_out_in_the_daemons_rounds(h: H
     h.world.runtime.set_health("unhealthy")
     wait_for("the unhealthy replica replaced", lambda: any(
         "health check failures" in (r.failure or "") for r in d.store.replicas("web")))
+
+
+def test_wait_between_steps_returns_in_a_gap_of_the_loop(h: Harness) -> None:
+    """The status snapshot's gate (controller/status_process.py): on return no step round runs and the next
+    is at least ``room`` away. Sampled at 25 points of the loop's 0.2 s period, a gate that returned at once
+    would be inside a round or within the room about half the time."""
+    import random
+    from datetime import UTC, datetime
+
+    write_policy(h.dir, "web")
+    h.want["web"] = 1
+    d = h.daemon()
+    wait_for("a serving replica", lambda: h.serving(d, "web") == 1)
+    rng = random.Random(7)
+    room = 0.08
+    for _ in range(25):
+        time.sleep(rng.uniform(0.0, 0.2))
+        d.wait_between_steps(room, max_wait=2.0)
+        job = d.scheduler.get_job("step")
+        until = (job.next_run_time - datetime.now(UTC)).total_seconds()
+        assert "step" not in d._running
+        assert until >= room - 0.03, f"returned {until * 1000:.0f} ms before the next step round"
+
+
+def test_wait_between_steps_gives_up_after_max_wait(h: Harness) -> None:
+    """A room the loop never leaves (longer than its period) costs the caller ``max_wait``, not forever."""
+    write_policy(h.dir, "web")
+    d = h.daemon()
+    t0 = time.monotonic()
+    d.wait_between_steps(room=5.0, max_wait=0.3)
+    took = time.monotonic() - t0
+    assert 0.29 <= took < 2.0, took

@@ -108,13 +108,26 @@ class RigResult:
     instances: int
     phases: list[Phase]
     snapshot_ms: float = float("nan")  # median time the daemon takes to build one status snapshot
+    builds: int = 0  # status snapshots built during the measurement
+    beside: int = 0  # of those, how many ran (in part) while a step round ran
 
     def _ticks(self, kind: str) -> list[float]:
         return [t for p in self.phases if p.name.startswith(kind) for t in p.ticks]
 
     @property
     def noise(self) -> float:
-        """How far the quiet phases' medians are apart (the noise floor of the ratio, 0.05 = 5%)."""
+        """The ratio's noise floor in this run: the same ratio between two sets of quiet phases (the odd and
+        the even ones, interleaved like quiet and loaded), as |ratio - 1|; 0.05 = 5%."""
+        quiet = [p for p in self.phases if p.name.startswith("quiet")]
+        odd = [t for p in quiet[0::2] for t in p.ticks]
+        even = [t for p in quiet[1::2] for t in p.ticks]
+        if not odd or not even:
+            return float("nan")
+        return abs(statistics.median(even) / statistics.median(odd) - 1)
+
+    @property
+    def spread(self) -> float:
+        """How far the quiet phases' own medians are apart, (max - min) / min: the drift within the run."""
         quiet = [p.tick_median_ms for p in self.phases if p.name.startswith("quiet")]
         return (max(quiet) - min(quiet)) / min(quiet)
 
@@ -123,6 +136,17 @@ class RigResult:
         """Median of every tick under load over the median of every quiet tick (phases alternate, so a drift
         of the machine's other load weighs on both alike)."""
         return statistics.median(self._ticks("loaded")) / statistics.median(self._ticks("quiet"))
+
+    @property
+    def round_ratios(self) -> list[float]:
+        """Each loaded phase's median tick over the median of the two quiet phases around it."""
+        out = []
+        for k, p in enumerate(self.phases):
+            if p.name.startswith("loaded") and 0 < k < len(self.phases) - 1:
+                around = self.phases[k - 1].ticks + self.phases[k + 1].ticks
+                if p.ticks and around:
+                    out.append(statistics.median(p.ticks) / statistics.median(around))
+        return out
 
     @property
     def loaded(self) -> list[Phase]:
@@ -153,7 +177,7 @@ class LoadRig:
         metrics, lb = FakeMetrics(), FakeLB()
         metrics.value = 1000.0  # far above scale_out_above: the policy wants its maximum and keeps it
         edges = Edges(compute=compute, registry=FakeRegistry(), runtime=FakeRuntime(), workloads=FakeWorkloads(),
-                      health=FakeHealth(), load_balancer=lambda p: lb, metrics=lambda p: metrics, close=compute.close)
+                      health=_BatchHealth(), load_balancer=lambda p: lb, metrics=lambda p: metrics, close=compute.close)
         policies = self.root / "policies"
         policies.mkdir(parents=True, exist_ok=True)
         n = self.replicas
@@ -187,9 +211,10 @@ class LoadRig:
             time.sleep(0.5)
 
     def measure(self, seconds: float, clients: int, concurrency: int, mix: str = "mixed",
-                client_nice: int = 0, rounds: int = 1) -> RigResult:
+                client_nice: int = 0, rounds: int = 1, rate: float = 0.0) -> RigResult:
         """quiet, loaded, quiet (``rounds`` loaded phases, each between quiet ones): tick times in each;
-        request rate and latency in the loaded ones."""
+        request rate and latency in the loaded ones. ``rate`` 0: the clients send as fast as they are
+        answered (the endpoint's capacity); > 0: that many requests per second in all, on a fixed schedule."""
         phases = [Phase("quiet-1", seconds)]
         for k in range(1, rounds + 1):
             phases += [Phase("loaded" if rounds == 1 else f"loaded-{k}", seconds), Phase(f"quiet-{k + 1}", seconds)]
@@ -197,11 +222,13 @@ class LoadRig:
         ctx = mp.get_context("spawn")
         paths = [p.replace("/v1/policies/p3", "/v1/policies/web") for p in status_load.MIXES[mix]]
         me = psutil.Process()
+        first = time.monotonic()
         for phase in phases:
             t0 = time.monotonic()
             c0, w0 = sum(me.cpu_times()[:2]), time.monotonic()
             if phase.name.startswith("loaded"):
-                args = _Args(seconds=seconds, clients=clients, concurrency=concurrency, client_nice=client_nice)
+                args = _Args(seconds=seconds, clients=clients, concurrency=concurrency, client_nice=client_nice,
+                             rate=rate)
                 phase.rate, phase.p50_ms, phase.p99_ms, _, phase.requests, phase.errors, t0 = status_load._phase(
                     ctx, self.url, paths, args)
                 t1 = t0 + seconds  # the clients' window (their start-up and exit are not status traffic)
@@ -211,10 +238,16 @@ class LoadRig:
             phase.cpu = (sum(me.cpu_times()[:2]) - c0) / (time.monotonic() - w0)
             with _probe_lock:
                 phase.ticks = [s for end, s in _TICKS if t0 + 0.5 < end <= t1]  # skip a tick begun before
+        last = time.monotonic()
 
-        builds = sorted(self.server.build_seconds) if self.server is not None else []
+        spans = list(self.server.build_spans) if self.server is not None else []
+        with _probe_lock:
+            ticks = [(end - s, end) for end, s in _TICKS if first <= end]
+        spans = [(a, b) for a, b in spans if first <= a <= last]
+        beside = sum(any(a < t1 and t0 < b for t0, t1 in ticks) for a, b in spans)
         return RigResult(self.replicas, len(self.emulator.live_instances()), phases,
-                         1000 * statistics.median(builds) if builds else float("nan"))
+                         1000 * statistics.median(b - a for a, b in spans) if spans else float("nan"), builds=len(spans),
+                         beside=beside)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -227,9 +260,18 @@ class LoadRig:
         self.emulator.stop()
 
 
+class _BatchHealth(FakeHealth):
+    """The health double with ``probe_many``, the shape of the daemon's real probe (controller/wiring.py):
+    a round's checks go out as one batch, not one pool thread each."""
+
+    def probe_many(self, targets: list[tuple[str, int, str, float]]) -> list[bool]:
+        return [self.probe(*t) for t in targets]
+
+
 @dataclass
 class _Args:
     seconds: float
     clients: int
     concurrency: int
     client_nice: int = 0
+    rate: float = 0.0

@@ -42,3 +42,19 @@ def test_tick_ratio_machinery_with_a_small_count(rig: LoadRig) -> None:
           f"{loaded.tick_median_ms:.1f} ms, ratio {result.ratio:.2f}")
     record("load_machinery", replicas=REPLICAS, rate=round(loaded.rate), p99_ms=round(loaded.p99_ms, 1),
            ratio=round(result.ratio, 2))
+
+
+def test_a_fixed_rate_load_and_the_snapshot_builds_it_causes(rig: LoadRig) -> None:
+    """The open-loop mode the bench's criterion runs at (``rate``): the clients send that many requests a
+    second, every one answered; the daemon builds status snapshots for them, and the rig counts how many of
+    those ran beside a step round (the figure, not a timed assertion: the gate itself is tested in
+    tests/controller/test_daemon.py)."""
+    rig.wait_serving(90)
+    result = rig.measure(seconds=3.0, clients=2, concurrency=2, rate=300.0)
+    loaded = result.loaded[0]
+    assert loaded.errors == 0
+    assert 0.9 * 300 <= loaded.rate <= 1.02 * 300, loaded.rate  # the schedule held: neither short nor over
+    assert result.builds >= 4  # requests came for 3 s: snapshots at most every 0.25 s, on demand
+    assert 0 <= result.beside <= result.builds
+    record("load_fixed_rate", replicas=REPLICAS, rate=round(loaded.rate), p99_ms=round(loaded.p99_ms, 1),
+           builds=result.builds, beside=result.beside, ratio=round(result.ratio, 2))
