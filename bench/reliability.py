@@ -54,10 +54,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
                    f"endpoint ({r['examples']} examples per operation x 3 tokens) | by status {r['by_status']}: "
                    f"no 5xx, all answers as documented |")
     for r in by.get("load", []):
+        capacity = (f"; at capacity {r['capacity_rate']} req/s, p99 {r['capacity_p99_ms']} ms, "
+                    f"{r['capacity_errors']} errors, tick x{r['capacity_ratio']}") if "capacity_rate" in r else ""
         out.append(f"| 5 load | {r['replicas']} replicas ({r['instances']} emulator instances), status clients "
-                   f"{r['clients']} ({r.get('mix', 'mixed')}) | worst loaded phase {r['rate']} req/s, p50 {r['p50_ms']} "
-                   f"ms, p99 {r['p99_ms']} ms, {r['errors']} errors; tick medians {r['tick_quiet_ms']} ms quiet, "
-                   f"{r['tick_loaded_ms']} ms loaded: x{r['ratio']} (quiet phases {r.get('noise', '?')} apart) |")
+                   f"{r['clients']} ({r.get('mix', 'mixed')}) at {r.get('target_rate', 'full')} req/s, loaded phases "
+                   f"alternating with quiet ones | worst loaded phase {r['rate']} req/s, p50 {r['p50_ms']} ms, p99 "
+                   f"{r['p99_ms']} ms, {r['errors']} errors; tick medians {r['tick_quiet_ms']} ms quiet, "
+                   f"{r['tick_loaded_ms']} ms loaded: x{r['ratio']} (per phase {r.get('round_ratios', '?')}, noise "
+                   f"floor {r.get('noise', '?')}); {r.get('builds_beside_a_round', '?')} of {r.get('builds', '?')} "
+                   f"snapshot builds beside a step round{capacity} |")
     sec = by.get("security_leaks", [])
     modes = by.get("security_file_mode", [])
     tls = by.get("security_node_tls", [])
