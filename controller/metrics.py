@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
+from contextlib import contextmanager, suppress
 
 from prometheus_client import (
     CollectorRegistry,
@@ -112,6 +113,7 @@ INFO = Info("controller", "Controller identity and version", namespace=_NS, regi
 
 _PER_POLICY = (REPLICAS, DESIRED, METRIC_VALUE, METRIC_AGE, METRIC_UP, SPEND_HOUR, BUDGET_HOUR, PAUSED)
 _observe_lock = threading.Lock()
+_children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}  # (gauge, label values) -> its series, see observe_status
 
 
 @contextmanager
@@ -139,24 +141,38 @@ def timed_call(adapter: str, operation: str) -> Iterator[None]:
 
 
 def observe_status(status: ControllerStatus) -> None:
-    """Set the per-policy gauges from a status snapshot; policies that disappeared lose their series."""
+    """Set the per-policy gauges from a status snapshot; policies that disappeared lose their series.
+    PERF: each series' child is kept between calls (``labels()`` costs ~20 µs, 4,000 series at 500
+    policies), and only the series no longer present are removed."""
     with _observe_lock:
-        for gauge in _PER_POLICY:
-            gauge.clear()
         INFO.info({"controller_id": status.controller_id, "version": status.version, "role": status.role})
         LEADER.set(1 if status.role == "active" else 0)
         POLICY_ERRORS.set(len(status.policy_errors))
+        seen: set[tuple[Gauge, tuple[str, ...]]] = set()
+
+        def put(gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+            key = (gauge, labels)
+            child = _children.get(key)
+            if child is None:
+                child = _children[key] = gauge.labels(*labels)
+            child.set(value)
+            seen.add(key)
+
         for p in status.policies:
             for state, count in p.replicas.items():
-                REPLICAS.labels(p.name, state).set(count)
+                put(REPLICAS, (p.name, state), count)
             if p.decision is not None:
-                DESIRED.labels(p.name).set(p.decision.desired)
+                put(DESIRED, (p.name,), p.decision.desired)
             if p.metric is not None:
-                METRIC_UP.labels(p.name).set(1 if p.metric.ok else 0)
+                put(METRIC_UP, (p.name,), 1 if p.metric.ok else 0)
                 if p.metric.value is not None:
-                    METRIC_VALUE.labels(p.name).set(p.metric.value)
+                    put(METRIC_VALUE, (p.name,), p.metric.value)
                 if p.metric.age_seconds is not None:
-                    METRIC_AGE.labels(p.name).set(p.metric.age_seconds)
-            SPEND_HOUR.labels(p.name).set(p.spend_this_hour)
-            BUDGET_HOUR.labels(p.name).set(p.budget_per_hour)
-            PAUSED.labels(p.name).set(1 if p.paused else 0)
+                    put(METRIC_AGE, (p.name,), p.metric.age_seconds)
+            put(SPEND_HOUR, (p.name,), p.spend_this_hour)
+            put(BUDGET_HOUR, (p.name,), p.budget_per_hour)
+            put(PAUSED, (p.name,), 1 if p.paused else 0)
+        for gauge, labels in [k for k in _children if k not in seen]:
+            del _children[(gauge, labels)]
+            with suppress(KeyError):  # cleared by someone else meanwhile
+                gauge.remove(*labels)

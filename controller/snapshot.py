@@ -1,6 +1,8 @@
 """One read of the whole fleet for a round of the loop (controller/rounds.py) and for the reconcile: every live
 replica, every policy's flags, what the budget counts and the journal's live instances, in four queries,
-as plain slotted rows instead of ORM objects (PERF, docs/ha.md "Scale": ~7 µs a row instead of ~40).
+as plain slotted rows instead of ORM objects (PERF, docs/ha.md "Scale": ~7 µs a row instead of ~40). The
+status endpoint's snapshot reads the same way (``read_status``: the columns the status shows, in one read
+transaction, instead of five queries per policy).
 
 Rows are snapshots: a step that acts on one re-reads nothing, it writes through ``StateStore`` by id, which
 returns the ORM row as written.
@@ -12,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, Select, bindparam, select
 
 from controller.state_models import (
+    DecisionRow,
     InstanceRow,
     Intent,
     IntentKind,
@@ -24,8 +27,8 @@ from controller.state_models import (
     ReplicaState,
 )
 
-__all__ = ["FleetSnapshot", "LiveInstance", "LiveReplica", "PolicyFlags", "read_fleet", "read_instances",
-           "read_replicas"]
+__all__ = ["FleetSnapshot", "LiveInstance", "LiveReplica", "PolicyFlags", "StatusRows", "read_fleet",
+           "read_instances", "read_replicas", "read_status"]
 
 
 @dataclass(slots=True)
@@ -152,3 +155,101 @@ def read_fleet(engine: Engine) -> tuple[FleetSnapshot, list[LiveInstance]]:
     for policy, intent_id, replica_id in launches:
         snap.costing.setdefault(policy, ([], []))[1].append((intent_id, replica_id))
     return snap, instances
+
+
+# ---------------------------------------------------------------------- the status endpoint's read
+
+
+@dataclass(slots=True)
+class StatusReplica:
+    """What the status shows of a live replica (and what the budget's holdings read of it)."""
+
+    id: str
+    policy: str
+    state: str
+    instance_id: str | None
+    booting_at: float | None
+
+
+@dataclass(slots=True)
+class StatusInstance:
+    """What the status shows of a live instance of the journal."""
+
+    id: str
+    policy: str
+    replica_id: str | None
+    zone: str
+    instance_type: str
+    private_ip: str | None
+    spot: bool
+    price_per_hour: float | None
+    created_at: float
+
+
+@dataclass(slots=True)
+class StatusDecision:
+    desired: int
+    direction: str
+    reason: str
+    at: float
+    details: str | None
+
+
+@dataclass
+class StatusRows:
+    replicas: dict[str, list[StatusReplica]] = field(default_factory=dict)  # policy -> live, oldest first
+    flags: dict[str, tuple[bool, bool, bool]] = field(default_factory=dict)  # paused, drain_requested, removed
+    instances: dict[str, list[StatusInstance]] = field(default_factory=dict)
+    launches: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)  # pending (intent, replica)
+    decisions: dict[str, StatusDecision] = field(default_factory=dict)  # the latest of each policy
+
+    def costing(self, policy: str) -> Costing:
+        """The policy's rows as ``PolicyRuntime.holdings`` counts them (no query)."""
+        return ([(i.id, i.replica_id, i.instance_type, i.price_per_hour) for i in self.instances.get(policy, [])],
+                self.launches.get(policy, []))
+
+
+_P = PolicyState.__table__.c  # type: ignore[attr-defined]
+_D = DecisionRow.__table__.c  # type: ignore[attr-defined]
+_STATUS_REPLICAS: Select[Any] = (select(*_columns(StatusReplica, Replica.__table__))  # type: ignore[attr-defined]
+                    .where(_R.state != ReplicaState.GONE).order_by(_R.created_at, _R.id))
+_STATUS_INSTANCES: Select[Any] = (select(*_columns(StatusInstance, InstanceRow.__table__))  # type: ignore[attr-defined]
+                     .where(_I.released_at.is_(None)).order_by(_I.created_at, _I.id))
+_STATUS_FLAGS = select(_P.policy, _P.paused, _P.drain_requested, _P.removed)
+# the latest decision of a policy: the (policy, at) index finds it without reading the policy's history
+# (latest by time, ties by id: one policy's decisions are written in order, one evaluation at a time)
+_LAST_DECISION = (select(_D.desired, _D.direction, _D.reason, _D.at, _D.details)
+                  .where(_D.policy == bindparam("policy")).order_by(_D.at.desc(), _D.id.desc()).limit(1))
+_D2 = DecisionRow.__table__.alias("d2")  # type: ignore[attr-defined]
+# ... and of every policy with a row in policy_state, in one statement (one index lookup per policy)
+_LAST_DECISIONS = (select(_D.policy, _D.desired, _D.direction, _D.reason, _D.at, _D.details)
+                   .select_from(PolicyState.__table__.join(  # type: ignore[attr-defined]
+                       DecisionRow.__table__,  # type: ignore[attr-defined]
+                       _D.id == select(_D2.c.id).where(_D2.c.policy == _P.policy)
+                       .order_by(_D2.c.at.desc(), _D2.c.id.desc()).limit(1).scalar_subquery())))
+
+
+def read_status(engine: Engine, policies: Sequence[str]) -> StatusRows:
+    """Everything the status shows from the store, for ``policies``, in one read transaction on one
+    connection: five queries for the whole fleet (PERF: at 500 policies the status took five ORM queries per
+    policy, 1.4 s of the daemon's CPU per build)."""
+    rows = StatusRows()
+    with engine.connect() as conn:
+        for row in conn.execute(_STATUS_REPLICAS).all():
+            r = StatusReplica(*row)
+            rows.replicas.setdefault(r.policy, []).append(r)
+        for row in conn.execute(_STATUS_INSTANCES).all():
+            i = StatusInstance(*row)
+            rows.instances.setdefault(i.policy, []).append(i)
+        rows.flags = {str(p): (bool(a), bool(b), bool(c)) for p, a, b, c in conn.execute(_STATUS_FLAGS).all()}
+        for policy, intent_id, replica_id in conn.execute(_PENDING_LAUNCHES).all():
+            rows.launches.setdefault(policy, []).append((intent_id, replica_id))
+        wanted = set(policies)
+        for policy, *last in conn.execute(_LAST_DECISIONS).all():
+            if policy in wanted:
+                rows.decisions[policy] = StatusDecision(*last)
+        for policy in wanted - rows.flags.keys():  # no policy_state row (not saved yet): on its own
+            one = conn.execute(_LAST_DECISION, {"policy": policy}).first()
+            if one is not None:
+                rows.decisions[policy] = StatusDecision(*one)
+    return rows

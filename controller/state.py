@@ -31,9 +31,11 @@ from controller.snapshot import (
     FleetSnapshot,
     LiveInstance,
     LiveReplica,
+    StatusRows,
     read_fleet,
     read_instances,
     read_replicas,
+    read_status,
 )
 from controller.state_models import (
     DecisionRow,
@@ -375,6 +377,11 @@ class StateStore:
         of the loop reads this once instead of ~5 queries per policy)."""
         with _translated():
             return read_fleet(self._reader)
+
+    def status_rows(self, policies: Sequence[str]) -> StatusRows:
+        """What the status endpoint shows from the store, for these policies, in one read (``read_status``)."""
+        with _translated():
+            return read_status(self._reader, policies)
 
     def live_rows(self, policies: Sequence[str] | None = None) -> dict[str, list[LiveReplica]]:
         """Live replicas by policy as plain rows (see controller/snapshot.py), in one query."""

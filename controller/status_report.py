@@ -24,6 +24,7 @@ from controller.status_models import (
 
 if TYPE_CHECKING:
     from controller.daemon import Daemon
+    from controller.snapshot import StatusRows
     from controller.tick import PolicyRuntime
 
 __all__ = ["StatusReport"]
@@ -38,43 +39,47 @@ class StatusReport:
     def status(self) -> ControllerStatus:
         d = self._d()
         ok, why = self.ready()
+        runtimes = sorted(d.runtimes.values(), key=lambda r: r.name)
+        rows = d.store.status_rows([r.name for r in runtimes])  # PERF: one read for every policy
+        now = d.clock()
         return ControllerStatus(controller_id=d.options.controller_id, role="active", version=d.version,
                                 started_at=d.started_at, ready=ok, ready_reason=why,
                                 policy_errors=list(d.policy_set.problems),
-                                policies=[self._policy(r) for r in sorted(d.runtimes.values(), key=lambda r: r.name)])
+                                policies=[self._policy(r, rows, now) for r in runtimes])
 
-    def _policy(self, runtime: PolicyRuntime) -> PolicyStatus:
-        d = self._d()
-        now = d.clock()
-        ps = d.store.policy_state(runtime.name)
-        replicas = d.store.live_replicas(runtime.name)
+    @staticmethod
+    def _policy(runtime: PolicyRuntime, rows: StatusRows, now: float) -> PolicyStatus:
+        paused, drain_requested, removed = rows.flags.get(runtime.name, (False, False, False))
+        replicas = rows.replicas.get(runtime.name, [])
         by_id = {r.id: r for r in replicas}
         obs = runtime.observation(now) if runtime.last_observation is not None else None
         metric = None if obs is None else MetricStatus(
             value=obs.value, age_seconds=round(obs.age, 3), source=obs.source or str(runtime.policy.metric.source),
             ok=obs.usable, error=obs.error)
-        last = d.store.last_decision(runtime.name)
+        last = rows.decisions.get(runtime.name)
         decision = None if last is None else DecisionStatus(
             desired=max(0, last.desired), direction="out" if last.direction == "out" else
             "in" if last.direction == "in" else "hold",
             reason=last.reason, at=last.at, details=json.loads(last.details) if last.details else {})
         instances = []
-        for row in d.store.instances(runtime.name):
+        prices = runtime.policy.budget.prices
+        for row in rows.instances.get(runtime.name, []):
             replica = by_id.get(row.replica_id or "")
             # ECS CreationTime has minute precision: when the launch returned (booting_at) is the true age
             born = (replica.booting_at if replica and replica.booting_at else None) or row.created_at
             age = max(0.0, now - born)
-            price = row.price_per_hour or float(runtime.policy.budget.prices.get(row.instance_type, 0.0))
+            price = row.price_per_hour or float(prices.get(row.instance_type, 0.0))
             instances.append(InstanceStatus(id=row.id, zone=row.zone, type=row.instance_type,
                                             state=replica.state if replica else "orphan", age_seconds=age,
                                             spend=round(price * age / 3600.0, 4), address=row.private_ip,
                                             spot=row.spot))
         return PolicyStatus(
-            name=runtime.name, paused=bool(ps and ps.paused), draining=bool(ps and (ps.drain_requested or ps.removed)),
+            name=runtime.name, paused=paused, draining=drain_requested or removed,
             metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
             instances=instances,
-            # the live replicas just read, not a second read (the status is built up to 4 times a second)
-            spend_this_hour=round(hourly_spend(runtime.policy, runtime.holdings(live=replicas)), 4),
+            # the rows just read, no query of its own (the status is built up to 4 times a second)
+            spend_this_hour=round(hourly_spend(runtime.policy, runtime.holdings(
+                live=replicas, costing=rows.costing(runtime.name))), 4),  # type: ignore[arg-type]
             budget_per_hour=float(runtime.policy.budget.max_per_hour),
             last_errors=[ErrorEntry(at=at, message=m) for at, m in list(runtime.errors)[:10]])
 

@@ -228,3 +228,56 @@ def test_events_after_follows_oldest_first(store: StateStore) -> None:
     assert [e.message for e in page] == ["m1", "m2", "m3"]
     tail, cur3 = store.events_after(cursor=latest[-1].id, limit=3)
     assert tail == [] and cur3 == latest[-1].id
+
+
+def test_status_rows_are_what_the_per_policy_reads_give(store: StateStore) -> None:
+    """``status_rows`` (the status endpoint's one read for every policy) against the per-policy reads it
+    replaced: live replicas (not gone), live instances (not released, orphans included), flags, pending
+    launches, and the latest decision of each policy."""
+    web = store.plan_replicas("web", 3, spec_hash="h", reason="r")
+    [(api_replica, api_launch)] = store.plan_replicas("api", 1, spec_hash="h", reason="r")
+    serving = store.complete(web[0][1].id, to=ReplicaState.BOOTING, instance_id="i-1")
+    assert serving is not None
+    store.transition(serving.id, ReplicaState.SERVING)
+    store.complete(web[1][1].id, to=ReplicaState.BOOTING, instance_id="i-2")
+    store.transition(web[2][0].id, ReplicaState.GONE)
+    for iid, replica in (("i-1", serving.id), ("i-2", web[1][0].id), ("i-orphan", None), ("i-old", None)):
+        store.record_instance(Instance(id=iid, state=InstanceState.RUNNING, instance_type="ecs.c6.large", zone="z1",
+                                       private_ip="127.0.1.9", tags={}, created_at=50.0, price_per_hour=0.62,
+                                       spot=iid == "i-2"), policy="web", replica_id=replica, intent_id=None)
+    store.mark_released(["i-old"])
+    store.save_policy("web", paused=True)
+    store.save_policy("api", drain_requested=True)
+    store.save_policy("idle")
+    for desired in (1, 3, 2):
+        store.record_decision("web", value=80.0, desired=desired, actual=1, direction="out", reason=f"to {desired}",
+                              details={"n": desired})
+
+    store.record_decision("unsaved", value=1.0, desired=1, actual=0, direction="out", reason="no row yet")
+
+    rows = store.status_rows(["web", "api", "idle", "unsaved"])
+
+    for name in ("web", "api", "idle"):
+        live = store.live_replicas(name)
+        assert sorted((r.id, r.state, r.instance_id, r.booting_at) for r in rows.replicas.get(name, [])) == \
+            sorted((r.id, r.state, r.instance_id, r.booting_at) for r in live)
+        assert sorted((i.id, i.replica_id, i.zone, i.instance_type, i.private_ip, i.spot, i.price_per_hour,
+                       i.created_at) for i in rows.instances.get(name, [])) == \
+            sorted((i.id, i.replica_id, i.zone, i.instance_type, i.private_ip, i.spot, i.price_per_hour,
+                    i.created_at) for i in store.instances(name))
+        ps = store.policy_state(name)
+        assert ps is not None and rows.flags[name] == (ps.paused, ps.drain_requested, ps.removed)
+        assert sorted(rows.costing(name)[0]) == sorted(store.costing(name)[0])
+        assert sorted(rows.costing(name)[1]) == sorted(store.costing(name)[1])
+        last = store.last_decision(name)
+        got = rows.decisions.get(name)
+        assert (got is None) == (last is None)
+        if got is not None and last is not None:
+            assert (got.desired, got.direction, got.reason, got.at, got.details) == \
+                (last.desired, last.direction, last.reason, last.at, last.details)
+    assert sorted(r.state for r in rows.replicas["web"]) == ["booting", "serving"]  # the gone one is not live
+    assert {i.id for i in rows.instances["web"]} == {"i-1", "i-2", "i-orphan"}  # released i-old is not
+    assert rows.decisions["web"].desired == 2 and "idle" not in rows.decisions
+    assert rows.flags["web"][0] and rows.flags["api"][1]
+    assert rows.costing("api")[1] == [(api_launch.id, api_replica.id)]  # a pending launch costs
+    assert rows.decisions["unsaved"].reason == "no row yet"  # a policy without a policy_state row yet
