@@ -217,7 +217,6 @@ class Daemon(StatusReport):
                 return
             # the next round is due within ``room`` (or late, waiting for a thread): let it run first
             time.sleep(min(left, max(until, 0.0) + 0.002))
-        return
 
     def kick(self, name: str) -> None:
         """Evaluate the policy at the next step round, run now (after an operator action) instead of at its

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -111,7 +111,6 @@ LEADER = Gauge("leader", "1 when this controller is the active one, 0 on a stand
                registry=REGISTRY)
 INFO = Info("controller", "Controller identity and version", namespace=_NS, registry=REGISTRY)
 
-_PER_POLICY = (REPLICAS, DESIRED, METRIC_VALUE, METRIC_AGE, METRIC_UP, SPEND_HOUR, BUDGET_HOUR, PAUSED)
 _observe_lock = threading.Lock()
 _children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}  # (gauge, label values) -> its series, see observe_status
 
