@@ -66,6 +66,11 @@ class SnapshotSource:
     def age(self) -> float:
         return time.time() - self.snapshot.built_at
 
+    def stale(self) -> bool:
+        """Too old to answer from: older than ``max_age``, or than what the daemon promised for this
+        snapshot when its builds are slow (``Snapshot.max_age``)."""
+        return self.age() > max(self.max_age, self.snapshot.max_age)
+
     def touch(self) -> None:
         """A request came: ask the daemon for a newer snapshot if this one is ``interval`` old (once; again
         after a second without an answer)."""
@@ -79,7 +84,7 @@ class SnapshotSource:
         """The snapshot to answer from: never older than ``max_age`` unless the daemon takes over 2 s to
         build one (a busy store): then the last one, whose age the answer's data shows anyway."""
         self.touch()
-        if self.age() > self.max_age:
+        if self.stale():
             version = self.snapshot.version
             with self._arrived:
                 self._arrived.wait_for(lambda: self.snapshot.version != version, timeout=2.0)
@@ -176,7 +181,7 @@ class FastPath:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             source = self.source
-            if source.age() > source.max_age:  # after a quiet spell: wait for a fresh one, off the event loop
+            if source.stale():  # after a quiet spell: wait for a fresh one, off the event loop
                 await asyncio.get_running_loop().run_in_executor(None, source.current)
             else:
                 source.touch()

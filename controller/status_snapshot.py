@@ -45,6 +45,9 @@ class Snapshot:
     events: tuple[tuple[int, str | None, bytes], ...] = ()
     events_complete: bool = False  # the window holds every event there is
     metrics_text: bytes = b""
+    # the daemon's promise for this snapshot: the next comes at most ``max_age`` after it while requests
+    # come (0: the status process's own setting); more than its setting when builds are slow (a big fleet)
+    max_age: float = 0.0
 
     def events_page(self, *, cursor: int | None, limit: int, policy: str | None) -> bytes | None:
         """The JSON of ``EventPage`` for this request, with the semantics of ``StatusSource.events``, or

@@ -169,6 +169,40 @@ def test_busy_state_store_is_503_and_readyz_says_so() -> None:
         sp.stop()
 
 
+class _SlowSource(MemoryStatusSource):
+    """A status that takes 60 ms to read, as a big fleet's does (0.23 s at 5,000 replicas)."""
+
+    def status(self):  # type: ignore[no-untyped-def]
+        time.sleep(0.06)
+        return super().status()
+
+
+def test_slow_builds_stretch_the_interval_and_the_answers_say_how_old_they_may_be() -> None:
+    """Builds of 60 ms with a 0.1 s interval would keep the daemon building ~60% of the time under steady
+    requests; the interval grows to 10 x the build time (BUILD_SHARE), and no answer is older than what
+    each snapshot promised (2 x that interval). The memory source stamps ``started_at`` at each build (as
+the build time less 100 s)."""
+    sp = StatusProcess(_SlowSource(), TOKEN, "127.0.0.1", free_port(), interval=0.1)
+    sp.start()
+    try:
+        before = len(sp.build_seconds)
+        worst = 0.0
+        with httpx.Client(base_url=sp.url, trust_env=False, timeout=10) as c:
+            t_end = time.monotonic() + 4.0
+            while time.monotonic() < t_end:
+                r = c.get("/v1/status")
+                assert r.status_code == 200
+                worst = max(worst, time.time() - (r.json()["started_at"] + 100))  # built 100 s after it
+                time.sleep(0.01)
+        builds = len(sp.build_seconds) - before
+        interval = sp.effective_interval()
+        assert interval >= 0.5  # 10 x ~60 ms
+        assert 3 <= builds <= 4.0 / 0.5 + 2, builds  # at the configured 0.1 s it would be ~25
+        assert worst <= 2 * interval + 0.3, (worst, interval)  # the promise, plus one build and a request
+    finally:
+        sp.stop()
+
+
 def test_a_killed_status_process_is_replaced() -> None:
     sp = StatusProcess(MemoryStatusSource(), TOKEN, "127.0.0.1", free_port(), interval=0.1)
     sp.start()
