@@ -223,3 +223,28 @@ def test_wait_between_steps_gives_up_after_max_wait(h: Harness) -> None:
     d.wait_between_steps(room=5.0, max_wait=0.3)
     took = time.monotonic() - t0
     assert 0.29 <= took < 2.0, took
+
+
+def test_the_ha_pair_waits_for_its_active_daemons_gap_and_a_standby_does_not(h: Harness) -> None:
+    """``HaDaemon.wait_between_steps`` goes to the running daemon while the lease is held (a room its loop
+    never leaves costs ``max_wait``); as a standby there is no loop to wait for (it returns at once)."""
+    from controller.ha import HaDaemon
+
+    class Lease:  # the lease's one question, answered by the test (the real lease: test_leader.py)
+        held = True
+
+        def holds(self) -> bool:
+            return self.held
+
+    write_policy(h.dir, "web")
+    d = h.daemon()
+    lease = Lease()
+    ha = HaDaemon(leadership=lease, store=d.store, make_daemon=lambda: d, controller_id="dc1")  # type: ignore[arg-type]
+    ha.daemon = d
+    t0 = time.monotonic()
+    ha.wait_between_steps(room=5.0, max_wait=0.3)
+    assert time.monotonic() - t0 >= 0.29
+    lease.held = False
+    t0 = time.monotonic()
+    ha.wait_between_steps(room=5.0, max_wait=0.3)
+    assert time.monotonic() - t0 < 0.1
