@@ -49,7 +49,8 @@ def main() -> int:
                     help="nice value of the status process (20: SCHED_IDLE, for it and with --client-nice 20 "
                          "for the clients too)")
     ap.add_argument("--step", type=float, default=0.2,
-                    help="the loop's step interval (seconds): shorter gives more ticks to compare per phase")
+                    help="the loop's step interval (seconds; the daemon's floor is 0.2): shorter gives more ticks to "
+                         "compare per phase")
     ap.add_argument("--rounds", type=int, default=5, help="loaded phases at the target rate, each between two quiet ones")
     ap.add_argument("--clients", type=int, default=4, help="client processes")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per client process")
@@ -59,6 +60,8 @@ def main() -> int:
                          "generator stands for clients on other machines, and like the endpoint it yields the 2 "
                          "cores to the control loop; 0 lets it compete with the loop)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.capacity_rounds < 0 or args.seconds <= 1 or args.rate < 0:
+        ap.error("--rounds must be at least 1, --capacity-rounds at least 0, --seconds over 1 and --rate >= 0")
     rig = LoadRig(args.replicas, step=args.step, publish_interval=args.publish_interval,
                   status_nice=args.status_nice).start()
     try:

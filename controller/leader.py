@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from controller.errors import FencedError, StateBusyError
+from controller.state import pg_engine
 
 __all__ = ["Leadership", "LeaseInfo", "LeaseSettings", "LeaseTable", "new_holder"]
 
@@ -108,8 +109,9 @@ class LeaseTable:
         self._pg = url.startswith("postgres")
         if self._pg:
             # short timeouts: a renewal stuck longer than the lease is worth nothing
-            self.engine: Engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True,
-                                                connect_args={"connect_timeout": 3})
+            # the state store's session settings (a frozen holder's transaction ends, see pg_engine)
+            self.engine: Engine = pg_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True,
+                                            connect_args={"connect_timeout": 3})
         else:
             self.engine = self._sqlite_engine(url, busy_timeout)
 

@@ -50,7 +50,7 @@ from controller.state_models import (
     ReplicaState,
 )
 
-__all__ = ["DEFAULT_URL", "HistorySink", "StateStore", "new_id"]
+__all__ = ["DEFAULT_URL", "IDLE_IN_TRANSACTION_TIMEOUT", "HistorySink", "StateStore", "new_id", "pg_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,28 @@ def _translated() -> Iterator[None]:
         raise
 
 
+# A controller frozen inside a write transaction (SIGSTOP, a paused VM) would hold the leader lease's row FOR
+# SHARE (controller/leader.py, the fence check) for as long as it stays frozen, and no standby could take
+# over: PostgreSQL ends a session idle in a transaction this long (its transaction rolls back, nothing
+# half-written; the frozen process finds its connection gone when it resumes). The controller's own
+# transactions hold no outside call and last milliseconds (every intent commits before its call).
+IDLE_IN_TRANSACTION_TIMEOUT = "5s"
+
+
+def pg_engine(url: str, **kwargs: Any) -> Engine:
+    """A PostgreSQL engine whose sessions end after ``IDLE_IN_TRANSACTION_TIMEOUT`` idle in a transaction.
+    Set per session (the URL's own ``options``, e.g. a search_path, stay as they are)."""
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+        dbapi_conn.commit()
+
+    return engine
+
+
 class StateStore:
     """The journal and the fleet as the controller knows it. Thread-safe; returned rows are detached."""
 
@@ -121,7 +143,7 @@ class StateStore:
             # rows per tick at ~7 ms per fsync would otherwise cost seconds per tick.
             self._history_writer = self._sqlite_engine(url, busy_timeout, immediate=True, synchronous="NORMAL")
         else:
-            self._writer = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self._writer = pg_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
             self._reader = self._writer
             self._history_writer = self._writer
         # SCALE-HA: group commit of history rows (see _history): queued rows, the last queued and flushed seq

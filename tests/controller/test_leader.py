@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
-from controller.errors import FencedError
+from controller.errors import FencedError, StateBusyError
 from controller.leader import Leadership, LeaseSettings, LeaseTable
 from controller.state import StateStore
 
@@ -261,3 +263,47 @@ def test_history_rows_group_commit_and_are_dropped_once_fenced(migrated: str, ta
         assert store.samples("late", 0) == []
     finally:
         store.close()
+
+
+def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(ha_pg_url: str) -> None:
+    """PostgreSQL only (the fence's FOR SHARE row lock is PostgreSQL's; SQLite serialises writers on one
+    host): an old leader frozen (SIGSTOP, a paused VM) inside a write transaction that passed the fence
+    check would hold the lease row until it resumed, so no standby could take over. Its session is ended
+    after IDLE_IN_TRANSACTION_TIMEOUT idle in the transaction; the takeover then goes through, and the frozen
+    write is rolled back, never committed after the takeover."""
+    from controller.state import IDLE_IN_TRANSACTION_TIMEOUT
+
+    StateStore(ha_pg_url).close()  # migrated: the leader_lease table
+    a_table, b_table = LeaseTable(ha_pg_url, "dc1"), LeaseTable(ha_pg_url, "dc1")
+    a = Leadership(a_table, LeaseSettings(ttl=0.5, renew_every=0.2), holder="a", monotonic=FakeMonotonic())
+    store_a = StateStore(ha_pg_url, fence=a.fence)
+    try:
+        assert a.try_acquire()
+        frozen = store_a._write()
+        _session, epoch = frozen.__enter__()  # the write passed the fence check (row FOR SHARE)...
+        assert epoch == 1
+        store_a_rows = store_a.count("events")
+        _session.execute(text("INSERT INTO events (at, kind, message) VALUES (0, 'frozen', 'never committed')"))
+        t0 = time.monotonic()
+        got = None
+        while got is None and time.monotonic() - t0 < 20:  # ...and its process never comes back
+            time.sleep(0.5)
+            try:
+                got = b_table.try_acquire("b", ttl=30)
+            except StateBusyError:  # statement timeout (3 s) while the frozen transaction holds the row
+                got = None
+        took = time.monotonic() - t0
+        assert got is not None and got.epoch == 2 and got.holder == "b", f"no takeover after {took:.1f}s"
+        limit = float(IDLE_IN_TRANSACTION_TIMEOUT.rstrip("s"))
+        assert took < limit + 5, took  # ended by the idle timeout, then the next attempt (3 s statement cap)
+        with pytest.raises(SQLAlchemyError):  # the frozen transaction's session is gone
+            _session.execute(text("SELECT 1"))
+        assert store_a.count("events") == store_a_rows
+    finally:
+        try:
+            frozen.__exit__(None, None, None)
+        except (SQLAlchemyError, StateBusyError):  # its connection was terminated: nothing to commit
+            pass
+        store_a.close()
+        a_table.close()
+        b_table.close()
