@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import logging
 import math
 import os
@@ -161,8 +162,8 @@ class StatusProcess:
         self.sock: socket.socket
         self._child: _Child | None = None
         self._publish_lock = threading.Lock()
-        self.build_seconds: deque[float] = deque(maxlen=10_000)  # recent build times (benchmarks read them)
-        self.build_spans: deque[tuple[float, float]] = deque(maxlen=10_000)  # (start, end), time.monotonic
+        # (start, end) of recent builds, time.monotonic: their durations space the builds; benchmarks read them
+        self.build_spans: deque[tuple[float, float]] = deque(maxlen=10_000)
         self._stopping = threading.Event()
         self._wanted = threading.Event()  # the child asked for a newer snapshot
         self._built_at = -math.inf
@@ -239,12 +240,11 @@ class StatusProcess:
                     child.send(("ready", self.source.ready()))
                 except OSError:
                     pass
-            t0, m0 = time.perf_counter(), time.monotonic()
+            started = time.monotonic()
             snapshot = self.builder.build()
-            self.build_seconds.append(time.perf_counter() - t0)
-            snapshot = dataclasses.replace(snapshot, max_age=max(self.max_age, 2 * self.effective_interval()))
             self._built_at = time.monotonic()
-            self.build_spans.append((m0, self._built_at))
+            self.build_spans.append((started, self._built_at))  # before the interval that follows from it
+            snapshot = dataclasses.replace(snapshot, max_age=max(self.max_age, 2 * self.effective_interval()))
             child = self._child
             if child is not None:
                 try:
@@ -284,7 +284,7 @@ class StatusProcess:
 
     def _recent_build(self) -> float | None:
         """Median of the last 20 builds' times (seconds), None before the first."""
-        recent = sorted(list(self.build_seconds)[-20:])
+        recent = sorted(end - start for start, end in itertools.islice(reversed(self.build_spans), 20))
         return recent[len(recent) // 2] if recent else None
 
     def effective_interval(self) -> float:

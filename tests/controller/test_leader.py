@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 
 import pytest
 from sqlalchemy import text
@@ -300,10 +301,8 @@ def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(ha_pg_url: s
             _session.execute(text("SELECT 1"))
         assert store_a.count("events") == store_a_rows
     finally:
-        try:
+        with suppress(SQLAlchemyError, StateBusyError):  # its connection was terminated: nothing to commit
             frozen.__exit__(None, None, None)
-        except (SQLAlchemyError, StateBusyError):  # its connection was terminated: nothing to commit
-            pass
         store_a.close()
         a_table.close()
         b_table.close()

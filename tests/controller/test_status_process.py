@@ -185,7 +185,7 @@ the build time less 100 s)."""
     sp = StatusProcess(_SlowSource(), TOKEN, "127.0.0.1", free_port(), interval=0.1)
     sp.start()
     try:
-        before = len(sp.build_seconds)
+        before = len(sp.build_spans)
         worst = 0.0
         with httpx.Client(base_url=sp.url, trust_env=False, timeout=10) as c:
             t_end = time.monotonic() + 4.0
@@ -194,7 +194,7 @@ the build time less 100 s)."""
                 assert r.status_code == 200
                 worst = max(worst, time.time() - (r.json()["started_at"] + 100))  # built 100 s after it
                 time.sleep(0.01)
-        builds = len(sp.build_seconds) - before
+        builds = len(sp.build_spans) - before
         interval = sp.effective_interval()
         assert interval >= 0.5  # 10 x ~60 ms
         assert 3 <= builds <= 4.0 / 0.5 + 2, builds  # at the configured 0.1 s it would be ~25
