@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,10 +138,15 @@ def start_haproxy(tmp: Path, backends: tuple[str, ...] = ("web",),
                                    start_new_session=True)
     try:
         wait_port("127.0.0.1", port)
+        # the socket file appears at bind(), before listen(): a connect in between is refused, so wait
+        # until the stats socket answers, not only until it exists (a test saw ECONNREFUSED once under load)
         deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
+        while True:
+            with suppress(OSError):  # not listening yet: try again until the deadline
+                if sock.exists() and "Name:" in hp.command("show info"):
+                    break
+            assert time.monotonic() < deadline, f"no stats socket answering; log: {hp.log()}"
             time.sleep(0.02)
-        assert sock.exists(), f"no stats socket; log: {hp.log()}"
     except BaseException:
         hp.stop()
         raise
