@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs (when missing) and starts the real components the demo and the tests use, on loopback only:
-#   - Docker Engine (vfs driver) on the unix socket AND on tcp://127.0.0.1:2376 with mutual TLS, using the
-#     certificates of the controller's CA (burstctl pki init), so it stands in for every emulated node;
-#   - PostgreSQL 15 (for the state-store and HA tests).
+# Installs (when missing) and starts the real components the demo and the tests use, as PRIVATE instances
+# beside whatever else runs on the machine; it never stops, restarts or reconfigures something it did not
+# start (a user's Docker Engine, PostgreSQL cluster or bridge):
+#   - a Docker Engine of our own: its own unix socket ($RUN_DIR/docker.sock), data root, exec root (so its own
+#     containerd), pid file and bridge (burst0), no iptables rules (so it never touches another engine's
+#     chains), plus a TCP endpoint on 127.0.0.1:2376 with mutual TLS (the controller's CA from
+#     `burstctl pki init`) for the shared-engine nodes of the large benches. It hosts the on-prem workload and
+#     the emulated ECS instances, which are booted Debian machines (docs/ecs.md); registries on their VSwitch
+#     gateways (10.214.X.1, the lab's node networks) speak plain HTTP to it;
+#   - a PostgreSQL 15 cluster of our own (data in $RUN_DIR/pg, 127.0.0.1:55432) for the state-store and HA tests;
+#   - the node images of the ECS emulator (debootstrap, cached by content outside the checkout).
 # Registries, HAProxy, Prometheus and the ECS emulator are started per test/demo by the code itself.
 #
 #   scripts/services.sh install        apt-get the system packages (apt-get update once)
@@ -15,11 +22,18 @@ ROOT=$(pwd)
 RUN_DIR=${BURST_RUN_DIR:-/var/lib/burst-controller-dev}
 PKI_DIR="$RUN_DIR/pki"
 # What THIS invocation started (test.sh/quickstart.sh pass their own file), so a stop never takes down
-# services someone else started (a developer's running dockerd, another test run's PostgreSQL).
+# services someone else started (another test run's engine or database).
 STARTED=${BURST_SERVICES_STARTED:-$RUN_DIR/started}
 DOCKER_TLS_ADDR=127.0.0.1:2376
+DOCKER_SOCK="$RUN_DIR/docker.sock"
+DOCKER_EXEC=/run/burst-controller-dev/docker
+BRIDGE=burst0
+BRIDGE_CIDR=${BURST_BRIDGE_CIDR:-10.212.0.1/24}
+PG_PORT=55432
+PG_DIR="$RUN_DIR/pg"
 PKGS=(docker.io containerd runc iptables docker-registry skopeo haproxy busybox-static openssl
-      prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3)
+      prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3
+      debootstrap apt-utils)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -44,59 +58,87 @@ install_pkgs() {
 
 burstctl() { "$ROOT/.venv/bin/burstctl" "$@"; }
 
+our_dockerd_pid() { local p; p=$(cat "$DOCKER_EXEC.pid" 2>/dev/null) || return 1; kill -0 "$p" 2>/dev/null && echo "$p"; }
+
 start_dockerd() {
-  mkdir -p "$RUN_DIR"
+  mkdir -p "$RUN_DIR" "$(dirname "$DOCKER_EXEC")"
   burstctl pki init --dir "$PKI_DIR" --server-ip 127.0.0.1 >/dev/null
-  if docker_tls_ok; then return 0; fi
-  if [ -S /var/run/docker.sock ] && pgrep -x dockerd >/dev/null; then
-    echo "services: a dockerd without the TLS endpoint is running; restarting it with TLS" >&2
-    pkill -x dockerd; for _ in $(seq 50); do pgrep -x dockerd >/dev/null || break; sleep 0.2; done
+  if our_dockerd_pid >/dev/null && docker_tls_ok; then return 0; fi
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge && ip addr add "$BRIDGE_CIDR" dev "$BRIDGE" && ip link set "$BRIDGE" up
+    echo "bridge $BRIDGE" >> "$STARTED"
   fi
-  setsid dockerd --storage-driver=vfs -H unix:///var/run/docker.sock -H "tcp://$DOCKER_TLS_ADDR" \
+  # docker0-style MAC pinning for our bridge (deploy/pin-bridge-mac.sh says why)
+  sh "$ROOT/deploy/pin-bridge-mac.sh" "$BRIDGE"
+  local driver=overlay2
+  [ "$(stat -f -c %T "$RUN_DIR")" = overlayfs ] && driver=vfs  # overlay2 cannot stack on overlayfs
+  setsid dockerd --data-root "$RUN_DIR/docker-data" --exec-root "$DOCKER_EXEC" --pidfile "$DOCKER_EXEC.pid" \
+    --bridge="$BRIDGE" --iptables=false --ip-masq=false --storage-driver="$driver" \
+    --insecure-registry 10.214.0.0/16 \
+    -H "unix://$DOCKER_SOCK" -H "tcp://$DOCKER_TLS_ADDR" \
     --tlsverify --tlscacert "$PKI_DIR/ca.pem" --tlscert "$PKI_DIR/node-cert.pem" --tlskey "$PKI_DIR/node-key.pem" \
     >"$RUN_DIR/dockerd.log" 2>&1 < /dev/null &
   echo dockerd >> "$STARTED"
   for _ in $(seq 150); do docker_tls_ok && return 0; sleep 0.2; done
-  echo "services: dockerd did not come up; see $RUN_DIR/dockerd.log" >&2; tail -20 "$RUN_DIR/dockerd.log" >&2; exit 1
+  echo "services: our dockerd did not come up; see $RUN_DIR/dockerd.log" >&2; tail -20 "$RUN_DIR/dockerd.log" >&2; exit 1
 }
 
-# docker0 must keep one MAC address while containers come and go, or requests to published ports stall
-# (deploy/pin-bridge-mac.sh says why); idempotent, so also for a dockerd someone else started
-pin_bridge_mac() { sh "$ROOT/deploy/pin-bridge-mac.sh" docker0; }
+stop_dockerd() {
+  local pid; pid=$(our_dockerd_pid) || return 0
+  kill "$pid"; for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
+}
 
 docker_tls_ok() {
-  docker -H unix:///var/run/docker.sock info >/dev/null 2>&1 &&
+  docker -H "unix://$DOCKER_SOCK" info >/dev/null 2>&1 &&
   docker --tlsverify --tlscacert "$PKI_DIR/ca.pem" --tlscert "$PKI_DIR/controller-cert.pem" \
     --tlskey "$PKI_DIR/controller-key.pem" -H "tcp://$DOCKER_TLS_ADDR" version >/dev/null 2>&1
 }
 
+pg_bin() { local ver; ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1); [ -n "$ver" ] && echo "/usr/lib/postgresql/$ver/bin"; }
+
 start_postgres() {
-  local ver; ver=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
-  [ -n "$ver" ] || { echo "services: postgresql is not installed" >&2; exit 1; }
-  if ! pg_lsclusters -h 2>/dev/null | awk '{print $4}' | grep -q online; then
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main start
-    echo "postgres $ver" >> "$STARTED"
+  local bin; bin=$(pg_bin) || { echo "services: postgresql is not installed" >&2; exit 1; }
+  mkdir -p "$PG_DIR"; chown postgres: "$PG_DIR"; chmod 700 "$PG_DIR"
+  if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
+    su postgres -s /bin/sh -c "$bin/initdb -D '$PG_DIR/data' -U postgres --auth=trust -E UTF8 >'$PG_DIR/initdb.log'"
   fi
-  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='burst'\"" | grep -q 1 ||
-    su postgres -c "psql -qc \"CREATE ROLE burst LOGIN SUPERUSER PASSWORD 'burst'\""
+  if ! su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' status" >/dev/null 2>&1; then
+    su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/postgres.log' -w -t 60 start \
+      -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1\"" >/dev/null
+    echo "postgres" >> "$STARTED"
+  fi
+  local psql="$bin/psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtA"
+  $psql -c "SELECT 1 FROM pg_roles WHERE rolname='burst'" | grep -q 1 ||
+    $psql -c "CREATE ROLE burst LOGIN SUPERUSER PASSWORD 'burst'"
 }
+
+stop_postgres() {
+  local bin; bin=$(pg_bin) || return 0
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' -m fast -w stop" >/dev/null 2>&1 || true
+}
+
+# The ECS emulator's node images (debootstrap; built once per machine, cached by content outside the checkout)
+build_node_images() { burstctl emulate node-images build; }
 
 case "${1:-}" in
   install) install_pkgs ;;
   start) mkdir -p "$RUN_DIR"; [ -f "$STARTED" ] || : > "$STARTED"
-         start_dockerd; pin_bridge_mac; start_postgres ;;
+         start_dockerd; start_postgres; build_node_images ;;
   stop)
     [ -f "$STARTED" ] || exit 0
     while read -r what arg; do
       case "$what" in
-        dockerd) pkill -x dockerd || true; for _ in $(seq 100); do pgrep -x dockerd >/dev/null || break; sleep 0.2; done ;;
-        postgres) pg_ctlcluster --skip-systemctl-redirect "$arg" main stop || true ;;
+        dockerd) stop_dockerd ;;
+        postgres) stop_postgres ;;
+        bridge) ip link del "$arg" 2>/dev/null || true ;;
       esac
-    done < "$STARTED"
+    done < <(tac "$STARTED")  # the reverse order of starting: the bridge after the engine on it
     rm -f "$STARTED" ;;
   env)
+    echo "BURST_DOCKER_HOST=unix://$DOCKER_SOCK"
     echo "BURST_DOCKER_TLS_ENDPOINT=tcp://$DOCKER_TLS_ADDR"
     echo "BURST_PKI_DIR=$PKI_DIR"
-    echo "BURST_PG_URL=postgresql+psycopg://burst:burst@127.0.0.1:5432/postgres" ;;
+    echo "BURST_PG_URL=postgresql+psycopg://burst:burst@127.0.0.1:$PG_PORT/postgres" ;;
   *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
 esac
