@@ -1,5 +1,5 @@
 """The ECS API emulator (Version 2014-05-26): RunInstances, DescribeInstances, DescribeInstanceStatus,
-StopInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over ``rpc.RpcServer``,
+StopInstances, StartInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over ``rpc.RpcServer``,
 so the real aliyun SDK cannot tell it from the cloud. ``EcsEmulator`` starts it in-process (tests, demo,
 benchmarks); ``burstctl emulate ecs`` runs it in the foreground."""
 
@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from adapters.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
 from adapters.emulator.faults import FaultBox, Faults
+from adapters.emulator.nodes import NodeHost, scope_for
 from adapters.emulator.rpc import AccessKey, ApiError, RpcRequest, RpcServer
 
 __all__ = ["ECS_VERSION", "EcsEmulator", "install_ecs"]
@@ -234,6 +235,12 @@ class _Handlers:
             req.require("InstanceId.1")
         return {"InstanceResponses": {"InstanceResponse": self.state.stop(_region(req), ids)}}
 
+    def start_instances(self, req: RpcRequest) -> dict[str, Any]:
+        ids = req.repeat("InstanceId", 100)
+        if not ids:
+            req.require("InstanceId.1")
+        return {"InstanceResponses": {"InstanceResponse": self.state.start(_region(req), ids)}}
+
     def tag_resources(self, req: RpcRequest) -> dict[str, Any]:
         kind = req.require("ResourceType")
         if kind.lower() != "instance":
@@ -296,6 +303,7 @@ def install_ecs(server: RpcServer, state: EcsState) -> None:
         "DeleteInstances": h.delete_instances,
         "DeleteInstance": h.delete_instance,
         "StopInstances": h.stop_instances,
+        "StartInstances": h.start_instances,
         "TagResources": h.tag_resources,
         "DescribePrice": h.describe_price,
     }.items():
@@ -342,12 +350,26 @@ class EcsEmulator:
                               is_unsupported=lambda t: t in self.faults.get().unsupported)
         self.server = RpcServer(host, port, {k: AccessKey(k, s) for k, s in keys.items()}, self.faults, clock)
         install_ecs(self.server, self.state)
+        self.nodes: NodeHost | None = None
+        if self.config.node_engine:
+            self.nodes = NodeHost(self.config.node_engine, self.config.vswitches,
+                                  scope=scope_for(self.config.state_file), boot_delay=self.config.boot_delay,
+                                  clock=clock)
+            self.state.nodes = self.nodes
+            self.server.register_admin("POST", "/_admin/ecs/node-faults", self.nodes.inject)
+            self.server.register_admin("GET", "/_admin/ecs/nodes", lambda _b: self.nodes.snapshot()
+                                       if self.nodes else {})
 
     def start(self) -> str:
+        if self.nodes is not None:
+            self.nodes.start()
         return self.server.start()
 
     def stop(self) -> None:
         self.server.stop()
+        if self.nodes is not None:
+            # machines outlive an emulator with a state file (its restart adopts them); others go with it
+            self.nodes.stop(remove=not self.config.state_file)
 
     def __enter__(self) -> Self:
         self.start()

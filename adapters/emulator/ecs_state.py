@@ -4,6 +4,7 @@ answers ``ApiError`` exactly where the real API would refuse."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.emulator.rpc import ApiError
 
@@ -53,6 +54,22 @@ class EcsConfig:
     quotas: dict[str, int] = field(default_factory=dict)  # "*" or instance type -> max live instances
     stock: dict[str, int] = field(default_factory=dict)  # "zone/type", "type" or "zone" -> instances left
     state_file: str | None = None
+    # booted nodes (adapters/emulator/nodes.py): the Docker Engine their machines run on, and the VSwitches
+    # (id -> CIDR) whose networks they get addresses from; None: shared-engine nodes on loopback addresses
+    node_engine: str | None = None
+    vswitches: dict[str, str] = field(default_factory=dict)
+
+
+class NodeHooks(Protocol):
+    """What the instance lifecycle asks of the machines behind it (``nodes.NodeHost``)."""
+
+    def check_launch(self, image_id: str, vswitch_id: str) -> str | None: ...
+    def launch(self, instance_id: str, image_id: str, vswitch_id: str, ip: str, hostname: str,
+               user_data: bytes) -> None: ...
+    def status(self, instance_id: str, default: str) -> str: ...
+    def stop_instance(self, instance_id: str) -> None: ...
+    def start_instance(self, instance_id: str) -> None: ...
+    def delete_instance(self, instance_id: str) -> None: ...
 
 
 @dataclass
@@ -77,6 +94,7 @@ class InstanceRecord:
     tags: dict[str, str]
     stopped_at: float | None = None
     deleted_at: float | None = None
+    started_at: float | None = None  # the last StartInstances (None: never stopped)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,9 @@ class EcsState:
         self.user_data: dict[str, str] = {}  # launch id -> base64 user data (shared by its instances)
         self._seq = 0
         self.version = 0  # moved by every change (see save): DescribeInstances caches its filtered listing
+        self.nodes: NodeHooks | None = None  # booted nodes, set by EcsEmulator when config.node_engine is set
+        self._vswitch_next: dict[str, int] = {}
+        self._vswitch_freed: dict[str, deque[str]] = {}
         self._network = ipaddress.ip_network(config.address_pool, strict=False)
         if not self._network.is_loopback:
             raise ValueError(f"--address-pool {config.address_pool} must be inside 127.0.0.0/8")
@@ -129,11 +150,14 @@ class EcsState:
     def status(self, rec: InstanceRecord, now: float | None = None) -> str:
         now = self.clock() if now is None else now
         if rec.stopped_at is not None:
-            return "Stopping" if now - rec.stopped_at < self.config.stop_delay else "Stopped"
-        age = now - rec.created_at
-        if age >= self.config.boot_delay:
-            return "Running"
-        return "Pending" if age < self.config.boot_delay / 4 else "Starting"
+            timed = "Stopping" if now - rec.stopped_at < self.config.stop_delay else "Stopped"
+        else:
+            age = now - (rec.started_at or rec.created_at)
+            timed = "Running" if age >= self.config.boot_delay else \
+                "Pending" if age < self.config.boot_delay / 4 else "Starting"
+        if self.nodes is not None and rec.deleted_at is None:
+            return self.nodes.status(rec.id, timed)
+        return timed
 
     def live(self) -> Iterable[InstanceRecord]:
         return (r for r in self.instances.values() if r.deleted_at is None)
@@ -167,7 +191,14 @@ class EcsState:
                     raise ApiError("QuotaExceed.ElasticQuota", f"The number of instances of {req.instance_type} "
                                    "would exceed your quota. Raise it in the quota center.", 403)
                 amount = min(amount, room)
-            addresses = self._allocate(amount, req.min_amount)
+            if self.nodes is not None:
+                why = self.nodes.check_launch(req.image_id, req.vswitch_id)
+                if why:
+                    code, _, message = why.partition(":")
+                    raise ApiError(code, message, 404)
+                addresses = self._allocate_in(req.vswitch_id, amount, req.min_amount)
+            else:
+                addresses = self._allocate(amount, req.min_amount)
             amount = len(addresses)
             price = self.config.prices[req.instance_type] * (SPOT_DISCOUNT if spot else 1.0)
             launch_id = secrets.token_hex(8)
@@ -189,6 +220,11 @@ class EcsState:
                 self.instances[rec.id] = rec
                 ids.append(rec.id)
             self._take_stock(req.zone, req.instance_type, amount)
+            if self.nodes is not None:
+                raw = base64.b64decode(req.user_data) if req.user_data else b""
+                for iid in ids:
+                    rec = self.instances[iid]
+                    self.nodes.launch(iid, rec.image_id, rec.vswitch_id, rec.private_ip, _hostname(rec), raw)
             trade_price = round(price * amount, 4)
             if token_key:
                 self.tokens[token_key] = {"fingerprint": req.fingerprint, "ids": ids, "trade_price": trade_price}
@@ -244,6 +280,30 @@ class EcsState:
             out.append(self._freed.popleft())
         return out
 
+    def _allocate_in(self, vswitch_id: str, amount: int, min_amount: int) -> list[str]:
+        """Addresses of a VSwitch's CIDR for booted nodes (.1 is the gateway), fresh ones first."""
+        net = ipaddress.ip_network(self.config.vswitches[vswitch_id], strict=False)
+        freed = self._vswitch_freed.setdefault(vswitch_id, deque())
+        first, size = 2, net.num_addresses - 3
+        nxt = self._vswitch_next.get(vswitch_id, 0)
+        if size - nxt + len(freed) < min_amount:
+            raise ApiError("InvalidVSwitchId.IpNotEnough", "The specified VSwitch does not have enough IP "
+                           f"addresses ({vswitch_id}: {net}).", 403)
+        out: list[str] = []
+        while len(out) < amount and nxt < size:
+            out.append(str(net.network_address + first + nxt))
+            nxt += 1
+        while len(out) < amount and freed:
+            out.append(freed.popleft())
+        self._vswitch_next[vswitch_id] = nxt
+        return out
+
+    def _free(self, rec: InstanceRecord) -> None:
+        if self.nodes is not None and rec.vswitch_id in self.config.vswitches:
+            self._vswitch_freed.setdefault(rec.vswitch_id, deque()).append(rec.private_ip)
+        else:
+            self._freed.append(rec.private_ip)
+
     # ------------------------------------------------------------------ stop, delete, tag
 
     def find(self, region: str, ids: Iterable[str]) -> tuple[list[InstanceRecord], list[str]]:
@@ -272,7 +332,9 @@ class EcsState:
                 raise ApiError("DryRunOperation", "Request validation has been passed with DryRun flag set.")
             for rec in found:
                 rec.deleted_at = now
-                self._freed.append(rec.private_ip)
+                self._free(rec)
+                if self.nodes is not None:
+                    self.nodes.delete_instance(rec.id)
                 key = self._stock_key(rec.zone, rec.instance_type)
                 if key is not None:
                     self.config.stock[key] += 1
@@ -294,6 +356,31 @@ class EcsState:
                                    f"support this operation ({rec.id} is {before}).", 403)
                 if rec.stopped_at is None:
                     rec.stopped_at = now
+                    if self.nodes is not None:
+                        self.nodes.stop_instance(rec.id)
+                out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",
+                            "PreviousStatus": before, "CurrentStatus": self.status(rec, now)})
+            self.save()
+            return out
+
+    def start(self, region: str, ids: list[str]) -> list[dict[str, str]]:
+        """StartInstances: a Stopped instance boots again (same disk, same address)."""
+        with self.lock:
+            found, missing = self.find(region, ids)
+            if missing:
+                raise ApiError("InvalidInstanceId.NotFound",
+                               f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+            now = self.clock()
+            out = []
+            for rec in found:
+                before = self.status(rec, now)
+                if before not in ("Stopped", "Starting", "Running", "Pending"):
+                    raise ApiError("IncorrectInstanceStatus", "The current status of the resource does not "
+                                   f"support this operation ({rec.id} is {before}).", 403)
+                if before == "Stopped":
+                    rec.stopped_at, rec.started_at = None, now
+                    if self.nodes is not None:
+                        self.nodes.start_instance(rec.id)
                 out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",
                             "PreviousStatus": before, "CurrentStatus": self.status(rec, now)})
             self.save()
@@ -314,6 +401,10 @@ class EcsState:
 
     # ------------------------------------------------------------------ admin views
 
+    def docker_endpoint(self, rec: InstanceRecord) -> str:
+        """Where the instance's Docker Engine answers: the booted node's own address, or the shared engine."""
+        return f"tcp://{rec.private_ip}:2376" if self.nodes is not None else self.config.docker_endpoint
+
     def cost(self) -> float:
         """Money spent so far on every instance ever launched (released ones up to their release)."""
         with self.lock:
@@ -324,7 +415,7 @@ class EcsState:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             now = self.clock()
-            live = [dict(asdict(r), status=self.status(r, now), docker_endpoint=self.config.docker_endpoint)
+            live = [dict(asdict(r), status=self.status(r, now), docker_endpoint=self.docker_endpoint(r))
                     for r in self.live()]
             return {
                 "instances": live,
@@ -359,6 +450,8 @@ class EcsState:
             "instances": [asdict(r) for r in self.instances.values()],
             "tokens": self.tokens,
             "user_data": self.user_data,
+            "vswitch_next": self._vswitch_next,
+            "vswitch_freed": {k: list(v) for k, v in self._vswitch_freed.items()},
         }
         fd, tmp = tempfile.mkstemp(prefix=".ecs-state-", dir=str(path.parent))
         try:
@@ -386,6 +479,14 @@ class EcsState:
             self.instances = {r["id"]: InstanceRecord(**r) for r in data["instances"]}
             self.tokens = dict(data["tokens"])
             self.user_data = dict(data.get("user_data", {}))
+            self._vswitch_next = {k: int(v) for k, v in data.get("vswitch_next", {}).items()}
+            self._vswitch_freed = {k: deque(v) for k, v in data.get("vswitch_freed", {}).items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"cannot load emulator state {path}: {exc}") from exc
         logger.info("loaded %d instances from %s", len(self.instances), path)
+
+
+def _hostname(rec: InstanceRecord) -> str:
+    """The node's host name: the instance name made a valid DNS label, else the instance id."""
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in (rec.name or rec.id).lower()).strip("-")
+    return name[:63] or rec.id

@@ -55,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--timeout-delay", default="120s", help="how late such an answer comes (default 120s)")
     f.add_argument("--seed", type=int, help="seed the fault dice (reproducible runs)")
     e.set_defaults(func=_run_ecs)
+    n = psub.add_parser("node-images", help="build or list the emulator's node images (booted Debian machines)",
+                        description="The ECS emulator's instances boot real Debian root file systems made with "
+                        "debootstrap. `build` makes the missing ones (minutes, once per machine: cached by "
+                        "content under $BURST_NODE_IMAGE_CACHE, default /var/cache/burst-controller/node-images); "
+                        "`list` shows them.")
+    n.add_argument("action", choices=("build", "list"))
+    n.set_defaults(func=_node_images)
 
 
 def _pairs(flag: str, values: list[str], problems: list[str], as_float: bool = False) -> dict[str, float]:
@@ -137,4 +144,20 @@ def _run_ecs(args: argparse.Namespace) -> int:
     finally:
         emulator.stop()
         print("ECS emulator stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _node_images(args: argparse.Namespace) -> int:
+    from adapters.emulator.node_images import IMAGES, NodeImageCache
+
+    cache = NodeImageCache()
+    for recipe in dict.fromkeys(i.recipe for i in IMAGES):
+        if args.action == "build":
+            try:
+                cache.ensure_built(recipe, say=lambda msg: print(msg, flush=True))
+            except (OSError, RuntimeError) as exc:
+                raise ConfigError("node image build failed", [f"burstctl emulate node-images: {exc}"]) from exc
+    for image in IMAGES:
+        state = "built" if cache.is_built(image.recipe) else "missing"
+        print(f"{image.image_id:<40} {image.os_name:<32} {state:<8} {cache.tarball(image)}")
     return 0
