@@ -1,7 +1,8 @@
 """Node bootstrap: renders ``deploy/node-bootstrap.yaml.tmpl`` (cloud-init) into the UserData of a launch.
-Installs Docker, serves its API on tcp 2376 with mutual TLS (our CA, a short-lived server certificate
-issued here; the CA key never leaves the controller) and logs in to the cloud registry with a short-lived
-token. Called by the wiring's ``user_data`` edge before ``EcsComputePool.launch``.
+Installs Docker unless the image has it, serves its API on tcp 2376 with mutual TLS (our CA, a short-lived
+server certificate issued here; the CA key never leaves the controller) and keeps containers away from the
+metadata service. It carries no registry credential: the controller passes a short-lived one with each pull
+(``DockerNodeRuntime``). Called by the wiring's ``user_data`` edge before ``EcsComputePool.launch``.
 
 Every instance of one RunInstances batch receives the same UserData, and a node's private IP is only known
 after launch, so the server certificate names every address of the node networks (the VSwitch CIDRs)
@@ -9,7 +10,6 @@ rather than one IP: a /24 costs about 2 KB. Keep those networks small (at most `
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import re
@@ -29,7 +29,6 @@ __all__ = [
     "USER_DATA_LIMIT",
     "BootstrapSettings",
     "NodeBootstrap",
-    "RegistryLogin",
     "deploy_file",
 ]
 
@@ -47,22 +46,7 @@ DEFAULT_TEMPLATE = deploy_file("node-bootstrap.yaml.tmpl")
 PIN_BRIDGE_MAC = deploy_file("pin-bridge-mac.sh")  # ${pin_bridge_mac}: docker0's MAC stays put
 USER_DATA_LIMIT = 32 * 1024
 MAX_NODE_ADDRESSES = 1024
-MAX_TOKEN_LIFETIME = dt.timedelta(hours=12)  # anything longer is a password, not a token
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
-
-
-@dataclass(frozen=True)
-class RegistryLogin:
-    """A short-lived registry credential (e.g. ACR GetAuthorizationToken: one hour)."""
-
-    registry: str  # host[:port]
-    username: str
-    token: str
-    expires_at: dt.datetime  # timezone-aware
-
-    def __repr__(self) -> str:
-        return f"RegistryLogin(registry={self.registry!r}, username={self.username!r}, token=<redacted>, " \
-               f"expires_at={self.expires_at.isoformat()})"
 
 
 @dataclass
@@ -72,6 +56,9 @@ class BootstrapSettings:
     cert_days: int = 7
     docker_port: int = 2376
     template: Path = DEFAULT_TEMPLATE
+    # registries the node's engine reaches over plain HTTP (the config's cloud_registry.insecure: a registry
+    # inside the VPC without TLS); each host[:port]
+    insecure_registries: tuple[str, ...] = ()
 
 
 class NodeBootstrap:
@@ -106,21 +93,13 @@ class NodeBootstrap:
             raise ConfigError("no node network", ["bootstrap: name the VSwitch CIDR(s) nodes get addresses from"])
         return tuple(out)
 
-    def render(self, launch_name: str, login: RegistryLogin | None = None,
-               now: dt.datetime | None = None) -> str:
+    def render(self, launch_name: str) -> str:
         """The cloud-init document for one launch (the same for every instance of it)."""
-        now = now or dt.datetime.now(dt.UTC)
-        registry, user, token, expires = "", "", "", "n/a"
-        if login is not None:
-            if not _REGISTRY.match(login.registry):
-                raise ConfigError("registry host", [f"bootstrap: registry {login.registry!r} is not host[:port]"])
-            if login.expires_at - now > MAX_TOKEN_LIFETIME:
-                problem = (f"bootstrap: the registry credential is valid for more than {MAX_TOKEN_LIFETIME}; "
-                           "UserData only carries short-lived tokens (ACR GetAuthorizationToken)")
-                raise ConfigError("long-lived registry credential", [problem])
-            if login.expires_at <= now:
-                raise ConfigError("expired registry token", ["bootstrap: the registry token has expired"])
-            registry, user, token, expires = login.registry, login.username, login.token, login.expires_at.isoformat()
+        for host in self.settings.insecure_registries:
+            if not _REGISTRY.match(host):
+                raise ConfigError("registry host", [f"bootstrap: registry {host!r} is not host[:port]"])
+        daemon = {"insecure-registries": list(self.settings.insecure_registries)} \
+            if self.settings.insecure_registries else {}
         cert, key = self.settings.ca.issue_pem(f"burst-node {launch_name}", server=True, ips=self._addresses,
                                                days=self.settings.cert_days)
         text = self._template.substitute(
@@ -130,10 +109,7 @@ class NodeBootstrap:
             ca_pem=_indent(self.settings.ca.ca_cert_path.read_text()),
             server_cert_pem=_indent(cert.decode()),
             server_key_pem=_indent(key.decode()),
-            registry=registry,
-            registry_user=json.dumps(user),
-            registry_token=json.dumps(token),
-            registry_expires=expires,
+            daemon_json=json.dumps(daemon),
             pin_bridge_mac=self._pin_script,
         )
         size = len(text.encode())

@@ -7,6 +7,7 @@ several emulated nodes share one engine, and listing must only return the node's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -134,12 +135,14 @@ class DockerNodeRuntime:
 
     def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
         api = self._api(node)
+        pulled = None
         if self._inspect(api, name, f"node {node.instance_id}: replica {name}") is None:
-            self._pull(api, node, workload.image)  # outside the node's lock: a pull can take minutes
+            pulled = self._pull(api, node, workload.image)  # outside the node's lock: a pull can take minutes
         with self._lock:
             node_lock = self._node_locks.setdefault(node.instance_id, threading.Lock())
         with node_lock:
-            return self._start(api, node, workload, name, labels)
+            container = self._start(api, node, workload, name, labels)
+        return dataclasses.replace(container, pull_seconds=pulled) if pulled is not None else container
 
     def _start(self, api: docker.APIClient, node: Node, workload: WorkloadSpec, name: str,
                labels: dict[str, str]) -> Container:
@@ -257,14 +260,16 @@ class DockerNodeRuntime:
         pair = creds.get(host)
         return {"username": pair[0], "password": pair[1]} if pair else None
 
-    def _pull(self, api: docker.APIClient, node: Node, image: str) -> None:
-        """Pull by digest unless present (a digest names immutable content, so present means identical)."""
+    def _pull(self, api: docker.APIClient, node: Node, image: str) -> float | None:
+        """Pull by digest unless present (a digest names immutable content, so present means identical);
+        the seconds the pull took, None when the node had the image. The registry credential travels with
+        the pull (X-Registry-Auth) and is never stored on the node."""
         where = f"node {node.instance_id}: pull {image}"
         if "@sha256:" not in image:
             raise PermanentError(f"{where}: replicas run by digest only (repo@sha256:...)")
         try:
             api.inspect_image(image)
-            return
+            return None
         except ImageNotFound:
             pass
         except (DockerException, requests.exceptions.RequestException) as exc:
@@ -277,8 +282,9 @@ class DockerNodeRuntime:
                     raise docker.errors.APIError(str(event["error"]), explanation=str(event["error"]))
         except (DockerException, requests.exceptions.RequestException) as exc:
             raise map_docker_error(exc, where) from exc
-        logger.info("pulled image", extra={"node": node.instance_id, "image": image,
-                                           "seconds": round(time.monotonic() - started, 2)})
+        seconds = time.monotonic() - started
+        logger.info("pulled image", extra={"node": node.instance_id, "image": image, "seconds": round(seconds, 2)})
+        return seconds
 
     def _free_port(self, api: docker.APIClient, node: Node, service_port: int) -> int:
         """The lowest host port from ``service_port`` up not published by another replica on this node."""

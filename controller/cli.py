@@ -18,6 +18,7 @@ from controller.errors import BurstError, ConfigError
 # Each name is a module in controller/commands/ with add_parser(subparsers); the order is the help order.
 COMMANDS = [
     "pki",
+    "node",
     "policy",
     "emulate",
     "status",

@@ -326,6 +326,8 @@ class Lifecycle:
             else:
                 with ctx.store.transaction():  # its address and the new state in one commit (PERF)
                     ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=None)
+                    ctx.event("node-ready", f"replica {r.id}: node {inst.id} answers on {node.docker_endpoint}",
+                              replica=r.id, instance=inst.id)
                     return ctx.store.transition(r.id, S.STARTING, address=node.address)
         if self._age_in_state(r) > ctx.options.boot_timeout:
             return self._failed(r, S.RELEASING, f"node {r.instance_id} did not boot within "
@@ -356,8 +358,10 @@ class Lifecycle:
                 r = ctx.store.complete(intent.id, outcome={"container": container.id}, to=None,
                                        container_id=container.id, address=container.address, port=container.port,
                                        spec_hash=spec.spec_hash, image=spec.image) or r
+                pulled = f", image pulled in {container.pull_seconds:.1f}s" if container.pull_seconds else ""
                 ctx.event("start", f"replica {r.id}: container {container.id[:12]} on {node.instance_id} "
-                          f"({container.address}:{container.port})", replica=r.id)
+                          f"({container.address}:{container.port}){pulled}", replica=r.id,
+                          pull_s=container.pull_seconds)
         if self._probe_due(r):
             passes = r.health_passes + 1 if self._probe(r) else 0
             target = int(ctx.policy.workload.health.passes)

@@ -213,6 +213,7 @@ class Container:
     labels: dict[str, str]
     address: str  # host address traffic reaches it on
     port: int  # host port traffic reaches it on
+    pull_seconds: float | None = None  # the image pull this start did (None: the node had the image)
 
 
 @runtime_checkable

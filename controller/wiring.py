@@ -204,8 +204,9 @@ def _user_data(cfg: Any) -> Any:
     networks = tuple(cfg.cloud.node_networks)
     if not networks:
         return lambda policy, replica_id: ""
+    insecure = (cfg.cloud_registry.url.split("/", 1)[0],) if cfg.cloud_registry.insecure else ()
     bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),
-                                                node_networks=networks))
+                                                node_networks=networks, insecure_registries=insecure))
     return lambda policy, replica_id: bootstrap.render(f"{policy.name}-{replica_id}")
 
 

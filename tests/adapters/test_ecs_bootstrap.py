@@ -1,10 +1,13 @@
 """Node bootstrap UserData: valid cloud-init under 32 KB, a short-lived server certificate that really
-serves mutual TLS for a node address, and no long-lived secret (no cloud secret, no CA key, no password)."""
+serves mutual TLS for a node address, no long-lived secret (no cloud secret, no CA key, no password) and no
+registry credential at all; Docker found wherever the image has it; the metadata block put back at every
+engine start. tests/adapters/test_booted_nodes.py boots it on real Debian machines."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import secrets
 import socket
 import ssl
@@ -16,7 +19,7 @@ import pytest
 from cryptography import x509
 from ruamel.yaml import YAML
 
-from adapters.bootstrap import PIN_BRIDGE_MAC, BootstrapSettings, NodeBootstrap, RegistryLogin
+from adapters.bootstrap import PIN_BRIDGE_MAC, BootstrapSettings, NodeBootstrap
 from adapters.pki import CertificateAuthority
 from controller.errors import ConfigError
 from controller.ports import TAG_CONTROLLER, LaunchSpec
@@ -24,7 +27,6 @@ from tests.fixtures_ecs import KEY_SECRET, REGION
 from tests.support.net import free_port
 
 NOW = dt.datetime.now(dt.UTC)
-TOKEN = "acr-temp-token-" + "t" * 40
 
 
 @pytest.fixture
@@ -34,13 +36,10 @@ def ca(tmp_path: Path) -> CertificateAuthority:
     return authority
 
 
-def login(hours: float = 1) -> RegistryLogin:
-    return RegistryLogin("registry.cn-test.example:5000", "cr_temp_user", TOKEN, NOW + dt.timedelta(hours=hours))
-
-
 def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: CertificateAuthority) -> None:
-    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",)))
-    text = boot.render("intent-42", login(), now=NOW)
+    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",),
+                                           insecure_registries=("10.0.0.1:5002",)))
+    text = boot.render("intent-42")
     assert len(text.encode()) < 32 * 1024
     assert text.startswith("#cloud-config\n")
     doc = YAML(typ="safe").load(text)
@@ -49,8 +48,16 @@ def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: 
     assert files["/etc/docker/tls/ca.pem"]["content"].strip() == ca.ca_cert_path.read_text().strip()
     dropin = files["/etc/systemd/system/docker.service.d/10-burst-tls.conf"]["content"]
     assert "--tlsverify" in dropin and "tcp://0.0.0.0:2376" in dropin
-    assert files["/run/burst/registry-token"]["content"] == TOKEN
-    assert any("docker login" in " ".join(map(str, c)) for c in doc["runcmd"])
+    # the engine wherever the distribution puts it (Debian 12's docker.io: /usr/sbin/dockerd, no /usr/bin one)
+    assert "ExecStart=/usr/local/sbin/burst-dockerd " in dropin
+    assert "/usr/sbin/dockerd" in files["/usr/local/sbin/burst-dockerd"]["content"]
+    # the metadata block is part of every engine start (not a one-off rule), and fails the start if it cannot be
+    assert "ExecStartPost=/bin/sh /usr/local/sbin/burst-block-metadata" in dropin
+    assert "100.100.100.200" in files["/usr/local/sbin/burst-block-metadata"]["content"]
+    assert json.loads(files["/etc/docker/daemon.json"]["content"]) == {"insecure-registries": ["10.0.0.1:5002"]}
+    # no registry credential: the controller passes one with each pull, nothing rests on the node
+    assert "docker login" not in text and "registry-token" not in text and "password" not in text.lower()
+    assert not any("/run/burst" in f for f in files)
 
     cert = x509.load_pem_x509_certificate(files["/etc/docker/tls/server-cert.pem"]["content"].encode())
     assert cert.not_valid_after_utc - NOW <= dt.timedelta(days=7, minutes=1)
@@ -67,19 +74,19 @@ def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: 
     assert text.count("PRIVATE KEY-----") == 2  # BEGIN and END of one key
 
 
-def test_long_lived_or_expired_registry_credentials_are_refused(ca: CertificateAuthority) -> None:
-    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",)))
+def test_registry_hosts_are_checked(ca: CertificateAuthority) -> None:
+    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",),
+                                           insecure_registries=("evil host\nruncmd:",)))
     with pytest.raises(ConfigError) as info:
-        boot.render("x", login(hours=24 * 30), now=NOW)
-    assert "short-lived" in info.value.problems[0]
-    with pytest.raises(ConfigError):
-        boot.render("x", login(hours=-1), now=NOW)
-    files = {f["path"]: f["content"] for f in YAML(typ="safe").load(boot.render("none", None, now=NOW))["write_files"]}
-    assert files["/run/burst/registry-token"] == ""  # no registry: the node's login step sees an empty file
+        boot.render("x")
+    assert "is not host[:port]" in info.value.problems[0]
+    plain = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("none")
+    files = {f["path"]: f["content"] for f in YAML(typ="safe").load(plain)["write_files"]}
+    assert json.loads(files["/etc/docker/daemon.json"]) == {}
 
 
 def test_size_limits(ca: CertificateAuthority) -> None:
-    big = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/22",))).render("big", login(), now=NOW)
+    big = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/22",))).render("big")
     assert len(big.encode()) < 32 * 1024
     with pytest.raises(ConfigError):
         NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("10.1.0.0/21",)))
@@ -88,7 +95,7 @@ def test_size_limits(ca: CertificateAuthority) -> None:
 
 
 def test_node_certificate_serves_mutual_tls_on_a_node_address(ca: CertificateAuthority) -> None:
-    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("tls", now=NOW)
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("tls")
     files = {f["path"]: f["content"] for f in YAML(typ="safe").load(text)["write_files"]}
     tmp = ca.dir
     (tmp / "node.pem").write_text(files["/etc/docker/tls/server-cert.pem"])
@@ -124,7 +131,7 @@ def test_node_certificate_serves_mutual_tls_on_a_node_address(ca: CertificateAut
 
 
 def test_user_data_reaches_the_instance(ca: CertificateAuthority, ecs_emulator, make_ecs_pool) -> None:  # type: ignore[no-untyped-def]
-    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("ud", login(), now=NOW)
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("ud")
     spec = LaunchSpec(region=REGION, instance_types=("ecs.g7.large",), zones=(f"{REGION}-a",), image_id="img",
                       security_group_id="sg", user_data=text, tags={TAG_CONTROLLER: "dc1"})
     make_ecs_pool(ecs_emulator).launch(spec, 2, "ud-intent")
@@ -136,7 +143,7 @@ def test_node_pins_its_docker_bridge_mac_after_every_engine_start(ca: Certificat
     """Replicas come and go on a node's docker0; the node's copy of deploy/pin-bridge-mac.sh runs after each
     start of its Docker Engine (ExecStartPost), and that copy really pins a bridge (run here on a bridge of
     this test's own)."""
-    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("pin", now=NOW)
+    text = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",))).render("pin")
     files = {f["path"]: f for f in YAML(typ="safe").load(text)["write_files"]}
     script = files["/usr/local/sbin/burst-pin-bridge-mac"]
     assert script["permissions"] == "0755"

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from cryptography import x509
 
-from adapters.bootstrap import BootstrapSettings, NodeBootstrap, RegistryLogin
+from adapters.bootstrap import BootstrapSettings, NodeBootstrap
 from adapters.emulator.rpc import AccessKey
 from adapters.pki import CertificateAuthority
 from controller import status as status_module
@@ -226,12 +226,14 @@ def test_node_docker_endpoint_refuses_clients_without_the_certificate(tmp_path: 
 
 
 def test_rendered_user_data_carries_no_long_lived_secret(tmp_path: Path) -> None:
+    """No CA key, no planted secret, no registry credential of any lifetime (pulls carry their own), and only
+    a short-lived node certificate."""
     ca = CertificateAuthority(tmp_path / "ca")
     ca.ensure()
-    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/26",), cert_days=7))
+    boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/26",), cert_days=7,
+                                           insecure_registries=("127.0.0.1:5002",)))
     now = dt.datetime.now(dt.UTC)
-    token = f"shortlived-{MARK}"
-    text = boot.render("launch-1", RegistryLogin("127.0.0.1:5002", "burst", token, now + dt.timedelta(hours=1)))
+    text = boot.render("launch-1")
     assert ca.ca_key_path.read_text().strip().splitlines()[1] not in text  # the CA key never leaves
     assert _find({"user data": text}, SECRETS) == []
     certs = [x509.load_pem_x509_certificate(("-----BEGIN CERTIFICATE-----" + block.split("-----END CERTIFICATE-----")[0]
@@ -239,5 +241,4 @@ def test_rendered_user_data_carries_no_long_lived_secret(tmp_path: Path) -> None
              for block in text.split("-----BEGIN CERTIFICATE-----")[1:]]
     node = [c for c in certs if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
     assert node and all(c.not_valid_after_utc - now <= dt.timedelta(days=7, minutes=1) for c in node)
-    with pytest.raises(ConfigError):  # a registry credential valid for more than 12 hours is a password
-        boot.render("launch-2", RegistryLogin("127.0.0.1:5002", "burst", token, now + dt.timedelta(hours=13)))
+    assert "docker login" not in text and "registry-token" not in text
