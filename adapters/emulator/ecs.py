@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+from adapters.emulator.ecs_shapes import default_host_name, derived_ids, instance_type_facts, os_facts
 from adapters.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
 from adapters.emulator.faults import FaultBox, Faults
 from adapters.emulator.rpc import AccessKey, ApiError, RpcRequest, RpcServer
@@ -41,14 +42,22 @@ def _creation_time(epoch: float) -> str:
 
 
 def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
-    return {
+    """One ``Instances.Instance[]`` entry, with every field of the real answer the emulator knows."""
+    os_name, os_name_en, os_type = os_facts(rec.image_id)
+    eni, mac, serial = derived_ids(rec.id)
+    stopped = status in ("Stopping", "Stopped")
+    answer: dict[str, Any] = {
         "InstanceId": rec.id,
         "InstanceName": rec.name or rec.id,
-        "HostName": rec.name or rec.id,
+        "HostName": rec.host_name or default_host_name(rec.id),
         "Description": "",
         "Status": status,
         "InstanceType": rec.instance_type,
         "ImageId": rec.image_id,
+        "OSName": os_name,
+        "OSNameEn": os_name_en,
+        "OSType": os_type,
+        "SerialNumber": serial,
         "RegionId": rec.region,
         "ZoneId": rec.zone,
         "CreationTime": _creation_time(rec.created_at),
@@ -60,7 +69,17 @@ def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
         "SpotStrategy": rec.spot_strategy,
         "SpotPriceLimit": rec.spot_price_limit,
         "InstanceNetworkType": "vpc",
-        "OSType": "linux",
+        "IoOptimized": True,
+        "DeletionProtection": False,
+        "DeviceAvailable": True,
+        "Recyclable": False,
+        "GPUAmount": 0,
+        "GPUSpec": "",
+        "LocalStorageAmount": 0,
+        "LocalStorageCapacity": 0,
+        # the emulator keeps charging a stopped instance until it is deleted (no economical mode)
+        "StoppedMode": "KeepCharging" if stopped else "Not-applicable",
+        "OperationLocks": {"LockReason": []},  # no overdue payment, no spot reclaim, no security lock
         "PublicIpAddress": {"IpAddress": []},
         "InnerIpAddress": {"IpAddress": []},
         "EipAddress": {"IpAddress": "", "AllocationId": "", "InternetChargeType": ""},
@@ -70,9 +89,21 @@ def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
             "PrivateIpAddress": {"IpAddress": [rec.private_ip]},
             "NatIpAddress": "",
         },
+        "NetworkInterfaces": {"NetworkInterface": [{
+            "NetworkInterfaceId": eni,
+            "Type": "Primary",
+            "MacAddress": mac,
+            "PrimaryIpAddress": rec.private_ip,
+            "PrivateIpSets": {"PrivateIpSet": [{"PrivateIpAddress": rec.private_ip, "Primary": True}]},
+            "Ipv6Sets": {"Ipv6Set": []},
+        }]},
         "SecurityGroupIds": {"SecurityGroupId": list(rec.security_group_ids)},
         "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in rec.tags.items()]},
     }
+    facts = instance_type_facts(rec.instance_type)
+    if facts is not None:
+        answer["InstanceTypeFamily"], answer["Cpu"], answer["Memory"] = facts
+    return answer
 
 
 def _page(req: RpcRequest, default: int, limit: int) -> tuple[int, int]:
@@ -126,6 +157,8 @@ class _Handlers:
             security_group_id=req.get("SecurityGroupId") or "",
             vswitch_id=req.get("VSwitchId") or "",
             name=req.get("InstanceName") or "",
+            host_name=req.get("HostName") or "",
+            unique_suffix=req.get_bool("UniqueSuffix"),
             charge_type=charge,
             spot_strategy=spot,
             spot_price_limit=limit,
@@ -247,6 +280,7 @@ class _Handlers:
         return {}
 
     def describe_price(self, req: RpcRequest) -> dict[str, Any]:
+        _region(req)  # required, as by the real API (prices are per region)
         itype = req.require("InstanceType")
         if itype not in self.state.config.prices:
             raise ApiError("InvalidInstanceType.NotSupported", f"The specified InstanceType {itype} is not "

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.emulator.ecs_shapes import sequential_name
 from adapters.emulator.rpc import ApiError
 
 __all__ = ["DEFAULT_PRICES", "SPOT_DISCOUNT", "EcsConfig", "EcsState", "InstanceRecord", "LaunchRequest"]
@@ -77,6 +78,7 @@ class InstanceRecord:
     tags: dict[str, str]
     stopped_at: float | None = None
     deleted_at: float | None = None
+    host_name: str = ""  # as RunInstances set it; "" = the default (ecs_shapes.default_host_name)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class LaunchRequest:
     user_data: str
     client_token: str | None
     fingerprint: str
+    host_name: str = ""
+    unique_suffix: bool = False
 
 
 class EcsState:
@@ -177,11 +181,14 @@ class EcsState:
             ids = []
             for n, ip in enumerate(addresses):
                 self._seq += 1
+                iid = self._new_id()
+                host = sequential_name(req.host_name, n, req.amount, req.unique_suffix)
                 rec = InstanceRecord(
-                    id=self._new_id(), seq=self._seq, region=req.region, zone=req.zone,
+                    id=iid, seq=self._seq, region=req.region, zone=req.zone,
                     instance_type=req.instance_type, image_id=req.image_id,
                     security_group_ids=[req.security_group_id] if req.security_group_id else [],
-                    vswitch_id=req.vswitch_id, name=f"{req.name}-{n + 1}" if req.name and amount > 1 else req.name,
+                    vswitch_id=req.vswitch_id, name=sequential_name(req.name, n, req.amount, req.unique_suffix),
+                    host_name=host.replace("${instance_id}", iid),
                     charge_type=req.charge_type, spot_strategy=req.spot_strategy,
                     spot_price_limit=req.spot_price_limit, bandwidth_out=req.bandwidth_out, private_ip=ip,
                     price_per_hour=price, launch_id=launch_id, created_at=now, tags=dict(req.tags),
