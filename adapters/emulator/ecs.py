@@ -1,7 +1,8 @@
 """The ECS API emulator (Version 2014-05-26): RunInstances, DescribeInstances, DescribeInstanceStatus,
 StopInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over ``rpc.RpcServer``,
-so the real aliyun SDK cannot tell it from the cloud. ``EcsEmulator`` starts it in-process (tests, demo,
-benchmarks); ``burstctl emulate ecs`` runs it in the foreground."""
+so neither aliyun-python-sdk-ecs nor the official generated alibabacloud-ecs20140526 can tell it from the
+cloud. ``EcsEmulator`` starts it in-process (tests, demo, benchmarks); ``burstctl emulate ecs`` runs it in
+the foreground."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from darabonba.request import DaraRequest
 from darabonba.runtime import RuntimeOptions
 
 from adapters.emulator.ecs import EcsEmulator
+from adapters.emulator.rpc import AccessKey
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION
 
 DEBIAN = "debian_12_5_x64_20G_alibase_20240401.vhd"
@@ -37,9 +38,10 @@ def official(ecs_emulator: EcsEmulator, monkeypatch: pytest.MonkeyPatch) -> Offi
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
 
-    def make(key_id: str = KEY_ID, secret: str = KEY_SECRET) -> Client:
-        return Client(Config(access_key_id=key_id, access_key_secret=secret, endpoint=ecs_emulator.endpoint,
-                             protocol="http", region_id=REGION, read_timeout=5000, connect_timeout=2000))
+    def make(key_id: str = KEY_ID, secret: str = KEY_SECRET, token: str | None = None) -> Client:
+        return Client(Config(access_key_id=key_id, access_key_secret=secret, security_token=token,
+                             endpoint=ecs_emulator.endpoint, protocol="http", region_id=REGION,
+                             read_timeout=5000, connect_timeout=2000))
 
     return make
 
@@ -125,6 +127,13 @@ def test_official_sdk_wrong_secret_and_unknown_key_are_refused(ecs_emulator: Ecs
     assert (unknown.code, unknown.status_code) == ("InvalidAccessKeyId.NotFound", 404)
     assert ecs_emulator.server.calls()["errors"]["DescribeInstances"] == {
         "SignatureDoesNotMatch": 1, "InvalidAccessKeyId.NotFound": 1}
+
+
+def test_official_sdk_sts_token_is_checked(ecs_emulator: EcsEmulator, official: OfficialClient) -> None:
+    ecs_emulator.server.access_keys["STS.key"] = AccessKey("STS.key", "sts-secret", security_token="sts-token")
+    assert _describe(official("STS.key", "sts-secret", token="sts-token"), []) == []
+    other = _refusal(lambda: _describe(official("STS.key", "sts-secret", token="another-token"), []))
+    assert (other.code, other.status_code) == ("InvalidSecurityToken.Mismatch", 400)
 
 
 def test_official_sdk_describe_price_needs_a_region(ecs_emulator: EcsEmulator, official: OfficialClient) -> None:
