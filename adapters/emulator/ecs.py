@@ -1,7 +1,9 @@
 """The ECS API emulator (Version 2014-05-26): RunInstances, DescribeInstances, DescribeInstanceStatus,
-StopInstances, StartInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over ``rpc.RpcServer``,
-so the real aliyun SDK cannot tell it from the cloud. ``EcsEmulator`` starts it in-process (tests, demo,
-benchmarks); ``burstctl emulate ecs`` runs it in the foreground."""
+StopInstances, StartInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over
+``rpc.RpcServer``, so neither aliyun-python-sdk-ecs nor the official generated alibabacloud-ecs20140526 can
+tell it from the cloud. With ``EcsConfig.node_engine`` every instance is a booted machine (``nodes.py``).
+``EcsEmulator`` starts it in-process (tests, demo, benchmarks); ``burstctl emulate ecs`` runs it in the
+foreground."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+from adapters.emulator.ecs_shapes import default_host_name, derived_ids, instance_type_facts, os_facts
 from adapters.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
 from adapters.emulator.faults import FaultBox, Faults
 from adapters.emulator.nodes import NodeHost, scope_for
@@ -42,18 +45,26 @@ def _creation_time(epoch: float) -> str:
 
 
 def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
-    return {
+    """One ``Instances.Instance[]`` entry, with every field of the real answer the emulator knows."""
+    os_name, os_name_en, os_type = os_facts(rec.image_id)
+    eni, mac, serial = derived_ids(rec.id)
+    stopped = status in ("Stopping", "Stopped")
+    answer: dict[str, Any] = {
         "InstanceId": rec.id,
         "InstanceName": rec.name or rec.id,
-        "HostName": rec.name or rec.id,
+        "HostName": rec.host_name or default_host_name(rec.id),
         "Description": "",
         "Status": status,
         "InstanceType": rec.instance_type,
         "ImageId": rec.image_id,
+        "OSName": os_name,
+        "OSNameEn": os_name_en,
+        "OSType": os_type,
+        "SerialNumber": serial,
         "RegionId": rec.region,
         "ZoneId": rec.zone,
         "CreationTime": _creation_time(rec.created_at),
-        "StartTime": _creation_time(rec.created_at),
+        "StartTime": _creation_time(rec.started_at or rec.created_at),
         "ExpiredTime": "2099-12-31T15:59Z",
         "InstanceChargeType": rec.charge_type,
         "InternetChargeType": "PayByTraffic",
@@ -61,7 +72,17 @@ def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
         "SpotStrategy": rec.spot_strategy,
         "SpotPriceLimit": rec.spot_price_limit,
         "InstanceNetworkType": "vpc",
-        "OSType": "linux",
+        "IoOptimized": True,
+        "DeletionProtection": False,
+        "DeviceAvailable": True,
+        "Recyclable": False,
+        "GPUAmount": 0,
+        "GPUSpec": "",
+        "LocalStorageAmount": 0,
+        "LocalStorageCapacity": 0,
+        # the emulator keeps charging a stopped instance until it is deleted (no economical mode)
+        "StoppedMode": "KeepCharging" if stopped else "Not-applicable",
+        "OperationLocks": {"LockReason": []},  # no overdue payment, no spot reclaim, no security lock
         "PublicIpAddress": {"IpAddress": []},
         "InnerIpAddress": {"IpAddress": []},
         "EipAddress": {"IpAddress": "", "AllocationId": "", "InternetChargeType": ""},
@@ -71,9 +92,21 @@ def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
             "PrivateIpAddress": {"IpAddress": [rec.private_ip]},
             "NatIpAddress": "",
         },
+        "NetworkInterfaces": {"NetworkInterface": [{
+            "NetworkInterfaceId": eni,
+            "Type": "Primary",
+            "MacAddress": mac,
+            "PrimaryIpAddress": rec.private_ip,
+            "PrivateIpSets": {"PrivateIpSet": [{"PrivateIpAddress": rec.private_ip, "Primary": True}]},
+            "Ipv6Sets": {"Ipv6Set": []},
+        }]},
         "SecurityGroupIds": {"SecurityGroupId": list(rec.security_group_ids)},
         "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in rec.tags.items()]},
     }
+    facts = instance_type_facts(rec.instance_type)
+    if facts is not None:
+        answer["InstanceTypeFamily"], answer["Cpu"], answer["Memory"] = facts
+    return answer
 
 
 def _page(req: RpcRequest, default: int, limit: int) -> tuple[int, int]:
@@ -127,6 +160,8 @@ class _Handlers:
             security_group_id=req.get("SecurityGroupId") or "",
             vswitch_id=req.get("VSwitchId") or "",
             name=req.get("InstanceName") or "",
+            host_name=req.get("HostName") or "",
+            unique_suffix=req.get_bool("UniqueSuffix"),
             charge_type=charge,
             spot_strategy=spot,
             spot_price_limit=limit,
@@ -254,6 +289,7 @@ class _Handlers:
         return {}
 
     def describe_price(self, req: RpcRequest) -> dict[str, Any]:
+        _region(req)  # required, as by the real API (prices are per region)
         itype = req.require("InstanceType")
         if itype not in self.state.config.prices:
             raise ApiError("InvalidInstanceType.NotSupported", f"The specified InstanceType {itype} is not "

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.emulator.ecs_shapes import sequential_name
 from adapters.emulator.rpc import ApiError
 
 __all__ = ["DEFAULT_PRICES", "SPOT_DISCOUNT", "EcsConfig", "EcsState", "InstanceRecord", "LaunchRequest"]
@@ -95,6 +96,7 @@ class InstanceRecord:
     stopped_at: float | None = None
     deleted_at: float | None = None
     started_at: float | None = None  # the last StartInstances (None: never stopped)
+    host_name: str = ""  # as RunInstances set it; "" = the default (ecs_shapes.default_host_name)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class LaunchRequest:
     user_data: str
     client_token: str | None
     fingerprint: str
+    host_name: str = ""
+    unique_suffix: bool = False
 
 
 class EcsState:
@@ -208,11 +212,14 @@ class EcsState:
             ids = []
             for n, ip in enumerate(addresses):
                 self._seq += 1
+                iid = self._new_id()
+                host = sequential_name(req.host_name, n, req.amount, req.unique_suffix)
                 rec = InstanceRecord(
-                    id=self._new_id(), seq=self._seq, region=req.region, zone=req.zone,
+                    id=iid, seq=self._seq, region=req.region, zone=req.zone,
                     instance_type=req.instance_type, image_id=req.image_id,
                     security_group_ids=[req.security_group_id] if req.security_group_id else [],
-                    vswitch_id=req.vswitch_id, name=f"{req.name}-{n + 1}" if req.name and amount > 1 else req.name,
+                    vswitch_id=req.vswitch_id, name=sequential_name(req.name, n, req.amount, req.unique_suffix),
+                    host_name=host.replace("${instance_id}", iid),
                     charge_type=req.charge_type, spot_strategy=req.spot_strategy,
                     spot_price_limit=req.spot_price_limit, bandwidth_out=req.bandwidth_out, private_ip=ip,
                     price_per_hour=price, launch_id=launch_id, created_at=now, tags=dict(req.tags),
@@ -487,6 +494,9 @@ class EcsState:
 
 
 def _hostname(rec: InstanceRecord) -> str:
-    """The node's host name: the instance name made a valid DNS label, else the instance id."""
-    name = "".join(c if c.isalnum() or c == "-" else "-" for c in (rec.name or rec.id).lower()).strip("-")
-    return name[:63] or rec.id
+    """The booted node's host name: HostName as RunInstances set it, else the API's default for the id
+    (names may repeat within a batch, host names must not)."""
+    from adapters.emulator.ecs_shapes import default_host_name
+
+    name = rec.host_name or default_host_name(rec.id)
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower()).strip("-")[:63] or rec.id

@@ -1,7 +1,9 @@
-"""An Alibaba Cloud RPC-style API server for the local emulators: parses ``POST /?Action=...``, checks
-the HMAC-SHA1 signature exactly as aliyun-python-sdk-core computes it, answers errors in the real JSON
-shape, injects faults, counts calls, and dispatches to handlers registered per (Version, Action), so ECS
-(2014-05-26) and SLB (2014-05-15) can share one server. Used by ``adapters/emulator/ecs.py`` and others.
+"""An Alibaba Cloud RPC-style API server for the local emulators: parses ``POST /?Action=...`` (parameters in
+the query string and/or a form body), checks the signature exactly as the clients compute it (the RPC
+HMAC-SHA1 one of aliyun-python-sdk-core, and the V3 ``ACS3-HMAC-SHA256`` one of the official generated SDKs,
+see ``acs3.py``), answers errors in the real JSON shape, injects faults, counts calls, and dispatches to
+handlers registered per (Version, Action), so ECS (2014-05-26) and SLB (2014-05-15) can share one server.
+Used by ``adapters/emulator/ecs.py`` and others.
 
 Admin endpoints (JSON, loopback only by default): ``GET|POST|DELETE /_admin/faults``,
 ``GET|DELETE /_admin/calls``, ``GET /_admin/state``, plus whatever a product registers.
@@ -27,6 +29,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
 
+from adapters.emulator import acs3
 from adapters.emulator.faults import FaultBox, Faults
 
 __all__ = [
@@ -314,8 +317,10 @@ class RpcServer:
 
     # ------------------------------------------------------------------ request handling
 
-    def handle(self, method: str, params: dict[str, str], host: str) -> tuple[int, dict[str, Any], float]:
-        """Answer one API call: (HTTP status, JSON body, seconds to delay the answer)."""
+    def handle(self, method: str, params: dict[str, str], host: str,
+               v3: acs3.V3Request | None = None) -> tuple[int, dict[str, Any], float]:
+        """Answer one API call: (HTTP status, JSON body, seconds to delay the answer). ``v3``: the request as
+        received, when it carries a V3 (``ACS3-HMAC-SHA256``) Authorization header."""
         request_id = new_request_id()
         action = params.get("Action", "")
         version = params.get("Version", "")
@@ -323,7 +328,7 @@ class RpcServer:
         code: str | None = None
         delay = 0.0
         try:
-            key_id = self._authenticate(method, params)
+            key_id = self._authenticate_v3(v3) if v3 is not None else self._authenticate(method, params)
             route = self._routes.get((version, action))
             if route is None:
                 if version not in self._versions:
@@ -376,16 +381,41 @@ class RpcServer:
                            f"server string to sign is:{server_string}")
         if key.security_token is not None and params.get("SecurityToken") != key.security_token:
             raise ApiError("InvalidSecurityToken.Mismatch", "Specified SecurityToken is not valid for this key.")
-        if self.check_timestamp:
-            try:
-                stamp = calendar.timegm(time.strptime(params["Timestamp"], "%Y-%m-%dT%H:%M:%SZ"))
-            except ValueError:
-                raise ApiError("InvalidTimeStamp.Format", "Specified time stamp or date value is not well "
-                               "formatted.") from None
-            if abs(stamp - self.clock()) > _TIMESTAMP_SKEW_S:
-                raise ApiError("InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+        self._check_timestamp(params["Timestamp"])
         self._use_nonce(params["SignatureNonce"])
         return key.id
+
+    def _authenticate_v3(self, req: acs3.V3Request) -> str:
+        """The V3 signature: same refusals and statuses as the RPC one (unknown key 404
+        InvalidAccessKeyId.NotFound, wrong secret 400 SignatureDoesNotMatch, stale date, reused nonce)."""
+        try:
+            auth = acs3.parse_authorization(req.header("authorization") or "")
+            for name in ("x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"):
+                if not req.header(name):
+                    raise acs3.SignatureRefused("IncompleteSignature", "The request signature does not conform "
+                                                f"to Aliyun standards: header {name} is missing.")
+            key = self.access_keys.get(auth.access_key_id)
+            if key is None:
+                raise ApiError("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
+            acs3.verify(req, auth, key.secret)
+        except acs3.SignatureRefused as exc:
+            raise ApiError(exc.code, exc.message) from None
+        if key.security_token is not None and req.header("x-acs-security-token") != key.security_token:
+            raise ApiError("InvalidSecurityToken.Mismatch", "Specified SecurityToken is not valid for this key.")
+        self._check_timestamp(req.header("x-acs-date") or "")
+        self._use_nonce(req.header("x-acs-signature-nonce") or "")
+        return key.id
+
+    def _check_timestamp(self, value: str) -> None:
+        if not self.check_timestamp:
+            return
+        try:
+            stamp = calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            raise ApiError("InvalidTimeStamp.Format", "Specified time stamp or date value is not well "
+                           "formatted.") from None
+        if abs(stamp - self.clock()) > _TIMESTAMP_SKEW_S:
+            raise ApiError("InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
 
     def _use_nonce(self, nonce: str) -> None:
         with self._lock:
@@ -480,11 +510,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if split.path != "/" or method == "DELETE":
             self._send(404, {"Code": "InvalidAction.NotFound", "Message": f"{method} {split.path} is not an API."})
             return
-        params = dict(parse_qsl(split.query, keep_blank_values=True))
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        params = dict(query)
         ctype = self.headers.get("Content-Type", "")
         if body and "application/x-www-form-urlencoded" in ctype:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        status, answer, delay = self.rpc.handle(method, params, self.headers.get("Host", self.rpc.host))
+        v3 = None
+        if (self.headers.get("Authorization") or "").startswith("ACS3-"):
+            # the V3 signature: action and version travel as headers; the signed query is the URL's only
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            v3 = acs3.V3Request(method, split.path, query, headers, body)
+            params["Action"] = v3.header("x-acs-action") or params.get("Action", "")
+            params["Version"] = v3.header("x-acs-version") or params.get("Version", "")
+        status, answer, delay = self.rpc.handle(method, params, self.headers.get("Host", self.rpc.host), v3)
         if delay > 0:
             self.rpc.stopping.wait(delay)
         self._send(status, answer)
