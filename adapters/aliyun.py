@@ -202,8 +202,7 @@ class AliyunClient:
             return answer
 
         try:
-            return retry_call(attempt, self.settings.backoff, what,
-                              retry_on=lambda exc: isinstance(exc, TransientError))
+            return retry_call(attempt, self.settings.backoff, what)
         except BurstError as error:
             # a permanent answer is the caller's to judge (a sold-out type is routine); giving up on a
             # transient one after every retry is worth a warning

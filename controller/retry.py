@@ -16,6 +16,8 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from controller.errors import TransientError
+
 __all__ = ["Backoff", "retry_call"]
 
 logger = logging.getLogger(__name__)
@@ -42,16 +44,15 @@ class Backoff:
 
 
 def retry_call(fn: Callable[[], T], backoff: Backoff, what: str, *,
-               retry_on: Callable[[BaseException], bool],
-               hint: Callable[[BaseException], float | None] | None = None) -> T:
-    """``fn()``, called again after a wait while it raises an error ``retry_on`` accepts, at most
-    ``backoff.attempts`` times in all; the last error is raised as it is. ``hint`` reads a wait the error
-    asks for (Retry-After). Each retry is logged at INFO, naming ``what``."""
+               retry_on: Callable[[BaseException], bool] = lambda exc: isinstance(exc, TransientError)) -> T:
+    """``fn()``, called again after a wait while it raises an error ``retry_on`` accepts (by default a
+    ``TransientError``), at most ``backoff.attempts`` times in all; the last error is raised as it is. A
+    ``TransientError``'s ``retry_after`` (the server's Retry-After) is the wait's hint. Each retry is logged
+    at INFO, naming ``what``."""
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        asked = hint(exc) if hint is not None and exc is not None else None
-        return backoff.delay(state.attempt_number, asked)
+        return backoff.delay(state.attempt_number, exc.retry_after if isinstance(exc, TransientError) else None)
 
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
