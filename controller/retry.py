@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from controller.errors import TransientError
+from controller.errors import BurstError, TransientError
 
 __all__ = ["Backoff", "retry_call"]
 
@@ -57,9 +57,11 @@ def retry_call(fn: Callable[[], T], backoff: Backoff, what: str, *,
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.info("%s: %s; retry %d in %.2fs", what, exc, state.attempt_number, delay,
-                    extra={"what": what, "attempt": state.attempt_number, "wait": round(delay, 2),
-                           "code": getattr(exc, "code", None)})
+        code = exc.code if isinstance(exc, BurstError) else None
+        logger.info("%s %s (%s), retry %d in %.2fs", what,
+                    "transient failure" if isinstance(exc, TransientError) else "failure", code or exc,
+                    state.attempt_number, delay,
+                    extra={"what": what, "attempt": state.attempt_number, "wait": round(delay, 2), "code": code})
 
     retrying = Retrying(sleep=backoff.sleep, stop=stop_after_attempt(max(1, backoff.attempts)), wait=wait,
                         retry=retry_if_exception(retry_on), before_sleep=log, reraise=True)
