@@ -96,6 +96,23 @@ class Manifest:
         return self.media_type in INDEX_TYPES
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One request as ``RegistryClient.request`` was asked for it, sent again on each attempt."""
+
+    method: str
+    host: str
+    url: httpx.URL
+    scope: str  # the token scope it needs
+    operation: str  # the metrics' name for it: "GET manifest", "PUT upload"
+    what: str  # for messages: "manifest web:v1"
+    ok: tuple[int, ...]
+    headers: dict[str, str] | None
+    content: bytes | Iterator[bytes] | None
+    stream: bool
+    replayable: bool  # no body, or one in memory: it can be sent again
+
+
 def pull_scope(repo: str) -> str:
     return f"repository:{repo}:pull"
 
@@ -144,51 +161,42 @@ class RegistryClient:
         url = httpx.URL(path if path.startswith(("http://", "https://")) else self.base_url(host) + path)
         if params:  # merged by hand: httpx 0.28 replaces an upload Location's own query (_state) instead
             url = url.copy_merge_params(params)
-        replayable = content is None or isinstance(content, bytes)
-        backoff = replace(self._backoff, attempts=self.options.retries if replayable else 1)
-        operation = f"{method} {_target(url.path)}"
-        return retry_call(lambda: self._send(method, host, url, scope, operation, what, ok, headers, content,
-                                             stream, replayable),
-                          backoff, f"registry {host}: {what}")
+        req = _Request(method, host, url, scope, f"{method} {_target(url.path)}", what, ok, headers, content,
+                       stream, replayable=content is None or isinstance(content, bytes))
+        backoff = replace(self._backoff, attempts=self.options.retries if req.replayable else 1)
+        return retry_call(lambda: self._send(req), backoff, f"registry {host}: {what}")
 
-    def _send(self, method: str, host: str, url: httpx.URL, scope: str, operation: str, what: str,
-              ok: tuple[int, ...], headers: dict[str, str] | None, content: bytes | Iterator[bytes] | None,
-              stream: bool, replayable: bool) -> httpx.Response:
+    def _send(self, req: _Request) -> httpx.Response:
         """One attempt: the request, and once more with fresh credentials if the registry challenges them."""
-        authz = self._auth.header(host, scope)  # TransientError when the token service is down: retried
-        resp = self._send_once(method, host, url, scope, operation, what, ok, authz, headers, content, stream,
-                               challengeable=replayable)
+        authz = self._auth.header(req.host, req.scope)  # TransientError when the token service is down: retried
+        resp = self._send_once(req, authz, challengeable=req.replayable)
         if resp is None:  # challenged: the registry told us how to authenticate
-            authz = self._auth.header(host, scope)
-            resp = self._send_once(method, host, url, scope, operation, what, ok, authz, headers, content, stream,
-                                   challengeable=False)
-            assert resp is not None
+            resp = self._send_once(req, self._auth.header(req.host, req.scope), challengeable=False)
+            assert resp is not None  # not challengeable: an answer or an error
         return resp
 
-    def _send_once(self, method: str, host: str, url: httpx.URL, scope: str, operation: str, what: str,
-                   ok: tuple[int, ...], authz: str | None, headers: dict[str, str] | None,
-                   content: bytes | Iterator[bytes] | None, stream: bool, *,
-                   challengeable: bool) -> httpx.Response | None:
+    def _send_once(self, req: _Request, authz: str | None, *, challengeable: bool) -> httpx.Response | None:
         """One request, timed, its answer mapped; None when a 401 challenge says to send it again."""
-        hdrs = dict(headers or {})
+        headers = dict(req.headers or {})
         if authz:
-            hdrs["Authorization"] = authz
-        with timed_call("registry", operation):
+            headers["Authorization"] = authz
+        with timed_call("registry", req.operation):
             try:
-                resp = self._http.send(self._http.build_request(method, url, headers=hdrs, content=content),
-                                       stream=stream)
+                resp = self._http.send(self._http.build_request(req.method, req.url, headers=headers,
+                                                                content=req.content), stream=req.stream)
             except httpx.TransportError as exc:
-                raise _transport_error(exc, host, what) from exc
-            if resp.status_code in ok or (method == "HEAD" and resp.status_code == 404):
+                raise _transport_error(exc, req.host, req.what) from exc
+            if resp.status_code in req.ok or (req.method == "HEAD" and resp.status_code == 404):
                 return resp
-            if stream:
+            if req.stream:
                 resp.read()
             resp.close()
             if resp.status_code == 401:
-                if challengeable and self._auth.challenged(host, resp.headers.get("www-authenticate"), scope, authz):
+                if challengeable and self._auth.challenged(req.host, resp.headers.get("www-authenticate"),
+                                                           req.scope, authz):
                     return None
-                self._auth.forget(host)
-            raise _error_for(resp, host, what, self._auth.username(host))
+                self._auth.forget(req.host)
+            raise _error_for(resp, req.host, req.what, self._auth.username(req.host))
 
     @property
     def retry_backoff(self) -> Backoff:
