@@ -1,60 +1,38 @@
 """Alibaba Cloud Container Registry credentials: a temporary login from the Enterprise Edition API
 GetAuthorizationToken (aliyun-python-sdk-cr, 2018-12-01, by InstanceId), cached and refreshed before
 it expires. A ``CredentialSource`` for ``adapters.registry``; built by the wiring module and the CLI.
-SDK exceptions are mapped to the project's errors in ``_sdk_error``; no secret is ever logged."""
+The call goes through ``adapters/aliyun.py`` (signing, timing, error mapping after ``ACR_CODES``); no
+secret is ever logged."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
-from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
-from aliyunsdkcore.client import AcsClient
 from aliyunsdkcr.request.v20181201.GetAuthorizationTokenRequest import GetAuthorizationTokenRequest
 
+from adapters.aliyun import AliyunClient, AliyunSettings, ErrorCodes
 from adapters.credentials import CredentialsProvider
 from adapters.credentials import from_env as keys_from_env
 from adapters.registryauth import Credentials, CredentialSource
-from controller.errors import (
-    AuthError,
-    BurstError,
-    ConfigError,
-    NotFoundError,
-    PermanentError,
-    TransientError,
-)
+from controller.errors import AuthError, ConfigError, PermanentError
+from controller.retry import Backoff
 
-__all__ = ["AcrToken", "AcrTokenCredentials"]
+__all__ = ["ACR_CODES", "AcrToken", "AcrTokenCredentials"]
 
 logger = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 300.0  # seconds before ExpireTime a token is replaced (a layer push can take minutes)
 _AUTH_CODES = ("InvalidAccessKeyId", "InvalidAccessKeySecret", "SignatureDoesNotMatch", "InvalidSecurityToken", "Forbidden",
                "NoPermission", "IncompleteSignature", "MissingAccessKeyId", "SDK.InvalidCredential")
-
-
-class _RedactTokens(logging.Filter):
-    """aliyunsdkcore logs whole response bodies at DEBUG, and this one is a registry password."""
-
-    _FIELD = re.compile(r'("?AuthorizationToken"?\s*[:=]\s*"?)[^",}\s]+')
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "AuthorizationToken" in text:
-            record.msg, record.args = self._FIELD.sub(r"\1<redacted>", text), None
-        return True
-
-
-_sdk_logger = logging.getLogger("aliyunsdkcore.client")
-if not any(isinstance(f, _RedactTokens) for f in _sdk_logger.filters):
-    _sdk_logger.addFilter(_RedactTokens())
+ACR_CODES = ErrorCodes(
+    transient=lambda code, status: code.startswith(("Throttling", "ServiceUnavailable", "InternalError")),
+    auth=lambda code, status: code.startswith(_AUTH_CODES),
+    not_found=lambda code, status: "NOT_EXIST" in code.upper() or code.endswith("NotFound"),
+    auth_hint=" (check the AccessKey and its RAM permission cr:GetAuthorizationToken)")
 
 
 @dataclass(frozen=True)
@@ -86,6 +64,10 @@ class AcrTokenCredentials:
         self._margin = refresh_margin
         self._timeout = timeout
         self._token: AcrToken | None = None
+        # one attempt: the registry request that wants the token retries, and asks again
+        self._client = AliyunClient(AliyunSettings(
+            system="acr", product="cr", region=region, credentials=keys, codes=ACR_CODES, endpoint=endpoint,
+            connect_timeout=5.0, read_timeout=timeout, pool_size=2, backoff=Backoff(1, 0.0, 0.0)))
         self._lock = threading.Lock()
         self.fetches = 0  # how many tokens were requested (for status and tests)
 
@@ -121,28 +103,11 @@ class AcrTokenCredentials:
             return self._token
 
     def _fetch(self) -> AcrToken:
-        keys = self._keys.get()
-        if keys.security_token:
-            cred: object = StsTokenCredential(keys.access_key_id, keys.access_key_secret, keys.security_token)
-        else:
-            cred = AccessKeyCredential(keys.access_key_id, keys.access_key_secret)
-        client = AcsClient(region_id=self.region, credential=cred, auto_retry=False, timeout=self._timeout,
-                           connect_timeout=5, proxy={"http": None, "https": None})
         request = GetAuthorizationTokenRequest()
         request.set_InstanceId(self.instance_id)
-        if self._endpoint:
-            parts = urlsplit(self._endpoint if "://" in self._endpoint else f"http://{self._endpoint}")
-            client.add_endpoint(self.region, "cr", parts.netloc)
-            request.set_protocol_type(parts.scheme or "http")
-        try:
-            raw = client.do_action_with_exception(request)
-        except (ServerException, ClientException) as exc:
-            raise _sdk_error(exc, self.instance_id) from exc
-        finally:
-            client.session.close()
+        body = self._client.call(request, f"ACR GetAuthorizationToken for instance {self.instance_id}")
         self.fetches += 1
         try:
-            body = json.loads(raw)
             if body.get("IsSuccess") is False:
                 raise AuthError(f"ACR GetAuthorizationToken for {self.instance_id} failed: {body.get('Code')}",
                                 code=str(body.get("Code")), request_id=body.get("RequestId"))
@@ -153,29 +118,3 @@ class AcrTokenCredentials:
         logger.info("ACR token obtained", extra={"instance": self.instance_id, "expires": token.expires,
                                                  "username": token.credentials.username})
         return token
-
-
-def _sdk_error(exc: Exception, instance_id: str) -> BurstError:
-    """The one place aliyun SDK exceptions of this module become ours (messages carry no secret)."""
-    what = f"ACR GetAuthorizationToken for instance {instance_id}"
-    if isinstance(exc, ServerException):
-        code = str(exc.get_error_code() or "Unknown")
-        status = exc.get_http_status() or 0
-        request_id = exc.get_request_id()
-        text = f"{what} failed: {code}"
-        if code.startswith(("Throttling", "ServiceUnavailable", "InternalError")) or status >= 500:
-            return TransientError(text, code=code, request_id=request_id)
-        if code.startswith(_AUTH_CODES):
-            return AuthError(f"{text}: check the AccessKey and its RAM permission cr:GetAuthorizationToken",
-                             code=code, request_id=request_id)
-        if status == 404 or "NOT_EXIST" in code.upper() or code.endswith("NotFound"):
-            return NotFoundError(text, code=code, request_id=request_id)
-        return PermanentError(text, code=code, request_id=request_id)
-    if isinstance(exc, ClientException):
-        code = str(exc.get_error_code() or "SDK.ClientError")
-        if code == "SDK.HttpError":
-            return TransientError(f"{what}: the API did not answer", code=code)
-        if code == "SDK.InvalidCredential":
-            return AuthError(f"{what}: invalid AccessKey", code=code)
-        return PermanentError(f"{what}: {code}", code=code)
-    return PermanentError(f"{what}: unexpected {type(exc).__name__}")  # pragma: no cover

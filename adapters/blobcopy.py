@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from adapters.imageref import ImageRef
 from adapters.registry import RegistryClient
 from controller.errors import IntegrityError, PermanentError, TransientError
+from controller.retry import retry_call
 
 __all__ = ["COPIED", "MOUNTED", "SKIPPED", "Blob", "BlobCopier"]
 
@@ -100,28 +101,26 @@ class BlobCopier:
                 return MOUNTED
         else:
             location = c.start_upload(d.host, d.repository)
-        attempts = max(1, c.options.retries)
-        for attempt in range(1, attempts + 1):
-            try:
-                self._stream(blob, location)
-                return COPIED
-            except PermanentError as exc:
-                c.cancel_upload(d.host, d.repository, location)
-                if exc.code != "TOO_LARGE" or self._chunked:
-                    raise
-                logger.info("registry refused a monolithic upload; using chunked uploads",
-                            extra={"registry": d.host})
+        session: list[str | None] = [location]  # None: the last one was interrupted, open a fresh one
+
+        def attempt() -> str:
+            while True:
+                current = session[0]
+                if current is None:
+                    current = session[0] = c.start_upload(d.host, d.repository)
+                try:
+                    self._stream(blob, current)
+                    return COPIED
+                except (PermanentError, TransientError) as exc:
+                    c.cancel_upload(d.host, d.repository, current)
+                    session[0] = None
+                    if isinstance(exc, TransientError) or exc.code != "TOO_LARGE" or self._chunked:
+                        raise
+                logger.info("registry refused a monolithic upload; using chunked uploads", extra={"registry": d.host})
                 with self._lock:
                     self._chunked = FALLBACK_PART
-            except TransientError as exc:
-                c.cancel_upload(d.host, d.repository, location)
-                if attempt == attempts:
-                    raise
-                logger.info("blob copy interrupted; retrying", extra={"blob": blob.digest, "error": str(exc)})
-                c.backoff(attempt, f"blob {blob.digest}", "transient")
-            # an interrupted or refused upload session is gone: start a fresh one
-            location = c.start_upload(d.host, d.repository)
-        raise TransientError(f"blob {blob.digest}: copy did not complete")  # pragma: no cover
+
+        return retry_call(attempt, c.retry_backoff, f"blob copy of {blob.digest}")
 
     def _stream(self, blob: Blob, location: str) -> None:
         c, s, d = self._client, self._src, self._dst

@@ -1,5 +1,5 @@
 """Concurrent HTTP health checks of replicas (httpx), combined with each container's Docker health
-status: the ``HealthProbe`` the controller's admission and serve steps use."""
+status: the probe the wiring gives the controller's admission and serve steps."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ several emulated nodes share one engine, and listing must only return the node's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -27,6 +28,7 @@ from controller.errors import (
     PermanentError,
     TransientError,
 )
+from controller.metrics import timed_call
 from controller.ports import (
     LABEL_CONTROLLER,
     LABEL_NODE,
@@ -72,6 +74,11 @@ def map_docker_error(exc: Exception, what: str) -> BurstError:
     if isinstance(exc, DockerException):
         return PermanentError(f"{what}: {_short(exc)}")
     return TransientError(f"{what}: {_short(exc)}")
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status of the Engine API answer a mapped error came from."""
+    return getattr(exc.__cause__, "status_code", None)
 
 
 def _explain(exc: Exception) -> str:
@@ -121,17 +128,22 @@ class DockerNodeRuntime:
                 self._clients[node.docker_endpoint] = client
             return client.api
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, what) from exc
+    @staticmethod
+    def _call(operation: str, what: str, fn: Callable[[], T]) -> T:
+        """Every request to a node's engine: timed (``operation``, an Engine API call name), its errors
+        mapped (``what`` names it in messages)."""
+        with timed_call("docker", operation):
+            try:
+                return fn()
+            except (DockerException, requests.exceptions.RequestException) as exc:
+                raise map_docker_error(exc, what) from exc
 
     # ------------------------------------------------------------------ NodeRuntime
 
     def ping(self, node: Node) -> None:
         """Whether the node's engine answers over mutual TLS (the 'booting -> starting' check)."""
-        self._call(f"node {node.instance_id}: ping", lambda: self._api(node).ping())
+        api = self._api(node)
+        self._call("ping", f"node {node.instance_id}: ping", api.ping)
 
     def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
         api = self._api(node)
@@ -152,12 +164,10 @@ class DockerNodeRuntime:
             host_port = self._free_port(api, node, workload.service_port)
             config = self._container_config(api, node, workload, name, labels, host_port)
             try:
-                api.create_container(**config)
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: a concurrent start made it; fall through and use it
-                    raise map_docker_error(exc, f"{where}: create") from exc
-            except (DockerException, requests.exceptions.RequestException) as exc:
-                raise map_docker_error(exc, f"{where}: create") from exc
+                self._call("create", f"{where}: create", lambda: api.create_container(**config))
+            except PermanentError as exc:
+                if _status(exc) != 409:  # 409: a concurrent start made it; fall through and use it
+                    raise
             existing = self._inspect(api, name, where)
             if existing is None:
                 raise TransientError(f"{where}: created but not found right after")
@@ -166,12 +176,12 @@ class DockerNodeRuntime:
         if not existing["State"].get("Running"):
             container_id = str(existing["Id"])
             try:
-                self._call(f"{where}: start", lambda: api.start(container_id))
+                self._call("start", f"{where}: start", lambda: api.start(container_id))
             except TransientError as exc:
                 if "already allocated" in str(exc) or "address already in use" in str(exc):
                     # its host port was taken meanwhile (another controller process, or by hand): remove it so
                     # the retry creates it again on a free port
-                    self._call(f"{where}: remove", lambda: api.remove_container(container_id, force=True))
+                    self._call("remove", f"{where}: remove", lambda: api.remove_container(container_id, force=True))
                 raise
             existing = self._inspect(api, name, where) or existing
         return self._container(node, existing, workload.service_port)
@@ -182,7 +192,7 @@ class DockerNodeRuntime:
         if owner.policy:
             filters.append(f"{LABEL_POLICY}={owner.policy}")
         where = f"node {node.instance_id}: list"
-        summaries = self._call(where, lambda: api.containers(all=True, filters={"label": filters}))
+        summaries = self._call("list", where, lambda: api.containers(all=True, filters={"label": filters}))
         out = []
         for summary in summaries:
             info = self._inspect(api, summary["Id"], where)
@@ -206,16 +216,14 @@ class DockerNodeRuntime:
         info = self._inspect(api, container_id, where)
         if info is None or not info["State"].get("Running"):
             return
-        self._call(f"{where}: update restart policy", lambda: api.update_container(
+        self._call("update", f"{where}: update restart policy", lambda: api.update_container(
             container_id, restart_policy={"Name": "no", "MaximumRetryCount": 0}))
         try:
-            api.kill(container_id, signal=signal)
-        except docker.errors.APIError as exc:
-            if exc.status_code in (404, 409):  # gone or already stopped meanwhile
+            self._call("kill", where, lambda: api.kill(container_id, signal=signal))
+        except PermanentError as exc:
+            if _status(exc) in (404, 409):  # gone or already stopped meanwhile
                 return
-            raise map_docker_error(exc, where) from exc
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, where) from exc
+            raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self._inspect(api, container_id, where)
@@ -227,30 +235,25 @@ class DockerNodeRuntime:
         logger.warning("replica did not stop within %.0fs of %s; killing", timeout, signal,
                        extra={"node": node.instance_id, "container": container_id[:12]})
         try:
-            api.kill(container_id, signal="SIGKILL")
-        except docker.errors.APIError as exc:
-            if exc.status_code not in (404, 409):
-                raise map_docker_error(exc, where) from exc
-        self._call(f"{where}: wait", lambda: api.wait(container_id, timeout=max(10, int(self._timeout))))
+            self._call("kill", where, lambda: api.kill(container_id, signal="SIGKILL"))
+        except PermanentError as exc:
+            if _status(exc) not in (404, 409):
+                raise
+        self._call("wait", f"{where}: wait", lambda: api.wait(container_id, timeout=max(10, int(self._timeout))))
 
     def remove(self, node: Node, container_id: str) -> None:
         api = self._api(node)
-        try:
-            api.remove_container(container_id, force=True, v=True)
-        except NotFound:
-            return
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, f"node {node.instance_id}: remove {container_id[:12]}") from exc
+        with contextlib.suppress(NotFoundError):
+            self._call("remove", f"node {node.instance_id}: remove {container_id[:12]}",
+                       lambda: api.remove_container(container_id, force=True, v=True))
 
     # ------------------------------------------------------------------ helpers
 
     def _inspect(self, api: docker.APIClient, ref: str, where: str) -> dict[str, Any] | None:
         try:
-            return dict(api.inspect_container(ref))
-        except NotFound:
+            return dict(self._call("inspect", where, lambda: api.inspect_container(ref)))
+        except NotFoundError:
             return None
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, where) from exc
 
     def _auth_for(self, image: str) -> dict[str, str] | None:
         creds = self._registry_auth() if callable(self._registry_auth) else self._registry_auth
@@ -268,20 +271,19 @@ class DockerNodeRuntime:
         if "@sha256:" not in image:
             raise PermanentError(f"{where}: replicas run by digest only (repo@sha256:...)")
         try:
-            api.inspect_image(image)
+            self._call("inspect image", where, lambda: api.inspect_image(image))
             return None
-        except ImageNotFound:
+        except NotFoundError:
             pass
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, where) from exc
         repo, _, digest = image.partition("@")
         started = time.monotonic()
-        try:
+
+        def pull() -> None:
             for event in api.pull(repo, tag=digest, auth_config=self._auth_for(image), stream=True, decode=True):
                 if isinstance(event, dict) and event.get("error"):
                     raise docker.errors.APIError(str(event["error"]), explanation=str(event["error"]))
-        except (DockerException, requests.exceptions.RequestException) as exc:
-            raise map_docker_error(exc, where) from exc
+
+        self._call("pull", where, pull)
         seconds = time.monotonic() - started
         logger.info("pulled image", extra={"node": node.instance_id, "image": image, "seconds": round(seconds, 2)})
         return seconds
@@ -290,7 +292,7 @@ class DockerNodeRuntime:
         """The lowest host port from ``service_port`` up not published by another replica on this node."""
         used: set[int] = set()
         filters = {"label": [f"{LABEL_NODE}={node.instance_id}"]}
-        for summary in self._call(f"node {node.instance_id}: list ports",
+        for summary in self._call("list", f"node {node.instance_id}: list ports",
                                   lambda: api.containers(all=True, filters=filters)):
             info = self._inspect(api, summary["Id"], "ports")
             for bindings in ((info or {}).get("HostConfig") or {}).get("PortBindings", {}).values():

@@ -7,12 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpcore._sync.http11 as _httpcore_http11
@@ -28,6 +27,8 @@ from controller.errors import (
     PermanentError,
     TransientError,
 )
+from controller.metrics import timed_call
+from controller.retry import Backoff, retry_call
 
 __all__ = [
     "INDEX_TYPES",
@@ -49,6 +50,7 @@ MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 _ACCEPT = ", ".join(MANIFEST_TYPES)
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_BACKOFF_CAP = 30.0  # seconds: the longest wait between two attempts, a Retry-After included
 
 # httpcore reads HTTP/1.1 bodies 64 KiB at a time, each read one trip through h11 and the copy generator.
 # A blob copy is a byte pump: 1 MiB reads cut the copying process's CPU by ~40% on the benchmark, which
@@ -68,7 +70,7 @@ class RegistryOptions:
     ca_file: str | None = None  # extra trust for private registries' certificates
     timeout: float = 60.0
     retries: int = 4  # attempts for one request (or one blob) before giving up
-    backoff: float = 0.25  # first retry delay in seconds; doubles each time, with jitter
+    backoff: float = 0.25  # first retry delay's ceiling in seconds; doubles each time, with jitter
     concurrency: int = 6  # blobs copied at once (what skopeo does too), so a typical image starts all at once
     chunk_size: int | None = None  # set to force chunked (PATCH) uploads of this part size
     verify_digests: bool = True  # hash streamed bytes ourselves (the destination verifies too)
@@ -92,6 +94,23 @@ class Manifest:
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request as ``RegistryClient.request`` was asked for it, sent again on each attempt."""
+
+    method: str
+    host: str
+    url: httpx.URL
+    scope: str  # the token scope it needs
+    operation: str  # the metrics' name for it: "GET manifest", "PUT upload"
+    what: str  # for messages: "manifest web:v1"
+    ok: tuple[int, ...]
+    headers: dict[str, str] | None
+    content: bytes | Iterator[bytes] | None
+    stream: bool
+    replayable: bool  # no body, or one in memory: it can be sent again
 
 
 def pull_scope(repo: str) -> str:
@@ -123,7 +142,7 @@ class RegistryClient:
             follow_redirects=True,  # blob GETs may redirect to storage (S3/OSS)
         )
         self._auth = Authenticator(self.options.credentials, self._http, clock=clock)
-        self._sleep = sleep
+        self._backoff = Backoff(self.options.retries, self.options.backoff, _BACKOFF_CAP, sleep=sleep)
 
     def close(self) -> None:
         self._http.close()
@@ -142,55 +161,48 @@ class RegistryClient:
         url = httpx.URL(path if path.startswith(("http://", "https://")) else self.base_url(host) + path)
         if params:  # merged by hand: httpx 0.28 replaces an upload Location's own query (_state) instead
             url = url.copy_merge_params(params)
-        replayable = content is None or isinstance(content, bytes)
-        attempts = self.options.retries if replayable else 1
-        auth_retried = False
-        attempt = 0
-        while True:
-            attempt += 1
-            hdrs = dict(headers or {})
+        req = _Request(method, host, url, scope, f"{method} {_target(url.path)}", what, ok, headers, content,
+                       stream, replayable=content is None or isinstance(content, bytes))
+        backoff = replace(self._backoff, attempts=self.options.retries if req.replayable else 1)
+        return retry_call(lambda: self._send(req), backoff, f"registry {host}: {what}")
+
+    def _send(self, req: _Request) -> httpx.Response:
+        """One attempt: the request, and once more with fresh credentials if the registry challenges them."""
+        authz = self._auth.header(req.host, req.scope)  # TransientError when the token service is down: retried
+        resp = self._send_once(req, authz, challengeable=req.replayable)
+        if resp is None:  # challenged: the registry told us how to authenticate
+            resp = self._send_once(req, self._auth.header(req.host, req.scope), challengeable=False)
+            assert resp is not None  # not challengeable: an answer or an error
+        return resp
+
+    def _send_once(self, req: _Request, authz: str | None, *, challengeable: bool) -> httpx.Response | None:
+        """One request, timed, its answer mapped; None when a 401 challenge says to send it again."""
+        headers = dict(req.headers or {})
+        if authz:
+            headers["Authorization"] = authz
+        with timed_call("registry", req.operation):
             try:
-                authz = self._auth.header(host, scope)
-            except TransientError as exc:  # the token service is down or busy: same backoff as the registry
-                if attempt < attempts:
-                    self.backoff(attempt, what, str(exc))
-                    continue
-                raise
-            if authz:
-                hdrs["Authorization"] = authz
-            try:
-                req = self._http.build_request(method, url, headers=hdrs, content=content)
-                resp = self._http.send(req, stream=stream)
+                resp = self._http.send(self._http.build_request(req.method, req.url, headers=headers,
+                                                                content=req.content), stream=req.stream)
             except httpx.TransportError as exc:
-                if attempt < attempts:
-                    self.backoff(attempt, what, type(exc).__name__)
-                    continue
-                raise _transport_error(exc, host, what) from exc
-            if resp.status_code == 401 and replayable and not auth_retried and \
-                    self._auth.challenged(host, resp.headers.get("www-authenticate"), scope, authz):
-                resp.close()
-                auth_retried = True
-                continue
-            if resp.status_code in _TRANSIENT_STATUS and attempt < attempts:
-                delay = _retry_after(resp)
-                resp.close()
-                self.backoff(attempt, what, f"HTTP {resp.status_code}", delay)
-                continue
-            if resp.status_code in ok or (method == "HEAD" and resp.status_code == 404):
+                raise _transport_error(exc, req.host, req.what) from exc
+            if resp.status_code in req.ok or (req.method == "HEAD" and resp.status_code == 404):
                 return resp
-            if stream:
+            if req.stream:
                 resp.read()
             resp.close()
             if resp.status_code == 401:
-                self._auth.forget(host)
-            raise _error_for(resp, host, what, self._auth.username(host))
+                if challengeable and self._auth.challenged(req.host, resp.headers.get("www-authenticate"),
+                                                           req.scope, authz):
+                    return None
+                self._auth.forget(req.host)
+            raise _error_for(resp, req.host, req.what, self._auth.username(req.host))
 
-    def backoff(self, attempt: int, what: str, why: str, delay: float | None = None) -> None:
-        """Sleep before attempt ``attempt + 1``: exponential from ``options.backoff``, with jitter."""
-        wait = delay if delay is not None else self.options.backoff * (2 ** (attempt - 1))
-        wait = min(wait, 30.0) * (0.75 + random.random() / 2)
-        logger.info("registry retry", extra={"what": what, "why": why, "attempt": attempt, "wait": round(wait, 2)})
-        self._sleep(wait)
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The backoff of every request, for a retry loop of the caller's own (a blob copy, which opens a
+        fresh upload session for each attempt)."""
+        return self._backoff
 
     # ------------------------------------------------------------------ manifests
 
@@ -351,6 +363,17 @@ def _error_for(resp: httpx.Response, host: str, what: str, username: str | None)
                               code=code, request_id=request_id)
     if status in _TRANSIENT_STATUS:
         return TransientError(f"registry {host} answered HTTP {status} to {what}{suffix}", code=code,
-                              request_id=request_id)
+                              request_id=request_id, retry_after=_retry_after(resp))
     return PermanentError(f"registry {host} refused {what}: HTTP {status}{suffix}", code=code,
                           request_id=request_id)
+
+
+def _target(path: str) -> str:
+    """What a registry request reaches, for the metrics' operation label: never a repository or digest."""
+    if "/blobs/uploads" in path:
+        return "upload"
+    if "/blobs/" in path:
+        return "blob"
+    if "/manifests/" in path:
+        return "manifest"
+    return "other"

@@ -16,6 +16,7 @@ from typing import Protocol
 import httpx
 
 from controller.errors import AuthError, TransientError
+from controller.metrics import timed_call
 
 __all__ = [
     "Authenticator",
@@ -177,25 +178,26 @@ class Authenticator:
         if creds:
             params.append(("account", creds.username))
             headers["Authorization"] = creds.basic()
-        try:
-            resp = self._http.get(realm, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise TransientError(f"registry {host}: token service {httpx.URL(realm).host} unreachable: "
-                                 f"{type(exc).__name__}") from exc
-        if resp.status_code in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access (no credentials configured)"
-            raise AuthError(f"registry {host}: token service refused {who}: check the registry credentials",
-                            code=str(resp.status_code))
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientError(f"registry {host}: token service answered HTTP {resp.status_code}")
-        if resp.status_code != 200:
-            raise AuthError(f"registry {host}: token service answered HTTP {resp.status_code}")
-        try:
-            body = resp.json()
-            token = body.get("token") or body.get("access_token")
-            ttl = float(body.get("expires_in") or DEFAULT_TOKEN_TTL)
-        except (ValueError, AttributeError) as exc:
-            raise AuthError(f"registry {host}: token service returned no JSON token") from exc
+        with timed_call("registry", "GET token"):
+            try:
+                resp = self._http.get(realm, params=params, headers=headers)
+            except httpx.TransportError as exc:
+                raise TransientError(f"registry {host}: token service {httpx.URL(realm).host} unreachable: "
+                                     f"{type(exc).__name__}") from exc
+            if resp.status_code in (401, 403):
+                who = f"user {creds.username!r}" if creds else "anonymous access (no credentials configured)"
+                raise AuthError(f"registry {host}: token service refused {who}: check the registry credentials",
+                                code=str(resp.status_code))
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise TransientError(f"registry {host}: token service answered HTTP {resp.status_code}")
+            if resp.status_code != 200:
+                raise AuthError(f"registry {host}: token service answered HTTP {resp.status_code}")
+            try:
+                body = resp.json()
+                token = body.get("token") or body.get("access_token")
+                ttl = float(body.get("expires_in") or DEFAULT_TOKEN_TTL)
+            except (ValueError, AttributeError) as exc:
+                raise AuthError(f"registry {host}: token service returned no JSON token") from exc
         if not token:
             raise AuthError(f"registry {host}: token service returned no token")
         logger.debug("registry token issued", extra={"registry": host, "scope": scope, "ttl": ttl})

@@ -22,11 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
-from aliyunsdkcore.auth.signers.signer import Signer
-from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import RpcRequest
 from aliyunsdkslb.request.v20140515.AddBackendServersRequest import AddBackendServersRequest
 from aliyunsdkslb.request.v20140515.DescribeLoadBalancerAttributeRequest import (
@@ -35,11 +31,13 @@ from aliyunsdkslb.request.v20140515.DescribeLoadBalancerAttributeRequest import 
 from aliyunsdkslb.request.v20140515.RemoveBackendServersRequest import RemoveBackendServersRequest
 from aliyunsdkslb.request.v20140515.SetBackendServersRequest import SetBackendServersRequest
 
+from adapters.aliyun import AliyunClient, AliyunSettings, ErrorCodes
 from adapters.credentials import CredentialsProvider
-from controller.errors import AuthError, BurstError, NotFoundError, PermanentError, TransientError
+from controller.errors import PermanentError
 from controller.ports import Server
+from controller.retry import Backoff
 
-__all__ = ["BATCH", "SlbLoadBalancer", "SlbSettings", "map_slb_error"]
+__all__ = ["BATCH", "SLB_CODES", "SlbLoadBalancer", "SlbSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,45 +48,9 @@ _TRANSIENT = ("Throttling", "ServiceUnavailable", "InternalError", "SDK.HttpErro
 _AUTH = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidAccessKeySecret", "IncompleteSignature",
          "MissingAccessKeyId", "InvalidSecurityToken", "Forbidden", "NoPermission", "InvalidTimeStamp",
          "SDK.InvalidCredential")
-
-
-def map_slb_error(exc: Exception, action: str) -> BurstError:
-    """The one place SDK exceptions of SLB calls become ours."""
-    if isinstance(exc, ServerException):
-        code = str(exc.get_error_code() or "Unknown")
-        status = exc.get_http_status()
-        text = f"SLB {action} failed: {code}: {str(exc.get_error_msg() or '')[:300]}"
-        rid = exc.get_request_id()
-        if code.startswith(_TRANSIENT) or (status is not None and status >= 500):
-            return TransientError(text, code=code, request_id=rid)
-        if code.startswith(_AUTH):
-            return AuthError(text, code=code, request_id=rid)
-        if code.endswith(("NotFound", "NotExist")) or status == 404:
-            return NotFoundError(text, code=code, request_id=rid)
-        return PermanentError(text, code=code, request_id=rid)
-    if isinstance(exc, ClientException):
-        code = str(exc.get_error_code() or "SDK.ClientError")
-        text = f"SLB {action}: {code}: {str(exc.get_error_msg() or '')[:300]}"
-        if code == "SDK.HttpError":  # refused, reset, timed out
-            return TransientError(text, code=code)
-        if code == "SDK.InvalidCredential":
-            return AuthError(text, code=code)
-        return PermanentError(text, code=code)
-    return PermanentError(f"SLB {action}: unexpected {type(exc).__name__}: {str(exc)[:300]}")
-
-
-class _ProviderSigner(Signer):
-    """Signs each request with the provider's current keys, so rotated STS keys are picked up."""
-
-    def __init__(self, provider: CredentialsProvider) -> None:
-        self._provider = provider
-
-    def sign(self, region_id: str, request: Any) -> tuple[Any, str]:
-        creds = self._provider.get()
-        if creds.security_token:
-            request.add_query_param("SecurityToken", creds.security_token)
-        return (request.get_signed_header(region_id, creds.access_key_id, creds.access_key_secret),
-                request.get_url(region_id, creds.access_key_id, creds.access_key_secret))
+SLB_CODES = ErrorCodes(transient=lambda code, status: code.startswith(_TRANSIENT),
+                       auth=lambda code, status: code.startswith(_AUTH),
+                       not_found=lambda code, status: code.endswith(("NotFound", "NotExist")))
 
 
 @dataclass
@@ -114,39 +76,18 @@ class SlbLoadBalancer:
         self._clock = clock
         self._drained_at: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-        self._client = AcsClient("-", "-", settings.region, auto_retry=False,
-                                 connect_timeout=settings.connect_timeout, timeout=settings.read_timeout,
-                                 proxy={"http": None, "https": None})
-        self._client._signer = _ProviderSigner(settings.credentials)  # keys only in the provider
-        self._https = False
-        if settings.endpoint:
-            parts = urlsplit(settings.endpoint if "://" in settings.endpoint else f"http://{settings.endpoint}")
-            self._https = parts.scheme == "https"
-            self._client.add_endpoint(settings.region, "Slb", parts.netloc)
+        self._client = AliyunClient(AliyunSettings(
+            system="slb", product="Slb", region=settings.region, credentials=settings.credentials,
+            codes=SLB_CODES, endpoint=settings.endpoint, connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            backoff=Backoff(settings.max_attempts, settings.backoff_base, settings.backoff_cap,
+                            sleep=settings.sleep, rng=settings.rng)))
 
     def close(self) -> None:
-        return None
-
-    # ------------------------------------------------------------------ API door
+        self._client.close()
 
     def _call(self, request: RpcRequest) -> dict[str, Any]:
-        action = request.get_action_name()
-        if self._https:
-            request.set_protocol_type("https")
-        for attempt in range(1, self.settings.max_attempts + 1):
-            try:
-                body = self._client.do_action_with_exception(request)
-                answer: dict[str, Any] = json.loads(body)
-                return answer
-            except (ServerException, ClientException) as exc:
-                error = map_slb_error(exc, action)
-                if not isinstance(error, TransientError) or attempt == self.settings.max_attempts:
-                    raise error from exc
-                delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
-                delay *= 0.5 + self.settings.rng.random() / 2
-                logger.info("SLB %s transient failure (%s), retry %d in %.2fs", action, error.code, attempt, delay)
-                self.settings.sleep(delay)
-        raise AssertionError("unreachable")
+        return self._client.call(request)
 
     def _backends(self, lb_id: str) -> list[dict[str, Any]]:
         req = DescribeLoadBalancerAttributeRequest()

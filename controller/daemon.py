@@ -28,6 +28,7 @@ from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
 from controller.policyset import PolicySet
 from controller.reconcile import Reconciler
+from controller.retry import Backoff, retry_call
 from controller.rounds import FleetRounds
 from controller.state import StateStore
 from controller.status_report import StatusReport
@@ -130,13 +131,13 @@ class Daemon(StatusReport):
         self.store.record_event("stop", f"controller {self.options.controller_id} stopped")
 
     def _with_retry(self, what: str, fn: Callable[[], Any], attempts: int = 5) -> Any:
-        for attempt in range(attempts):
-            try:
-                return fn()
-            except BurstError as exc:
-                logger.warning("%s failed (attempt %d): %s", what, attempt + 1, exc)
-                time.sleep(min(5.0, 0.5 * 2 ** attempt))
-        return None
+        """``fn()``, tried ``attempts`` times on any project error (at start-up a cloud API or a node may
+        still be coming up); None when every attempt failed: the scheduled job does it again later."""
+        try:
+            return retry_call(fn, Backoff(attempts, 0.5, 5.0), what, retry_on=lambda exc: isinstance(exc, BurstError))
+        except BurstError as exc:
+            logger.warning("%s failed after %d attempts: %s", what, attempts, exc)
+            return None
 
     # ------------------------------------------------------------------ jobs
 

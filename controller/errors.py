@@ -64,7 +64,12 @@ class ConfigError(BurstError):
 
 
 class TransientError(BurstError):
-    """Retrying later may succeed."""
+    """Retrying later may succeed; ``retry_after``: the wait the outside system asked for, when it said."""
+
+    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, code=code, request_id=request_id)
+        self.retry_after = retry_after
 
 
 class StateBusyError(TransientError):

@@ -13,14 +13,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from controller.errors import NotFoundError, StateBusyError
+from controller.database import readonly_engine, redacted_url, translated
+from controller.errors import NotFoundError
 
 __all__ = ["TRACE_HEADER", "Sample", "SampleSet", "format_timestamp", "read_samples", "write_trace"]
 
@@ -44,38 +43,14 @@ class SampleSet:
     samples: list[Sample]
 
 
-def _readonly_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if not path or path == ":memory:":
-            raise NotFoundError(f"{url}: not a state database file")
-        if not Path(path).is_file():
-            raise NotFoundError(f"no state database at {path} (is state.url right? the daemon creates it at "
-                                "its first start)")
-        # mode=ro: SQLite refuses every write on this connection, whatever the code above it does.
-        ro = f"sqlite:///file:{Path(path).absolute()}?mode=ro&uri=true"
-        return create_engine(ro, poolclass=NullPool, connect_args={"timeout": 5.0})
-    return create_engine(url, poolclass=NullPool,
-                         execution_options={"postgresql_readonly": True} if url.startswith("postgresql") else {})
-
-
-def _where(url: str) -> str:
-    """The database named without its password, for messages."""
-    head, sep, tail = url.partition("@")
-    if sep and "://" in head:
-        scheme, _, userinfo = head.partition("://")
-        return f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
-    return url
-
-
 def read_samples(url: str, policy: str, since: float) -> SampleSet:
     """Samples of ``policy`` taken at or after ``since`` (epoch seconds), oldest first.
 
     Raises NotFoundError when the database or the policy's samples are missing (naming the policies that
     have samples), StateBusyError when the database cannot be reached."""
-    engine = _readonly_engine(url)
+    engine = readonly_engine(url)
     try:
-        with engine.connect() as conn:
+        with translated(f"state database {redacted_url(url)}", every_error=True), engine.connect() as conn:
             try:
                 rows = conn.execute(text(
                     "SELECT at, value, ok, replicas FROM metric_samples WHERE policy = :p AND at >= :since "
@@ -87,13 +62,9 @@ def read_samples(url: str, policy: str, since: float) -> SampleSet:
                         {"since": since})]
             except (OperationalError, ProgrammingError) as exc:
                 if "no such table" in str(exc.orig) or "does not exist" in str(exc.orig):
-                    raise NotFoundError(f"{_where(url)} is not a burst-controller state database "
+                    raise NotFoundError(f"{redacted_url(url)} is not a burst-controller state database "
                                         "(it has no metric_samples table)") from None
                 raise
-    except OperationalError as exc:
-        raise StateBusyError(f"cannot read the state database {_where(url)}: {str(exc.orig)[:200]}") from exc
-    except DBAPIError as exc:
-        raise StateBusyError(f"cannot read the state database {_where(url)}: {str(exc.orig)[:200]}") from exc
     finally:
         engine.dispose()
     if not rows:

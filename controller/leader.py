@@ -16,17 +16,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, Engine, text
 
+from controller.database import pg_engine, sqlite_engine, translated
 from controller.errors import FencedError, StateBusyError
-from controller.state import pg_engine
 
 __all__ = ["Leadership", "LeaseInfo", "LeaseSettings", "LeaseTable", "new_holder"]
 
@@ -81,18 +78,6 @@ class LeaseInfo:
         return self.remaining > 0
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        raise StateBusyError(f"lease: state database unavailable: {str(exc.orig)[:200]}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StateBusyError(f"lease: state database connection lost: {str(exc.orig)[:200]}") from exc
-        raise
-
-
 class LeaseTable:
     """The ``leader_lease`` row of one controller id (created by migration 2, controller/migrations.py).
 
@@ -113,23 +98,9 @@ class LeaseTable:
             self.engine: Engine = pg_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True,
                                             connect_args={"connect_timeout": 3})
         else:
-            self.engine = self._sqlite_engine(url, busy_timeout)
-
-    @staticmethod
-    def _sqlite_engine(url: str, busy_timeout: float) -> Engine:
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout},
-                               poolclass=NullPool)
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None
-            dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # lease changes are read-modify-write
-
-        return engine
+            # its own connections, no pool, no PRAGMA but busy_timeout: lease changes are read-modify-write
+            self.engine = sqlite_engine(url, busy_timeout, begin="BEGIN IMMEDIATE", synchronous=None, wal=False,
+                                        pooled=False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -151,12 +122,12 @@ class LeaseTable:
                          acquired_at=float(row[4]), renewed_at=float(row[5]), now=now)
 
     def read(self) -> LeaseInfo | None:
-        with _translated(), self.engine.connect() as conn:
+        with translated("lease: state database"), self.engine.connect() as conn:
             return self._row(conn, self._now(conn))
 
     def try_acquire(self, holder: str, ttl: float) -> LeaseInfo | None:
         """Take the lease if nobody holds a live one; the epoch goes up by one. None if someone does."""
-        with _translated(), self.engine.begin() as conn:
+        with translated("lease: state database"), self.engine.begin() as conn:
             now = self._now(conn)
             conn.execute(text("INSERT INTO leader_lease (controller_id, holder, epoch, expires_at, acquired_at, "
                               "renewed_at) VALUES (:cid, '', 0, 0, :now, :now) ON CONFLICT (controller_id) "
@@ -173,7 +144,7 @@ class LeaseTable:
 
     def renew(self, holder: str, epoch: int, ttl: float) -> LeaseInfo | None:
         """Extend our lease; None when it is no longer ours (taken over: a newer epoch)."""
-        with _translated(), self.engine.begin() as conn:
+        with translated("lease: state database"), self.engine.begin() as conn:
             now = self._now(conn)
             done = conn.execute(text("UPDATE leader_lease SET expires_at = :exp, renewed_at = :now "
                                      "WHERE controller_id = :cid AND holder = :holder AND epoch = :epoch"),
@@ -183,7 +154,7 @@ class LeaseTable:
 
     def release(self, holder: str, epoch: int) -> bool:
         """Give the lease up at once (a clean shutdown): the standby takes over at its next attempt."""
-        with _translated(), self.engine.begin() as conn:
+        with translated("lease: state database"), self.engine.begin() as conn:
             done = conn.execute(text("UPDATE leader_lease SET expires_at = 0 "
                                      "WHERE controller_id = :cid AND holder = :holder AND epoch = :epoch"),
                                 {"cid": self.controller_id, "holder": holder, "epoch": epoch})

@@ -24,12 +24,11 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from controller.errors import PermanentError, TransientError
+from controller.errors import NotFoundError, PermanentError, TransientError
 from controller.status_models import ControllerStatus
 
 __all__ = [
     "API_CALLS",
-    "API_ERRORS",
     "API_SECONDS",
     "BUDGET_HOUR",
     "DECISIONS",
@@ -79,13 +78,12 @@ REPLICATION_SECONDS = Histogram(
 SPEND_TOTAL = Counter("spend_total", "Money spent on cloud instances since start (currency units)",
                       ["policy"], namespace=_NS, registry=REGISTRY)
 
-# --- updated by every call to an outside system (see timed_call)
-API_CALLS = Counter("api_calls_total", "Calls to outside systems", ["adapter", "operation"],
-                    namespace=_NS, registry=REGISTRY)
-API_ERRORS = Counter("api_errors_total", "Failed calls to outside systems (kind: transient|permanent|other)",
-                     ["adapter", "operation", "kind"], namespace=_NS, registry=REGISTRY)
-API_SECONDS = Histogram("api_call_duration_seconds", "Duration of calls to outside systems",
-                        ["adapter", "operation"], namespace=_NS, registry=REGISTRY,
+# --- updated by every request to an outside system (see timed_call): each attempt of a retried call counts
+API_CALLS = Counter("api_calls_total",
+                    "Requests to outside systems (outcome: ok|transient|not_found|permanent|other)",
+                    ["system", "operation", "outcome"], namespace=_NS, registry=REGISTRY)
+API_SECONDS = Histogram("api_call_duration_seconds", "Duration of requests to outside systems",
+                        ["system", "operation", "outcome"], namespace=_NS, registry=REGISTRY,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 # --- refreshed from the status snapshot at scrape time (observe_status)
@@ -116,27 +114,35 @@ _children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}  # (gauge, label values
 
 
 @contextmanager
-def timed_call(adapter: str, operation: str) -> Iterator[None]:
-    """Count, time and classify one call to an outside system::
+def timed_call(system: str, operation: str) -> Iterator[None]:
+    """Count and time one request to an outside system, by its outcome: the one wrapper every adapter's
+    request to ECS, SLB, the registries and the nodes' Docker Engines goes through::
 
         with timed_call("ecs", "RunInstances"):
             ...
-    """
-    API_CALLS.labels(adapter, operation).inc()
+
+    ``operation`` is a fixed name (an API action, "GET manifest"), never an id: every value is a series.
+    An error is classified by the project's type it was mapped to inside the block (transient,
+    not_found, permanent), else "other"."""
+    outcome = "ok"
     start = time.perf_counter()
     try:
         yield
     except TransientError:
-        API_ERRORS.labels(adapter, operation, "transient").inc()
+        outcome = "transient"
+        raise
+    except NotFoundError:  # routine: an inspect of a container already gone, a blob not there yet
+        outcome = "not_found"
         raise
     except PermanentError:
-        API_ERRORS.labels(adapter, operation, "permanent").inc()
+        outcome = "permanent"
         raise
     except BaseException:
-        API_ERRORS.labels(adapter, operation, "other").inc()
+        outcome = "other"
         raise
     finally:
-        API_SECONDS.labels(adapter, operation).observe(time.perf_counter() - start)
+        API_CALLS.labels(system, operation, outcome).inc()
+        API_SECONDS.labels(system, operation, outcome).observe(time.perf_counter() - start)
 
 
 def observe_status(status: ControllerStatus) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -20,12 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import bindparam, delete, func, insert, text
 from sqlmodel import Session, col, select
 
 from controller import migrations
-from controller.errors import FencedError, NotFoundError, StateBusyError
+from controller.database import pg_engine, sqlite_engine, sqlite_path, sqlite_url, translated
+from controller.errors import FencedError, NotFoundError
 from controller.ports import Instance
 from controller.snapshot import (
     FleetSnapshot,
@@ -50,7 +49,7 @@ from controller.state_models import (
     ReplicaState,
 )
 
-__all__ = ["DEFAULT_URL", "IDLE_IN_TRANSACTION_TIMEOUT", "HistorySink", "StateStore", "new_id", "pg_engine"]
+__all__ = ["DEFAULT_URL", "HistorySink", "StateStore", "new_id", "sqlite_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,41 +87,6 @@ def _dumps(value: object) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """The one place database errors become project errors."""
-    try:
-        yield
-    except OperationalError as exc:
-        raise StateBusyError(f"state database unavailable: {str(exc.orig)[:200]}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StateBusyError(f"state database connection lost: {str(exc.orig)[:200]}") from exc
-        raise
-
-
-# A controller frozen inside a write transaction (SIGSTOP, a paused VM) would hold the leader lease's row FOR
-# SHARE (controller/leader.py, the fence check) for as long as it stays frozen, and no standby could take
-# over: PostgreSQL ends a session idle in a transaction this long (its transaction rolls back, nothing
-# half-written; the frozen process finds its connection gone when it resumes). The controller's own
-# transactions hold no outside call and last milliseconds (every intent commits before its call).
-IDLE_IN_TRANSACTION_TIMEOUT = "5s"
-
-
-def pg_engine(url: str, **kwargs: Any) -> Engine:
-    """A PostgreSQL engine whose sessions end after ``IDLE_IN_TRANSACTION_TIMEOUT`` idle in a transaction.
-    Set per session (the URL's own ``options``, e.g. a search_path, stay as they are)."""
-    engine = create_engine(url, **kwargs)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cur:
-            cur.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
-        dbapi_conn.commit()
-
-    return engine
-
-
 class StateStore:
     """The journal and the fleet as the controller knows it. Thread-safe; returned rows are detached."""
 
@@ -135,13 +99,15 @@ class StateStore:
         # One writer at a time inside this process; busy_timeout covers other processes.
         self._write_lock = threading.RLock() if self._sqlite else None
         if self._sqlite:
-            self._prepare_sqlite_dir(url)
-            self._writer = self._sqlite_engine(url, busy_timeout, immediate=True)
-            self._reader = self._sqlite_engine(url, busy_timeout, immediate=False)
+            path = sqlite_path(url)
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._writer = sqlite_engine(url, busy_timeout, begin="BEGIN IMMEDIATE")
+            self._reader = sqlite_engine(url, busy_timeout, begin="BEGIN")
             # SCALE-HA: history rows (samples, decisions) commit without their own fsync; the next journal
             # commit's fsync of the WAL (or a checkpoint) makes them durable too. 500 policies x 2 history
             # rows per tick at ~7 ms per fsync would otherwise cost seconds per tick.
-            self._history_writer = self._sqlite_engine(url, busy_timeout, immediate=True, synchronous="NORMAL")
+            self._history_writer = sqlite_engine(url, busy_timeout, begin="BEGIN IMMEDIATE", synchronous="NORMAL")
         else:
             self._writer = pg_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
             self._reader = self._writer
@@ -154,40 +120,12 @@ class StateStore:
         # PERF: policy -> how many times replicas were planned for it in this process (see replica_generation)
         self._replica_gen: dict[str, int] = {}
         self._local = threading.local()  # this thread's open transaction() and what runs after its commit
-        with _translated(), self._writer.begin() as conn:
+        with translated(), self._writer.begin() as conn:
             applied = migrations.migrate(conn)
         if applied:
             logger.info("state schema migrated to version %d", applied[-1])
 
     # ------------------------------------------------------------------ engines and transactions
-
-    @staticmethod
-    def _prepare_sqlite_dir(url: str) -> None:
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    @staticmethod
-    def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool, synchronous: str = "FULL") -> Engine:
-        # pooled: opening a SQLite connection (and its PRAGMAs) costs more than most queries
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout},
-                               pool_size=8, max_overflow=24, pool_pre_ping=False)
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            cur.execute(f"PRAGMA synchronous={synchronous}")  # the journal must survive a crash right after a write
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-        return engine
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -226,7 +164,7 @@ class StateStore:
             lock.acquire()
         try:
             engine = self._writer if durable else self._history_writer
-            with _translated(), Session(engine, expire_on_commit=False) as session, session.begin():
+            with translated(), Session(engine, expire_on_commit=False) as session, session.begin():
                 if not durable and not self._sqlite:
                     session.execute(text("SET LOCAL synchronous_commit = off"))
                 fence_token = self.fence(session) if self.fence else None
@@ -237,7 +175,7 @@ class StateStore:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with _translated(), Session(self._reader, expire_on_commit=False) as session:
+        with translated(), Session(self._reader, expire_on_commit=False) as session:
             yield session
 
     def close(self) -> None:
@@ -248,7 +186,7 @@ class StateStore:
             self._reader.dispose()
 
     def schema_version(self) -> int:
-        with _translated(), self._reader.connect() as conn:
+        with translated(), self._reader.connect() as conn:
             return migrations.current_version(conn)
 
     # ------------------------------------------------------------------ events
@@ -397,22 +335,22 @@ class StateStore:
     def fleet(self) -> tuple[FleetSnapshot, list[LiveInstance]]:
         """Every live replica, policy flags, budget holdings and live instance, in four queries (PERF: a round
         of the loop reads this once instead of ~5 queries per policy)."""
-        with _translated():
+        with translated():
             return read_fleet(self._reader)
 
     def status_rows(self, policies: Sequence[str]) -> StatusRows:
         """What the status endpoint shows from the store, for these policies, in one read (``read_status``)."""
-        with _translated():
+        with translated():
             return read_status(self._reader, policies)
 
     def live_rows(self, policies: Sequence[str] | None = None) -> dict[str, list[LiveReplica]]:
         """Live replicas by policy as plain rows (see controller/snapshot.py), in one query."""
-        with _translated():
+        with translated():
             return read_replicas(self._reader, policies)
 
     def instance_rows(self) -> list[LiveInstance]:
         """The journal's unreleased instances as plain rows, in one query."""
-        with _translated():
+        with translated():
             return read_instances(self._reader)
 
     def replica(self, replica_id: str) -> Replica | None:
@@ -432,12 +370,12 @@ class StateStore:
         """Serving replicas per policy, in one grouped count (PERF: a sampling round)."""
         q = (select(Replica.policy, func.count()).where(Replica.state == ReplicaState.SERVING)
              .group_by(Replica.policy))
-        with _translated(), self._reader.connect() as conn:
+        with translated(), self._reader.connect() as conn:
             return {str(p): int(n) for p, n in conn.execute(q)}
 
     def count_replicas(self, policy: str, state: str) -> int:
         """How many of the policy's replicas are in ``state`` (PERF: a count, no rows built)."""
-        with _translated(), self._reader.connect() as conn:
+        with translated(), self._reader.connect() as conn:
             return int(conn.execute(_COUNT_IN_STATE, {"policy": policy, "state": str(state)}).scalar_one())
 
     def live_replicas(self, policy: str | None = None) -> list[Replica]:
@@ -510,7 +448,7 @@ class StateStore:
         """What the budget counts, as plain tuples in one read (PERF: the evaluation's hot path): the policy's
         live instances (id, replica_id, instance_type, price_per_hour) and its pending launch intents
         (id, replica_id)."""
-        with _translated(), self._reader.connect() as conn:
+        with translated(), self._reader.connect() as conn:
             instances = [(r[0], r[1], r[2], r[3]) for r in conn.execute(_COSTING_INSTANCES, {"policy": policy})]
             launches = [(r[0], r[1]) for r in conn.execute(_PENDING_LAUNCHES, {"policy": policy})]
         return instances, launches
@@ -641,6 +579,3 @@ class StateStore:
         with self._read() as s:
             return int(s.exec(select(func.count()).select_from(model)).one())
 
-
-def sqlite_url(path: str | os.PathLike[str]) -> str:
-    return f"sqlite:///{Path(path).absolute()}"

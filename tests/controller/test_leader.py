@@ -272,7 +272,7 @@ def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(ha_pg_url: s
     check would hold the lease row until it resumed, so no standby could take over. Its session is ended
     after IDLE_IN_TRANSACTION_TIMEOUT idle in the transaction; the takeover then goes through, and the frozen
     write is rolled back, never committed after the takeover."""
-    from controller.state import IDLE_IN_TRANSACTION_TIMEOUT
+    from controller.database import IDLE_IN_TRANSACTION_TIMEOUT
 
     StateStore(ha_pg_url).close()  # migrated: the leader_lease table
     a_table, b_table = LeaseTable(ha_pg_url, "dc1"), LeaseTable(ha_pg_url, "dc1")
