@@ -31,6 +31,7 @@ from docker.errors import DockerException, NotFound
 from adapters.dockerclient import docker_client
 from adapters.pki import TlsFiles
 from adapters.samplewindow import DEFAULT_HORIZON, SampleWindow
+from controller.ports import LABEL_CONTROLLER
 from policies.types import Observation
 
 __all__ = ["ContainerCpu", "DockerCpuMetricsSource"]
@@ -127,7 +128,9 @@ class DockerCpuMetricsSource:
         for name in self.names:
             for c in client.containers.list(filters={"name": f"^/{name}$", "status": "running"}):
                 found[c.id] = c
-        return list(found.values())
+        # the controller's own replicas copy the workload's labels: wherever they run (an engine shared with
+        # on-prem, a node named here by mistake), they are the burst's capacity, never the on-prem load
+        return [c for c in found.values() if LABEL_CONTROLLER not in (c.labels or {})]
 
     def _measure(self, host: str, container: Any) -> ContainerCpu | None:
         """Cores used since the previous reading of this container (None: it stopped meanwhile)."""

@@ -1,13 +1,21 @@
 """A complete local burst environment on one machine, for `burstctl demo` and the end-to-end tests: the ECS
-emulator (instances on 127.0.1.x whose Docker endpoint is the local engine over mutual TLS), an on-prem and
-a cloud registry (Debian's docker-registry), HAProxy with the on-prem server in its backend, and the
-on-prem workload container (busybox httpd with a slow CGI page, so sessions rise under load). It writes
-the controller config and a policy tuned for a quick cycle, and removes everything it started in ``stop``.
-Loopback only.
+emulator, an on-prem and a cloud registry (Debian's docker-registry), HAProxy with the on-prem server in its
+backend, and the on-prem workload container (busybox httpd with a slow CGI page, so sessions rise under
+load). It writes the controller config and a policy tuned for a quick cycle, and removes everything it
+started in ``stop``.
+
+Its instances are booted nodes (``nodes="booted"``, the default): real Debian machines on a VSwitch network
+of their own (a free 10.214.X.0/24), booting the controller's UserData, installing Docker unless the image
+has it, serving their Engine API with mutual TLS on their own address and pulling the replica's image from
+the cloud registry, which listens on the VSwitch's gateway. ``nodes="shared-engine"`` is only for benches of
+hundreds of instances: every instance gets a loopback address and its Docker endpoint is the lab engine's
+own TLS endpoint. Everything runs on the project's private Docker Engine (``BURST_DOCKER_HOST``, started by
+scripts/services.sh); traffic goes to loopback and to the lab's own nodes only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -23,13 +31,13 @@ from typing import Any
 
 import docker
 
-from adapters.bootstrap import PIN_BRIDGE_MAC
 from adapters.credentials import CloudCredentials, StaticCredentials
 from adapters.dockerclient import docker_client
 from adapters.emulator.ecs import EcsEmulator
 from adapters.emulator.ecs_state import EcsConfig
 from adapters.localimage import ensure_busybox_image
 from adapters.localregistry import LocalRegistry
+from adapters.pki import TlsFiles
 from controller.errors import NotFoundError, TransientError
 from controller.ports import LABEL_CONTROLLER
 
@@ -94,11 +102,30 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
     raise TransientError(f"127.0.0.1:{port} did not open within {timeout:.0f}s")
 
 
+DOCKER_HOST = os.environ.get("BURST_DOCKER_HOST", "unix:///var/lib/burst-controller-dev/docker.sock")
+STOCK_IMAGE = "debian_12_x64_20G_alibase.vhd"  # systemd and cloud-init: the bootstrap installs Docker
+BAKED_IMAGE = "debian_12_docker_x64_20G_alibase.vhd"  # Docker baked in: the bootstrap skips the install
+VSWITCH = "vsw-lab"
+
+
+def _free_node_network(client: docker.DockerClient) -> str:
+    """A /24 of 10.214.0.0/16 that no route of this machine and no network of the engine uses."""
+    used = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    taken = {n["IPAM"]["Config"][0]["Subnet"] for n in client.api.networks() if (n.get("IPAM") or {}).get("Config")}
+    for _ in range(200):
+        cidr = f"10.214.{random.randint(1, 254)}.0/24"
+        if cidr not in taken and cidr.split("/")[0].rsplit(".", 1)[0] + "." not in used:
+            return cidr
+    raise TransientError("no free /24 in 10.214.0.0/16 for the lab's node network")
+
+
 @dataclass
 class LabSettings:
-    boot_delay: float = 2.0  # emulated instance boot time
+    boot_delay: float = 2.0  # the VM's own boot before its machine starts (booted), or the whole boot (shared)
     pki_dir: Path = Path(os.environ.get("BURST_PKI_DIR", "/var/lib/burst-controller-dev/pki"))
     docker_tls_endpoint: str = os.environ.get("BURST_DOCKER_TLS_ENDPOINT", "tcp://127.0.0.1:2376")
+    nodes: str = "booted"  # or "shared-engine" (benches of hundreds of instances only)
+    node_image: str = BAKED_IMAGE
     max_replicas: int = 2
     scale_out_above: float = 6.0  # HAProxy backend sessions
     scale_in_below: float = 2.0
@@ -124,9 +151,15 @@ class Lab:
         self.status_port = 0
         self.token = uuid.uuid4().hex
         self.onprem_container: Any = None
-        # a loopback /24 of its own for the emulated nodes: other labs or tests on this machine use
+        # a loopback /24 of its own for shared-engine nodes: other labs or tests on this machine use
         # 127.0.1.x, and two nodes publishing on the same address and port would answer for each other
         self.address_pool = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}.0/24"
+        self.node_network = ""  # the VSwitch CIDR of booted nodes
+        self._node_clients: dict[str, docker.DockerClient] = {}
+
+    @property
+    def booted(self) -> bool:
+        return self.settings.nodes == "booted"
 
     # ------------------------------------------------------------------ paths and coordinates
 
@@ -167,17 +200,24 @@ class Lab:
     def start(self, progress: Any = None) -> Lab:
         say = progress or (lambda msg: logger.info("%s", msg))
         try:
-            self.docker = docker_client("unix:///var/run/docker.sock", None, timeout=120)
+            self.docker = docker_client(DOCKER_HOST, None, timeout=120)
             ensure_busybox_image(self.docker, "local/busybox:1")
-            self._pin_bridge()
-            say("starting the ECS emulator")
-            self.emulator = EcsEmulator(config=EcsConfig(boot_delay=self.settings.boot_delay,
-                                                         docker_endpoint=self.settings.docker_tls_endpoint,
-                                                         address_pool=self.address_pool))
+            config = EcsConfig(boot_delay=self.settings.boot_delay, docker_endpoint=self.settings.docker_tls_endpoint,
+                               address_pool=self.address_pool)
+            cloud_host = "127.0.0.1"
+            if self.booted:
+                self.node_network = _free_node_network(self.docker)
+                config.node_engine, config.vswitches = DOCKER_HOST, {VSWITCH: self.node_network}
+                cloud_host = str(ipaddress.ip_network(self.node_network).network_address + 1)  # the gateway
+                say(f"starting the ECS emulator (booted nodes on {self.node_network}, image {self.settings.node_image})")
+            else:
+                say("starting the ECS emulator (shared-engine nodes)")
+            self.emulator = EcsEmulator(config=config)
             self.emulator.start()
             say("starting the on-prem and cloud registries")
-            for name in ("registry-onprem", "registry-cloud"):
-                self.registries.append(LocalRegistry(self.root / name).start())
+            self.registries.append(LocalRegistry(self.root / "registry-onprem").start())
+            # the cloud registry where nodes reach it: on their VSwitch's gateway
+            self.registries.append(LocalRegistry(self.root / "registry-cloud", host=cloud_host).start())
             say("pushing the workload image to the on-prem registry")
             image = self._push_workload_image()
             say("starting the on-prem workload container")
@@ -189,21 +229,6 @@ class Lab:
             self.stop()
             raise
         return self
-
-    @staticmethod
-    def _pin_bridge() -> None:
-        """The cloud containers come and go on the same bridge as the on-prem one; unless docker0's MAC is
-        pinned, each start or stop can change it and stall requests to the on-prem container for 10 s and more
-        (deploy/pin-bridge-mac.sh). Idempotent; a warning, not a failure, where it is not permitted."""
-        try:
-            done = subprocess.run(["sh", str(PIN_BRIDGE_MAC), "docker0"], check=False, capture_output=True,
-                                  text=True, timeout=15)
-            why = done.stderr.strip() if done.returncode else ""
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            why = str(exc)
-        if why:
-            logger.warning("could not pin docker0's MAC address (%s): requests may stall while containers start "
-                           "or stop; run the demo as root or `scripts/services.sh start` first", why)
 
     @property
     def onprem_registry(self) -> str:
@@ -257,7 +282,7 @@ class Lab:
 name: {self.policy_name}
 description: "lab workload: busybox httpd behind HAProxy"
 workload:
-  hosts: ["unix:///var/run/docker.sock"]
+  hosts: ["{DOCKER_HOST}"]
   selector: {{app: web-{self.id}}}
   service_port: 80
   health: {{path: /, interval: 0.5s, timeout: 0.4s, passes: 2, failures: 3}}
@@ -281,8 +306,8 @@ cloud:
   region: cn-hangzhou
   zones: [cn-hangzhou-h]
   instance_types: [ecs.c6.large]
-  image_id: aliyun_3_x64_20G_alibase_20240819.vhd
-  vswitches: {{cn-hangzhou-h: vsw-lab}}
+  image_id: {self.settings.node_image}
+  vswitches: {{cn-hangzhou-h: {VSWITCH}}}
   security_group: sg-lab
 registry:
   target: {self.cloud_registry}/lab/web
@@ -304,6 +329,10 @@ budget: {{max_per_hour: 5.0, prices: {{ecs.c6.large: 0.62}}}}
         token_file.write_text(self.token + "\n")
         token_file.chmod(0o600)
         intervals = "\n".join(f"  {k}: {v}" for k, v in self.settings.intervals.items())
+        if self.booted:  # the cloud's own way: each node's engine on its private address, a cert for the VSwitch
+            nodes = f'  node_docker_endpoint: "tcp://{{private_ip}}:2376"\n  node_networks: ["{self.node_network}"]'
+        else:
+            nodes = f'  node_docker_endpoint: "{self.settings.docker_tls_endpoint}"'
         self.config_path.write_text(f"""\
 controller_id: {self.controller_id}
 state:
@@ -314,20 +343,20 @@ status:
   token_file: {token_file}
 policies_dir: {self.policies_dir}
 onprem:
-  docker_hosts: ["unix:///var/run/docker.sock"]
+  docker_hosts: ["{DOCKER_HOST}"]
   registry: {self.onprem_registry}
 cloud:
   region: cn-hangzhou
   endpoint: {self.emulator.url}
   credentials: {{source: env}}
-  node_docker_endpoint: "{self.settings.docker_tls_endpoint}"
+{nodes}
 cloud_registry:
   url: {self.cloud_registry}
   insecure: true
   auth: {{type: none}}
 intervals:
 {intervals}
-timeouts: {{launch: 30s, boot: 30s, start: 30s}}
+timeouts: {{launch: 30s, boot: {"240s" if self.booted else "30s"}, start: {"120s" if self.booted else "30s"}}}
 orphan_grace: {self.settings.orphan_grace}
 log_format: text
 log_level: INFO
@@ -338,12 +367,55 @@ log_level: INFO
     def live_instances(self) -> list[dict[str, Any]]:
         return [] if self.emulator is None else self.emulator.live_instances()
 
-    def cloud_containers(self) -> list[Any]:
+    def machine_up(self, instance_id: str) -> float | None:
+        """When the emulator saw a booted node's systemd up (wall clock), None for shared-engine nodes."""
+        nodes = self.emulator.nodes if self.emulator is not None else None
+        return None if nodes is None else nodes.snapshot().get(instance_id, {}).get("up_at")
+
+    def node_tls(self) -> TlsFiles:
+        pki = self.settings.pki_dir
+        return TlsFiles(ca=pki / "ca.pem", cert=pki / "controller-cert.pem", key=pki / "controller-key.pem")
+
+    def node_client(self, instance: dict[str, Any]) -> docker.DockerClient:
+        """A client for one instance's Docker Engine, over mutual TLS as the controller reaches it (kept
+        until ``stop``, so the containers it lists can be reloaded)."""
+        endpoint = instance["docker_endpoint"]
+        if endpoint not in self._node_clients:
+            self._node_clients[endpoint] = docker_client(endpoint, self.node_tls(), timeout=30)
+        return self._node_clients[endpoint]
+
+    def replica_rows(self, *, running_only: bool = False) -> list[dict[str, Any]]:
+        """The low-level listing of this controller's replica containers wherever they run (no per-container
+        inspect, which races the controller removing one): dicts with ``Id``, ``Names``, ``Labels``, ..."""
+        flt: dict[str, Any] = {"label": f"{LABEL_CONTROLLER}={self.controller_id}"}
+        if running_only:
+            flt["status"] = "running"
         if self.docker is None:
             return []
-        # ignore_removed: the controller may remove one between the listing and its inspect
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"},
-                                           ignore_removed=True)
+        if not self.booted:
+            return list(self.docker.api.containers(all=True, filters=flt))
+        out: list[dict[str, Any]] = []
+        for inst in self.live_instances():
+            try:
+                out += self.node_client(inst).api.containers(all=True, filters=flt)
+            except (docker.errors.DockerException, OSError) as exc:  # a node still booting or gone
+                logger.debug("lab: node %s: %s", inst["id"], exc)
+        return out
+
+    def cloud_containers(self) -> list[Any]:
+        """This controller's replica containers, wherever they run (on every live node's engine)."""
+        if self.docker is None:
+            return []
+        flt = {"label": f"{LABEL_CONTROLLER}={self.controller_id}"}
+        if not self.booted:  # ignore_removed: the controller may remove one between the listing and its inspect
+            return self.docker.containers.list(all=True, filters=flt, ignore_removed=True)
+        out: list[Any] = []
+        for inst in self.live_instances():
+            try:
+                out += self.node_client(inst).containers.list(all=True, filters=flt, ignore_removed=True)
+            except (docker.errors.DockerException, OSError) as exc:  # a node still booting or gone
+                logger.debug("lab: node %s: %s", inst["id"], exc)
+        return out
 
     def haproxy_command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -406,6 +478,9 @@ log_level: INFO
         for reg in self.registries:
             reg.stop()
         self.registries.clear()
+        for client in self._node_clients.values():
+            client.close()
+        self._node_clients.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None

@@ -16,12 +16,15 @@ pytest_plugins: list[str] = ["tests.fixtures_replicas", "tests.fixtures_haproxy"
 
 PKI_DIR = Path(os.environ.get("BURST_PKI_DIR", "/var/lib/burst-controller-dev/pki"))
 DOCKER_TLS_ENDPOINT = os.environ.get("BURST_DOCKER_TLS_ENDPOINT", "tcp://127.0.0.1:2376")
+# the project's private Docker Engine (scripts/services.sh), never the machine's own /var/run/docker.sock
+DOCKER_HOST = os.environ.get("BURST_DOCKER_HOST", "unix:///var/lib/burst-controller-dev/docker.sock")
 
 
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
-    """The local Docker Engine over its unix socket (the on-prem host). Started by scripts/services.sh."""
-    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=120)
+    """The project's private Docker Engine over its unix socket (the on-prem host). Started by
+    scripts/services.sh."""
+    client = docker.DockerClient(base_url=DOCKER_HOST, timeout=120)
     client.ping()
     return client
 

@@ -35,7 +35,7 @@ __all__ = ["IMAGES", "MIRROR_HOST", "NodeImage", "NodeImageCache", "SuiteRecipe"
 
 logger = logging.getLogger(__name__)
 
-BUILD_VERSION = 1  # bump when the build steps below change what an image contains
+BUILD_VERSION = 2  # bump when the build steps below change what an image contains
 DEBIAN_ARCHIVE = os.environ.get("BURST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 MIRROR_HOST = "mirror.ecs-emulator.internal"  # the region's package mirror, as nodes resolve it
 # what a cloud's public Debian image has beyond minbase: systemd, networking tools, an HTTPS client
@@ -155,6 +155,9 @@ class NodeImageCache:
                     shutil.move(str(deb), mirror / deb.name)
             apt("clean")
         _run(["sh", "-c", "apt-ftparchive packages . > Packages"], cwd=str(mirror))
+        # the locale cloud-init sets (en_US.UTF-8) exists, as on a cloud's own images
+        (rootfs / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
+        _run(["chroot", str(rootfs), "locale-gen"], env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         self._configure(rootfs, recipe)
         _tar(rootfs, work / "stock.tar")
         if recipe.baked:
@@ -201,6 +204,10 @@ class NodeImageCache:
         with self.tarball(image).open("rb") as fh:
             client.api.import_image_from_data(fh, repository=repo, tag=tag)
         client.images.get(image.docker_tag)
+        for old in client.images.list(name=repo):  # an older recipe's import: its machines are gone or keep it
+            if image.docker_tag not in old.tags:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(old.id)
         return image.docker_tag
 
 

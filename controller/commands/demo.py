@@ -14,12 +14,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.commands.run import ControllerService
 from controller.config import load_config
-from controller.lab import Lab, LabSettings
+from controller.lab import BAKED_IMAGE, STOCK_IMAGE, Lab, LabSettings
 from controller.loadgen import LoadGenerator
 
 __all__ = ["CycleResult", "add_parser", "burst_cycle"]
@@ -35,7 +36,11 @@ def add_parser(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--once", action="store_true", help="one unattended burst-and-drain cycle; print a summary line")
     p.add_argument("--cycles", type=int, default=0, help="cycles to run live (default: until Ctrl-C)")
-    p.add_argument("--boot-delay", type=float, default=2.0, help="emulated instance boot time, seconds (default 2)")
+    p.add_argument("--boot-delay", type=float, default=2.0,
+                   help="the emulated VM's own boot before its machine starts, seconds (default 2)")
+    p.add_argument("--image", default=STOCK_IMAGE,
+                   help=f"the node image: {STOCK_IMAGE} (stock: the bootstrap installs Docker, the default) or "
+                   f"{BAKED_IMAGE} (Docker baked in)")
     p.add_argument("--hold", type=float, default=8.0, help="seconds of peak load after the first cloud replica serves")
     p.set_defaults(func=_demo)
 
@@ -50,6 +55,7 @@ class CycleResult:
     to_drained: float | None = None
     drained: bool = False
     error: str | None = None
+    phases: list[tuple[str, float]] = field(default_factory=list)  # trigger -> first replica serving
 
     @property
     def ok(self) -> bool:
@@ -59,9 +65,45 @@ class CycleResult:
         first = f"{self.to_first_serving:.1f}s" if self.to_first_serving is not None else "never"
         drain = f"{self.to_drained:.1f}s" if self.to_drained is not None else "never"
         verdict = "OK" if self.ok else f"FAILED{': ' + self.error if self.error else ''}"
+        phases = f" ({', '.join(f'{name} {secs:.1f}s' for name, secs in self.phases)})" if self.phases else ""
         return (f"demo: replicas launched {self.launched}, requests served by cloud replicas {self.cloud_requests} "
                 f"of {self.total_requests}, failed requests {self.failed}, trigger to first cloud replica serving "
-                f"{first}, load stop to drained {drain}: {verdict}")
+                f"{first}{phases}, load stop to drained {drain}: {verdict}")
+
+
+# trigger -> serving, phase by phase, for the first replica admitted after the trigger
+PHASES = (
+    ("decide", "the scale-out decision"),
+    ("launch", "image replicated and RunInstances answered"),
+    ("boot", "the machine boots (the VM's modelled boot, then systemd)"),
+    ("bootstrap", "cloud-init: Docker installed unless baked, its mutual-TLS endpoint answering"),
+    ("pull", "the node pulls the image from the cloud registry"),
+    ("start", "the container created and started"),
+    ("admit", "health checks pass, admitted to the load balancer"),
+)
+
+
+def serving_phases(store: Any, since: float, machine_up: Callable[[str], float | None]) -> list[tuple[str, float]]:
+    """Seconds of each of ``PHASES`` for the first replica admitted after ``since`` (wall clock), from the
+    journal's events and, for ``boot``, when the emulator saw the machine's systemd up."""
+    rows, _ = store.events_after(cursor=None, limit=500)
+    rows = [r for r in rows if r.at >= since]
+    detail = {r.id: json.loads(r.details) if r.details else {} for r in rows}
+    admit = next((r for r in rows if r.kind == "admit"), None)
+    decide = next((r for r in rows if r.kind == "scale-out"), None)
+    if admit is None or decide is None:
+        return []
+    rid = detail[admit.id].get("replica")
+    of = {r.kind: r for r in rows if detail[r.id].get("replica") == rid and r.kind in ("launch", "node-ready", "start")}
+    if len(of) < 3:
+        return []
+    launch, ready, start = of["launch"], of["node-ready"], of["start"]
+    up = machine_up(str(detail[ready.id].get("instance", ""))) or ready.at
+    pull = float(detail[start.id].get("pull_s") or 0.0)
+    marks = [since, decide.at, launch.at, up, ready.at]
+    out = [(name, max(0.0, b - a)) for (name, _), a, b in zip(PHASES, marks, marks[1:], strict=False)]
+    out += [("pull", pull), ("start", max(0.0, start.at - ready.at - pull)), ("admit", max(0.0, admit.at - start.at))]
+    return out
 
 
 def _wait(until: Callable[[], bool], timeout: float, tick: Callable[[], None]) -> bool:
@@ -76,7 +118,7 @@ def _wait(until: Callable[[], bool], timeout: float, tick: Callable[[], None]) -
 
 def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator, *, hold: float = 8.0,
                 tick: Callable[[], None] = lambda: None, phase: Callable[[str], None] = lambda s: None,
-                timeout: float = 90.0) -> CycleResult:
+                timeout: float = 300.0) -> CycleResult:
     """One burst and drain against a running controller (in-process ``service`` or a separate process)."""
     prefix = f"{lab.controller_id}-"
     result = CycleResult()
@@ -95,7 +137,7 @@ def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator
     load.set_clients(LOW_CLIENTS)
     _wait(lambda: False, 2.0, track)
     phase(f"peak: {HIGH_CLIENTS} clients")
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     load.set_clients(HIGH_CLIENTS)
     cloud_first = lambda: min((t for s, t in load.first_seen.items() if s.startswith(prefix) and t >= t0),
                               default=None)
@@ -103,6 +145,8 @@ def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator
         result.error = f"no cloud replica served within {timeout:.0f}s"
     else:
         result.to_first_serving = (cloud_first() or t0) - t0
+        if service is not None:
+            result.phases = serving_phases(service.store, t0_wall, lab.machine_up)
         phase("peak: cloud replicas serving")
         _wait(lambda: False, hold, track)
     phase("load back to baseline: draining")
@@ -131,7 +175,7 @@ def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator
 def _demo(args: argparse.Namespace) -> int:
     if args.once:
         logging.getLogger().setLevel(logging.WARNING)
-    lab = Lab(settings=LabSettings(boot_delay=args.boot_delay))
+    lab = Lab(settings=LabSettings(boot_delay=args.boot_delay, node_image=args.image))
     service: ControllerService | None = None
     load: LoadGenerator | None = None
 

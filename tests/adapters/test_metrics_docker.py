@@ -13,11 +13,12 @@ import pytest
 
 from adapters.metrics_docker import DockerCpuMetricsSource
 from adapters.pki import TlsFiles
-from tests.conftest import DOCKER_TLS_ENDPOINT
+from controller.ports import LABEL_CONTROLLER
+from tests.conftest import DOCKER_HOST, DOCKER_TLS_ENDPOINT
 from tests.support.net import free_port
 
 TEST_LABEL = "io.burst-controller.test"
-UNIX = "unix:///var/run/docker.sock"
+UNIX = DOCKER_HOST
 
 
 def _cgroup_cpu_seconds(container_id: str) -> float:
@@ -94,7 +95,7 @@ def test_aggregates_selected_containers_and_hosts(workload: dict[str, str], node
         idle = [p.used_cores for p in parts if p.name == workload["idle"]]
         assert min(busy) > 0.15 and max(idle) < 0.05, parts
         h = host_relative.query(1.0)
-        cpus = docker.from_env().info()["NCPU"]
+        cpus = docker.DockerClient(base_url=UNIX).info()["NCPU"]
         h_used = sum(p.used_cores for p in host_relative.last_breakdown)
         assert h.ok and h.value == pytest.approx(100 * h_used / cpus, abs=0.5)
         assert all(p.capacity_cores == 0.0 for p in host_relative.last_breakdown)
@@ -129,3 +130,24 @@ def test_stopped_container_drops_out(docker_client: docker.DockerClient, workloa
         assert (obs.value or 0) < 80.0  # the window still holds the busy first reading, the new one is idle
     finally:
         src.close()
+
+
+def test_the_controllers_own_replicas_are_never_counted(docker_client: docker.DockerClient, busybox_image: str,
+                                                        workload: dict[str, str]) -> None:
+    """A replica copies the workload's labels; one running where the source looks (here: the same engine) is
+    the burst's capacity, not on-prem load: a spinning one must not move the figure."""
+    replica = docker_client.containers.run(
+        busybox_image, ["sh", "-c", "while :; do :; done"], name=f"{workload['app']}-replica",
+        labels={TEST_LABEL: "platform-metrics", "app": workload["app"], LABEL_CONTROLLER: "dc1"},
+        nano_cpus=500_000_000, detach=True)
+    src = DockerCpuMetricsSource([UNIX], selector={"app": workload["app"]})
+    try:
+        src.query(60)
+        time.sleep(1.5)
+        obs = src.query(1.0)
+        assert obs.ok, obs.error
+        names = {p.name for p in src.last_breakdown}
+        assert names == {workload["busy"], workload["idle"]}, names
+    finally:
+        src.close()
+        replica.remove(force=True)

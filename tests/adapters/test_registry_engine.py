@@ -12,6 +12,7 @@ import pytest
 
 from adapters.replication import Replicator
 from controller.errors import NotFoundError
+from tests.conftest import DOCKER_HOST
 
 TEST_LABEL = "io.burst-controller.test"
 
@@ -35,7 +36,7 @@ def engine_image(docker_client, busybox_image, tmp_path):
 def test_local_engine_image_is_pushed_and_its_registry_digest_recorded(docker_client, engine_image, dst_registry):
     from adapters.dockerclient import docker_client as make_client
 
-    r = Replicator(docker_factory=lambda: make_client("unix:///var/run/docker.sock"))
+    r = Replicator(docker_factory=lambda: make_client(DOCKER_HOST))
     dst = f"{dst_registry.address}/engine/{engine_image.split('/')[-1]}"
     try:
         cold = r.replicate(f"docker-daemon:{engine_image}", dst)
@@ -54,7 +55,9 @@ def test_local_engine_image_is_pushed_and_its_registry_digest_recorded(docker_cl
 
 
 def test_missing_local_image_is_not_found(dst_registry):
-    r = Replicator()
+    from adapters.dockerclient import docker_client as make_client
+
+    r = Replicator(docker_factory=lambda: make_client(DOCKER_HOST))
     try:
         with pytest.raises(NotFoundError, match="local/never-built:1 not found in the local Docker Engine"):
             r.replicate("docker-daemon:local/never-built:1", f"{dst_registry.address}/x/y:1")

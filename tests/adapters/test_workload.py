@@ -15,6 +15,7 @@ from adapters.workload import DockerWorkloadCapture, WorkloadDivergedError, Work
 from controller.errors import NotFoundError, NotPortableError
 from controller.ports import LABEL_CONTROLLER, LABEL_NODE, LABEL_POLICY, LABEL_REPLICA
 from controller.specs import spec_diff, spec_hash
+from tests.conftest import DOCKER_HOST
 from tests.fixtures_replicas import HTTPD_SCRIPT, TEST_LABEL, replica_labels
 from tests.support.net import free_port
 
@@ -46,7 +47,7 @@ def _rich_workload(onprem, image: str, app: str, data_dir: str, **overrides):
 
 
 def _selection(app: str, **kw) -> WorkloadSelection:
-    base = {"hosts": ("unix:///var/run/docker.sock",), "selector": {"app": app}, "service_port": 80,
+    base = {"hosts": (DOCKER_HOST,), "selector": {"app": app}, "service_port": 80,
             "mounts": {"/data": "drop"}, "secret_env": frozenset({"API_TOKEN"}), "policy": "web"}
     base.update(kw)
     return WorkloadSelection(**base)

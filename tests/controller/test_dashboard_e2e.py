@@ -24,7 +24,7 @@ from controller.simtrace import load_trace
 from controller.wiring import build_edges
 from tests.support.browser import chromium_page, screenshot
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(480)  # booted nodes: minutes on a shared machine
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_burst_shows_on_the_dashboard_and_the_pause_button_pauses(
 
             # the burst: an emulated ECS instance appears in the fleet table
             row = web.locator("table.fleet tbody tr").first
-            row.wait_for(timeout=30_000)
+            row.wait_for(timeout=60_000)
             instance_id = row.get_attribute("data-instance")
             ecs_ids = {str(i.get("InstanceId") or i.get("id")) for i in lab.live_instances()}
             assert instance_id in ecs_ids, (instance_id, ecs_ids)
@@ -78,8 +78,8 @@ def test_a_burst_shows_on_the_dashboard_and_the_pause_button_pauses(
             assert web.locator(".decision .reason").inner_text().strip()
 
             # let a replica serve, then refresh the chart (the window change refetches the history)
-            # (a margin of up to 40 s for a machine shared with other suites; ~6 s when it is quiet)
-            deadline = time.monotonic() + 40
+            # (booted nodes: ~30 s on a quiet machine, a margin of minutes for one shared with other suites)
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline and "serving" not in web.locator("table.fleet").inner_text():
                 time.sleep(0.25)
             page.select_option("#range-select", "900")

@@ -1,5 +1,6 @@
 """`burstctl demo --once`, the README's main job, run as a user runs it (its own process, the embedded
-default lab on the real components): one burst and drain with the one-line summary and exit 0, and a demo
+default lab on the real components, its instances booted stock Debian 12 machines): one burst and drain with
+the one-line summary (trigger -> serving phase by phase) and exit 0, and a demo
 stopped by SIGTERM halfway that still removes everything it started (HAProxy and the registries run in
 sessions of their own and would otherwise outlive it)."""
 
@@ -14,13 +15,19 @@ from pathlib import Path
 
 import docker
 import psutil
+import pytest
 
 from controller.ports import LABEL_CONTROLLER
+
+pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_LABEL = "io.burst-controller.lab"
 SUMMARY = re.compile(r"^demo: replicas launched 2, requests served by cloud replicas (\d+) of (\d+), failed requests 0, "
-                     r"trigger to first cloud replica serving ([\d.]+)s, load stop to drained ([\d.]+)s: OK$")
+                     r"trigger to first cloud replica serving ([\d.]+)s \((decide [\d.]+s, launch [\d.]+s, "
+                     r"boot [\d.]+s, bootstrap [\d.]+s, pull [\d.]+s, start [\d.]+s, admit [\d.]+s)\), "
+                     r"load stop to drained ([\d.]+)s: OK$")
+SCOPE = "io.burst-controller.ecs-emulator"  # the emulator's booted machines
 
 
 def lab_things(client: docker.DockerClient) -> set[str]:
@@ -32,8 +39,10 @@ def lab_things(client: docker.DockerClient) -> set[str]:
             procs.add(f"pid {p.info['pid']}: {cmdline[:120]}")
     containers = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LAB_LABEL})}
     cloud = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LABEL_CONTROLLER})
-             if c.labels.get(LABEL_CONTROLLER, "").startswith("lab-")}  # the demo's cloud replicas
-    return procs | containers | cloud
+             if c.labels.get(LABEL_CONTROLLER, "").startswith("lab-")}  # shared-engine cloud replicas
+    machines = {f"node {c.name}" for c in client.containers.list(all=True, filters={"label": SCOPE})}
+    networks = {f"network {n.name}" for n in client.networks.list(filters={"label": SCOPE})}
+    return procs | containers | cloud | machines | networks
 
 
 def demo(*args: str) -> subprocess.Popen[str]:
@@ -44,13 +53,17 @@ def demo(*args: str) -> subprocess.Popen[str]:
 def test_demo_once_bursts_drains_prints_its_summary_and_leaves_nothing(docker_client: docker.DockerClient) -> None:
     before = lab_things(docker_client)
     proc = demo()
-    out, err = proc.communicate(timeout=240)
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, (out, err[-3000:])
     line = out.strip().splitlines()[-1]
     match = SUMMARY.match(line)
     assert match, line
-    cloud, total, first, drained = match.groups()
+    cloud, total, first, phases, drained = match.groups()
     assert 0 < int(cloud) < int(total) and float(first) > 0 and float(drained) > 0
+    # trigger -> serving phase by phase on a booted stock Debian 12 node: the phases add up to the whole
+    secs = [float(x) for x in re.findall(r"([\d.]+)s", phases)]
+    assert abs(sum(secs) - float(first)) < max(3.0, 0.1 * float(first)), line
+    assert "boot" in phases and "pull" in phases and float(re.search(r"bootstrap ([\d.]+)s", phases)[1]) > 0
     assert "Traceback" not in err
     assert lab_things(docker_client) - before == set()
 

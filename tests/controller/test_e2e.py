@@ -19,6 +19,8 @@ from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator, LoadStats
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
+pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine
+
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
@@ -38,7 +40,7 @@ def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadSta
     controller.start()
     load = LoadGenerator(lab.url)
     try:
-        result = burst_cycle(lab, None, load, hold=3.0, timeout=60.0)
+        result = burst_cycle(lab, None, load, hold=3.0, timeout=240.0)
     finally:
         load.stop()
     print(result.line())
@@ -74,7 +76,7 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         launched_before = {i["id"] for i in lab.live_instances()}
         assert launched_before
         controller.start()
-        wait_for("two cloud replicas serving", lambda: len(lab.cloud_servers()) == 2, timeout=60)
+        wait_for("two cloud replicas serving", lambda: len(lab.cloud_servers()) == 2, timeout=240)
         # identical replicas carry the on-prem HEALTHCHECK, and Docker reports them healthy (admission needs it)
         onprem = lab.onprem_container.attrs["Config"]["Healthcheck"]
         for c in lab.cloud_containers():
@@ -91,7 +93,7 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         wait_for("status: two serving", lambda: controller.status()["policies"][0]["replicas"] == {"serving": 2},
                  timeout=5)
         load.set_clients(1)
-        wait_for("drain", lambda: not lab.live_instances() and not lab.cloud_servers(), timeout=60)
+        wait_for("drain", lambda: not lab.live_instances() and not lab.cloud_servers(), timeout=120)
         assert load.snapshot().failed == 0
     finally:
         load.stop()

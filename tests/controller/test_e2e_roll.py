@@ -8,15 +8,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from controller.lab import LAB_LABEL, Lab, LabSettings
 from controller.loadgen import LoadGenerator
-from controller.ports import LABEL_CONTROLLER, LABEL_SPEC_HASH
+from controller.ports import LABEL_SPEC_HASH
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
+
+pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine
 
 INTERVALS = {"sample": "0.5s", "evaluate": "1s", "step": "0.5s", "reconcile": "3s", "replicate": "2s", "gc": "60s"}
 
@@ -34,11 +35,8 @@ def rcontroller(rlab: Lab) -> Iterator[ControllerProcess]:
 
 
 def _running_hashes(lab: Lab) -> list[str]:
-    # the low-level listing: no per-container inspect that races the controller removing one
-    assert lab.docker is not None
-    rows: list[dict[str, Any]] = lab.docker.api.containers(
-        filters={"label": f"{LABEL_CONTROLLER}={lab.controller_id}", "status": "running"})
-    return [str(r["Labels"].get(LABEL_SPEC_HASH, "")) for r in rows]
+    # the low-level listing on every node: no per-container inspect that races the controller removing one
+    return [str(r["Labels"].get(LABEL_SPEC_HASH, "")) for r in lab.replica_rows(running_only=True)]
 
 
 def _replace_onprem(lab: Lab, env: dict[str, str]) -> None:
@@ -65,12 +63,12 @@ def test_cloud_replicas_roll_to_a_changed_onprem_spec_without_a_failed_request(r
     load = LoadGenerator(rlab.url)
     try:
         load.set_clients(16)
-        wait_for("two cloud replicas serving", lambda: len(rlab.cloud_servers()) == 2, 120)
+        wait_for("two cloud replicas serving", lambda: len(rlab.cloud_servers()) == 2, 240)
         old = set(_running_hashes(rlab))
         assert len(old) == 1 and "" not in old
         _replace_onprem(rlab, {"RELEASE": "2"})
         wait_for("every cloud replica on the new spec", lambda: (lambda h: len(h) >= 2 and not set(h) & old)(
-            _running_hashes(rlab)) and len(rlab.cloud_servers()) == 2, 180)
+            _running_hashes(rlab)) and len(rlab.cloud_servers()) == 2, 300)
         stats = load.snapshot()
     finally:
         load.stop()

@@ -28,7 +28,7 @@ from tests.support.net import free_port
 LEASE_TTL, RENEW_EVERY = 10.0, 2.0  # the defaults of controller.yaml's ha section
 TAKEOVER_BOUND = 15.0  # issue 9: the standby takes over within 15 s of the active's death
 MUTATING = {"RunInstances", "DeleteInstances", "DeleteInstance", "StopInstances", "TagResources"}
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(600)  # booted nodes: minutes on a shared machine
 
 
 @dataclass
@@ -161,7 +161,7 @@ def test_sigkill_of_the_active_standby_takes_over_within_15s_without_duplicates(
     assert took <= TAKEOVER_BOUND, f"takeover took {took:.1f}s"
     assert time.monotonic() - killed <= TAKEOVER_BOUND + 1
 
-    wait_for("two cloud replicas serving under B", lambda: len(lab.cloud_servers()) == 2, 60, b.log)
+    wait_for("two cloud replicas serving under B", lambda: len(lab.cloud_servers()) == 2, 300, b.log)
     snap = lab.emulator.state.snapshot()
     assert snap["launched"] == 2 and snap["live"] == 2, snap  # nothing launched twice
     assert "DeleteInstances" not in calls.by(EMULATOR_KEY[0]) + calls.by("ha-b")
@@ -202,7 +202,7 @@ def test_partitioned_old_leader_does_not_act_when_it_comes_back(
     resumed = time.monotonic()
     b.signal(signal.SIGCONT)
     wait_for("B to say it is a standby", lambda: b.role() == "standby", 10, b.log)
-    wait_for("the drain to finish", lambda: not lab.live_instances() and not lab.cloud_servers(), 60, a.log)
+    wait_for("the drain to finish", lambda: not lab.live_instances() and not lab.cloud_servers(), 120, a.log)
     time.sleep(RENEW_EVERY)  # give B every chance to misbehave
     after = calls.by("ha-b", since=resumed)
     assert not MUTATING & set(after), after

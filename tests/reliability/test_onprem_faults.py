@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.lab import _WORKLOAD_CMD, Lab
+from controller.lab import _WORKLOAD_CMD, DOCKER_HOST, Lab
 from tests.reliability.dockerd import PrivateDockerd
 from tests.reliability.harness import Invariants, Journal, record, reliability_policy, wait_for
 from tests.support.controller_process import ControllerProcess
@@ -128,7 +128,7 @@ def test_holds_reports_and_resumes_through_onprem_faults(rlab: Lab, rcontroller:
                          restart_policy={"Name": "always"})
     text = reliability_policy(rlab)
     sock = rlab.haproxy_socket
-    text = text.replace('hosts: ["unix:///var/run/docker.sock"]', f'hosts: ["{private_engine.url}"]')
+    text = text.replace(f'hosts: ["{DOCKER_HOST}"]', f'hosts: ["{private_engine.url}"]')
     text = text.replace(f"selector: {{app: web-{rlab.id}}}", f"selector: {{app: {app}}}")
     text = text.replace("  source: haproxy\n", "  source: workload_cpu\n")
     text = text.replace(f"  haproxy: {{socket: {sock}, backend: web, stat: sessions}}\n", "")
