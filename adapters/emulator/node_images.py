@@ -48,7 +48,9 @@ class SuiteRecipe:
     suite: str  # bookworm, trixie
     version: str  # 12, 13
     baked: tuple[str, ...] = ()  # packages of the baked variant (empty: no baked variant)
-    mirror: tuple[str, ...] = ("docker.io",)  # what stock nodes may install from the region's mirror
+    # what stock nodes may install from the region's mirror: Docker (the node bootstrap), and what the
+    # controller's own install needs on a Debian machine (a venv, the Debian package's dependencies)
+    mirror: tuple[str, ...] = ("docker.io", "python3-venv", "python3-pip")
 
     def key(self) -> str:
         blob = json.dumps({"recipe": asdict(self), "base": BASE_PACKAGES, "archive": DEBIAN_ARCHIVE,
