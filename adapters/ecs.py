@@ -3,8 +3,9 @@
 Launches in batches of at most 100 with a ClientToken derived from the durable intent token, so a retried
 or replayed launch returns the same instances; tags every instance with its owner and intent; falls back
 across instance types, zones and spot/on-demand on capacity and quota errors, remembering a sold-out
-offering for a while; lists by ownership tags and releases with forced DeleteInstances. Built by the
-wiring module; the controller sees only ``controller.ports.ComputePool``."""
+offering for a while; lists by ownership tags and releases with forced DeleteInstances. It also makes,
+lists and deletes custom images (``controller.ports.MachineImages``: CreateImage, DescribeImages,
+DeleteImage), for baked node images. Built by the wiring module; the controller sees only the ports."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from aliyunsdkecs.request.v20140526.CreateImageRequest import CreateImageRequest
+from aliyunsdkecs.request.v20140526.DeleteImageRequest import DeleteImageRequest
 from aliyunsdkecs.request.v20140526.DeleteInstancesRequest import DeleteInstancesRequest
+from aliyunsdkecs.request.v20140526.DescribeImagesRequest import DescribeImagesRequest
 from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInstancesRequest
 from aliyunsdkecs.request.v20140526.DescribePriceRequest import DescribePriceRequest
 from aliyunsdkecs.request.v20140526.RunInstancesRequest import RunInstancesRequest
@@ -43,6 +47,7 @@ from controller.ports import (
     Instance,
     InstanceState,
     LaunchSpec,
+    MachineImage,
     Owner,
 )
 
@@ -323,6 +328,57 @@ class EcsComputePool:
                 chunk = [i for i in chunk if i in alive]
         if chunk:
             raise PermanentError(f"could not release {len(chunk)} instance(s): they keep disappearing")
+
+    # ------------------------------------------------------------------ custom images
+
+    def create_image(self, instance_id: str, name: str, tags: dict[str, str], token: str) -> str:
+        req = CreateImageRequest()
+        req.set_InstanceId(instance_id)
+        req.set_ImageName(name)
+        req.set_ClientToken("bc-img-" + hashlib.sha256(token.encode()).hexdigest()[:40])
+        req.set_Tags([{"Key": k, "Value": v} for k, v in sorted(tags.items())])
+        answer = self.api.call(req)
+        image_id = str(answer["ImageId"])
+        logger.info("CreateImage %s from %s (request %s)", image_id, instance_id, answer.get("RequestId"),
+                    extra={"image": image_id, "instance": instance_id, "request_id": answer.get("RequestId")})
+        return image_id
+
+    def images(self, tags: dict[str, str]) -> _list[MachineImage]:
+        out: dict[str, MachineImage] = {}
+        number = 1
+        while True:
+            req = DescribeImagesRequest()
+            req.set_ImageOwnerAlias("self")
+            req.set_Status("Creating,Waiting,Available,UnAvailable,CreateFailed")
+            req.set_Tags([{"Key": k, "Value": v} for k, v in sorted(tags.items())])
+            req.set_PageSize(BATCH)
+            req.set_PageNumber(number)
+            answer = self.api.call(req)
+            page = answer.get("Images", {}).get("Image", [])
+            for raw in page:
+                out.setdefault(raw["ImageId"], MachineImage(
+                    id=raw["ImageId"], name=raw.get("ImageName", ""), status=raw.get("Status", ""),
+                    created_at=_parse_time(raw.get("CreationTime")), in_use=raw.get("Usage") == "instance",
+                    tags={t["TagKey"]: t.get("TagValue", "") for t in (raw.get("Tags") or _EMPTY).get("Tag", ())}))
+            if len(page) < BATCH or number * BATCH >= int(answer.get("TotalCount") or 0):
+                break
+            number += 1
+        return sorted(out.values(), key=lambda i: -(i.created_at or 0.0))
+
+    def delete_image(self, image_id: str) -> bool:
+        req = DeleteImageRequest()
+        req.set_ImageId(image_id)
+        try:
+            answer = self.api.call(req)
+        except NotFoundError:
+            return True
+        except PermanentError as exc:
+            if exc.code == "ImageUsingByInstance":
+                return False
+            raise
+        logger.info("DeleteImage %s (request %s)", image_id, answer.get("RequestId"),
+                    extra={"image": image_id, "request_id": answer.get("RequestId")})
+        return True
 
     def close(self) -> None:
         if self._list_pool is not None:

@@ -33,6 +33,8 @@ __all__ = [
     "InstanceState",
     "LaunchSpec",
     "LoadBalancer",
+    "MachineImage",
+    "MachineImages",
     "MetricsSource",
     "Node",
     "NodeRuntime",
@@ -121,6 +123,31 @@ class ComputePool(Protocol):
         """Delete instances; ids already gone are not an error."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MachineImage:
+    """A custom image of the compute pool (a baked node image)."""
+
+    id: str
+    name: str
+    status: str  # the cloud's word: Creating, Available, CreateFailed, ...
+    created_at: float | None
+    tags: dict[str, str]
+    in_use: bool = False  # instances run it
+
+
+class MachineImages(Protocol):
+    """Custom machine images: made from an instance's disk, listed by tags, deleted."""
+
+    def create_image(self, instance_id: str, name: str, tags: dict[str, str], token: str) -> str:
+        """Start making an image of the instance; its id (Creating at first). The same token, the same image."""
+
+    def images(self, tags: dict[str, str]) -> builtins.list[MachineImage]:
+        """Every custom image carrying these tags, whatever its status, newest first."""
+
+    def delete_image(self, image_id: str) -> bool:
+        """Delete an image; False when instances still use it (kept). A gone image is not an error."""
 
 
 # --------------------------------------------------------------------------- images

@@ -1,5 +1,6 @@
 """The ECS API emulator (Version 2014-05-26): RunInstances, DescribeInstances, DescribeInstanceStatus,
-StopInstances, StartInstances, DeleteInstances, DeleteInstance, TagResources and DescribePrice over
+StopInstances, StartInstances, DeleteInstances, DeleteInstance, TagResources, DescribePrice and the image
+actions of ``ecs_images`` (CreateImage, DescribeImages, DeleteImage) over
 ``rpc.RpcServer``, so neither aliyun-python-sdk-ecs nor the official generated alibabacloud-ecs20140526 can
 tell it from the cloud. With ``EcsConfig.node_engine`` every instance is a booted machine (``nodes.py``).
 ``EcsEmulator`` starts it in-process (tests, demo, benchmarks); ``burstctl emulate ecs`` runs it in the
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+from adapters.emulator.ecs_images import install_images
 from adapters.emulator.ecs_shapes import default_host_name, derived_ids, instance_type_facts, os_facts
 from adapters.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
 from adapters.emulator.faults import FaultBox, Faults
@@ -344,6 +346,7 @@ def install_ecs(server: RpcServer, state: EcsState) -> None:
         "DescribePrice": h.describe_price,
     }.items():
         server.register("Ecs", ECS_VERSION, action, fn)
+    install_images(server, state, ECS_VERSION)
     server.register_state("ecs", state.snapshot)
     server.register_admin("GET", "/_admin/ecs/prices", lambda _b: dict(state.config.prices))
     server.register_admin("POST", "/_admin/ecs/stock", lambda b: _set_limits(state, state.config.stock, b))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.emulator.ecs_images import ImageRecord
 from adapters.emulator.ecs_shapes import sequential_name
 from adapters.emulator.rpc import ApiError
 
@@ -71,6 +72,8 @@ class NodeHooks(Protocol):
     def stop_instance(self, instance_id: str) -> None: ...
     def start_instance(self, instance_id: str) -> None: ...
     def delete_instance(self, instance_id: str) -> None: ...
+    def create_image(self, instance_id: str, image_id: str, done: Callable[[bool, str], None]) -> None: ...
+    def delete_image(self, image_id: str) -> None: ...
 
 
 @dataclass
@@ -134,6 +137,7 @@ class EcsState:
         self.instances: dict[str, InstanceRecord] = {}
         self.tokens: dict[str, dict[str, Any]] = {}  # "region/action/token" -> stored answer
         self.user_data: dict[str, str] = {}  # launch id -> base64 user data (shared by its instances)
+        self.images: dict[str, ImageRecord] = {}  # custom images (CreateImage), deleted ones kept marked
         self._seq = 0
         self.version = 0  # moved by every change (see save): DescribeInstances caches its filtered listing
         self.nodes: NodeHooks | None = None  # booted nodes, set by EcsEmulator when config.node_engine is set
@@ -195,6 +199,7 @@ class EcsState:
                     raise ApiError("QuotaExceed.ElasticQuota", f"The number of instances of {req.instance_type} "
                                    "would exceed your quota. Raise it in the quota center.", 403)
                 amount = min(amount, room)
+            self.check_image(req.region, req.image_id)
             if self.nodes is not None:
                 why = self.nodes.check_launch(req.image_id, req.vswitch_id)
                 if why:
@@ -238,6 +243,16 @@ class EcsState:
             self.save()
             logger.info("RunInstances %s x%d in %s: %s", req.instance_type, amount, req.zone, ",".join(ids))
             return ids, trade_price
+
+    def check_image(self, region: str, image_id: str) -> None:
+        """A custom image (``m-...``) must exist in the region and be Available to boot from."""
+        if not image_id.startswith("m-"):
+            return
+        image = self.images.get(image_id)
+        if image is None or image.deleted_at is not None or image.region != region:
+            raise ApiError("InvalidImageId.NotFound", f"The specified ImageId {image_id} does not exist.", 404)
+        if image.status != "Available":
+            raise ApiError("IncorrectImageStatus", f"The image {image_id} is {image.status}, not Available.", 403)
 
     def _new_id(self) -> str:
         while True:
@@ -435,6 +450,7 @@ class EcsState:
                 "boot_delay": self.config.boot_delay,
                 "stock": dict(self.config.stock),
                 "quotas": dict(self.config.quotas),
+                "images": [asdict(i) for i in self.images.values() if i.deleted_at is None],
             }
 
     # ------------------------------------------------------------------ persistence
@@ -459,6 +475,7 @@ class EcsState:
             "user_data": self.user_data,
             "vswitch_next": self._vswitch_next,
             "vswitch_freed": {k: list(v) for k, v in self._vswitch_freed.items()},
+            "images": [asdict(i) for i in self.images.values()],
         }
         fd, tmp = tempfile.mkstemp(prefix=".ecs-state-", dir=str(path.parent))
         try:
@@ -488,6 +505,10 @@ class EcsState:
             self.user_data = dict(data.get("user_data", {}))
             self._vswitch_next = {k: int(v) for k, v in data.get("vswitch_next", {}).items()}
             self._vswitch_freed = {k: deque(v) for k, v in data.get("vswitch_freed", {}).items()}
+            self.images = {i["id"]: ImageRecord(**i) for i in data.get("images", [])}
+            for image in self.images.values():  # its capture ran in the process that stopped
+                if image.status == "Creating":
+                    image.status, image.error = "CreateFailed", "the emulator restarted while creating it"
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"cannot load emulator state {path}: {exc}") from exc
         logger.info("loaded %d instances from %s", len(self.instances), path)

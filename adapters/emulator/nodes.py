@@ -7,6 +7,9 @@ from the region's package mirror (served here, on each VSwitch's gateway) unless
 the Engine API with mutual TLS on the node's own address, and pulls the replica's image from the cloud
 registry itself.
 
+``CreateImage`` captures a machine (its root file system and its Docker data, ``node_disks``) and
+``RunInstances`` boots a custom image like a public one, its Docker data restored from the capture.
+
 An instance is ``Pending`` until its machine is started (``boot_delay`` models the VM's own boot),
 ``Starting`` until the node's systemd is up, then ``Running``; ``StopInstances`` stops the machine (its
 disk, Docker's data included, stays), ``StartInstances`` boots it again, ``DeleteInstances`` removes it
@@ -36,6 +39,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from adapters.emulator.node_disks import NodeDisks
 from adapters.emulator.node_images import IMAGES, MIRROR_HOST, NodeImageCache, image_by_id
 
 __all__ = ["LABEL_INSTANCE", "LABEL_SCOPE", "NODE_FAULTS", "NodeHost", "VSwitch"]
@@ -80,7 +84,7 @@ class _Node:
 
 
 class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, fmt: str, *args: Any) -> None:  # noqa: D102 - quiet: apt fetches hundreds of files
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: apt fetches hundreds of files
         logger.debug("mirror: " + fmt, *args)
 
 
@@ -101,6 +105,7 @@ class NodeHost:
         self._mirrors: list[http.server.ThreadingHTTPServer] = []
         self._armed: list[str] = []  # faults for the next launches (cloud-init-fail)
         self._watcher = threading.Thread(target=self._watch, name="ecs-nodes", daemon=True)
+        self.disks = NodeDisks(self.client, scope, LABEL_SCOPE)
 
     # ------------------------------------------------------------------ set-up
 
@@ -130,6 +135,7 @@ class NodeHost:
         for vsw in self.vswitches.values():
             with contextlib.suppress(NotFound, APIError):
                 self.client.networks.get(vsw.docker_name(self.scope)).remove()
+        self.disks.remove_all()
 
     def _ensure_network(self, vsw: VSwitch) -> None:
         name = vsw.docker_name(self.scope)
@@ -169,12 +175,19 @@ class NodeHost:
 
     def check_launch(self, image_id: str, vswitch_id: str) -> str | None:
         """Why a RunInstances with these cannot boot (the API's error), or None."""
+        if image_id.startswith("m-"):  # a custom image: EcsState checked that it is Available
+            if not self.disks.exists(image_id):
+                return f"InvalidImageId.NotFound:The image {image_id} has no content on this machine."
+            return self._check_vswitch(vswitch_id)
         image = image_by_id(image_id)
         if image is None:
             return f"InvalidImageId.NotFound:The specified ImageId {image_id} does not exist."
         if not self.images.is_built(image.recipe):
             return (f"InvalidImageId.NotFound:The image {image_id} is not built on this machine: "
                     "run `burstctl emulate node-images build`.")
+        return self._check_vswitch(vswitch_id)
+
+    def _check_vswitch(self, vswitch_id: str) -> str | None:
         if vswitch_id not in self.vswitches:
             return f"InvalidVSwitchId.NotFound:The specified VSwitchId {vswitch_id} does not exist."
         return None
@@ -191,9 +204,14 @@ class NodeHost:
     def _create(self, node: _Node, image_id: str, vswitch_id: str, ip: str, hostname: str,
                 user_data: bytes) -> None:
         try:
-            image = image_by_id(image_id)
-            assert image is not None
-            tag = self.images.ensure_imported(self.client, image)
+            volume = f"ecs-{node.instance_id}-docker"
+            if image_id.startswith("m-"):  # the capture's root file system, its Docker data restored first
+                tag = self.disks.tag(image_id)
+                self.disks.restore(image_id, volume, {LABEL_SCOPE: self.scope})
+            else:
+                image = image_by_id(image_id)
+                assert image is not None
+                tag = self.images.ensure_imported(self.client, image)
             vsw = self.vswitches[vswitch_id]
             api = self.client.api
             host_config = api.create_host_config(
@@ -202,7 +220,7 @@ class NodeHost:
                 tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
                 binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
                 # the node's disk for Docker's data: a volume (overlay2 cannot stack on the node's own root)
-                mounts=[docker.types.Mount("/var/lib/docker", f"ecs-{node.instance_id}-docker", type="volume")],
+                mounts=[docker.types.Mount("/var/lib/docker", volume, type="volume")],
                 extra_hosts={MIRROR_HOST: vsw.gateway},
                 dns=[vsw.gateway],
             )
@@ -267,6 +285,27 @@ class NodeHost:
             return
         node.phase, node.up_at = "booting", None
         self._quietly(lambda: self.client.api.start(node.container_id))
+
+    def create_image(self, instance_id: str, image_id: str, done: Callable[[bool, str], None]) -> None:
+        """CreateImage: capture the instance's machine in the background; ``done(ok, error)`` after."""
+        node = self._nodes.get(instance_id)
+
+        def capture() -> None:
+            if node is None or not node.container_id:
+                done(False, f"instance {instance_id} has no machine")
+                return
+            try:
+                seconds = self.disks.capture(node.container_id, f"ecs-{instance_id}-docker", image_id)
+                logger.info("image %s captured from %s in %.1fs", image_id, instance_id, seconds)
+                done(True, "")
+            except Exception as exc:  # noqa: BLE001 - the image becomes CreateFailed, as in the cloud
+                logger.warning("image %s from %s failed: %s", image_id, instance_id, exc)
+                done(False, str(exc)[:300])
+
+        threading.Thread(target=capture, name=f"image-{image_id}", daemon=True).start()
+
+    def delete_image(self, image_id: str) -> None:
+        threading.Thread(target=self.disks.remove, args=(image_id,), name=f"delete-{image_id}", daemon=True).start()
 
     def delete_instance(self, instance_id: str) -> None:
         with self._lock:
