@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
+import posixpath
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -144,6 +147,47 @@ class DockerNodeRuntime:
         """Whether the node's engine answers over mutual TLS (the 'booting -> starting' check)."""
         api = self._api(node)
         self._call("ping", f"node {node.instance_id}: ping", api.ping)
+
+    def pull(self, node: Node, image: str) -> float | None:
+        """Pull ``image`` (by digest) onto the node unless present: the seconds it took, None if present."""
+        return self._pull(self._api(node), node, image)
+
+    def has_image(self, node: Node, image: str) -> bool:
+        api = self._api(node)
+        try:
+            self._call("inspect image", f"node {node.instance_id}: inspect {image}", lambda: api.inspect_image(image))
+            return True
+        except NotFoundError:
+            return False
+
+    def write_files(self, node: Node, image: str, files: Mapping[str, bytes]) -> None:
+        """Overwrite files of the node's own file system (absolute paths -> content), through its engine only:
+        a container of ``image`` (present on the node), created but never started, has each file's directory
+        bound in and receives the files there (``put_archive``); then it is removed. Works for any image, even
+        one without a shell. The baking of a node image uses it to leave no node-specific state behind."""
+        api = self._api(node)
+        where = f"node {node.instance_id}: write files"
+        dirs = sorted({posixpath.dirname(p) for p in files})
+        binds = {d: {"bind": f"/burst-host/{n}", "mode": "rw"} for n, d in enumerate(dirs)}
+        created = self._call("create", where, lambda: api.create_container(
+            image, command=["true"], entrypoint=[], host_config=api.create_host_config(binds=binds),
+            labels={LABEL_NODE: node.instance_id}))
+        container_id = str(created["Id"])
+        try:
+            for n, d in enumerate(dirs):
+                buf = io.BytesIO()
+                with tarfile.open(fileobj=buf, mode="w") as tar:
+                    for path, body in files.items():
+                        if posixpath.dirname(path) == d:
+                            info = tarfile.TarInfo(posixpath.basename(path))
+                            info.size, info.mode = len(body), 0o644
+                            tar.addfile(info, io.BytesIO(body))
+                self._put(api, where, container_id, f"/burst-host/{n}", buf.getvalue())
+        finally:
+            self._call("remove", where, lambda: api.remove_container(container_id, force=True, v=True))
+
+    def _put(self, api: docker.APIClient, where: str, container_id: str, path: str, data: bytes) -> None:
+        self._call("put archive", where, lambda: api.put_archive(container_id, path, data))
 
     def start(self, node: Node, workload: WorkloadSpec, name: str, labels: dict[str, str]) -> Container:
         api = self._api(node)

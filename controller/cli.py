@@ -25,6 +25,7 @@ COMMANDS = [
     "simulate",
     "history",
     "replicate",
+    "bake",
     "run",
     "demo",
 ]

@@ -168,9 +168,29 @@ def _v2_leader_lease(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_node_images(conn: Connection) -> None:
+    """Baked node images (``burstctl bake``, controller/bake.py): the cloud image made for a policy's workload
+    spec, so a launch for that spec hash can boot it instead of the policy's stock image."""
+    md = MetaData()
+    Table(
+        "node_images", md,
+        Column("image_id", String(64), primary_key=True),
+        Column("policy", String(64), nullable=False),
+        Column("spec_hash", String(80), nullable=False),
+        Column("workload_image", String(512), nullable=False),  # the replica image baked in (repo@sha256:...)
+        Column("base_image_id", String(128), nullable=False),   # the policy's image the builder booted
+        Column("builder_instance", String(64)),
+        Column("created_at", Float, nullable=False),            # when it became Available
+        Column("deleted_at", Float),
+        Index("ix_node_images_policy_spec", "policy", "spec_hash"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "leader lease", _v2_leader_lease),
+    (3, "baked node images", _v3_node_images),
 ]
 LATEST = MIGRATIONS[-1][0]
 

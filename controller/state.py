@@ -44,6 +44,7 @@ from controller.state_models import (
     IntentKind,
     IntentState,
     MetricSample,
+    NodeImageRow,
     PolicyState,
     Replica,
     ReplicaState,
@@ -552,6 +553,31 @@ class StateStore:
             row.updated_at = now
             s.add(row)
             return row
+
+    # ------------------------------------------------------------------ baked node images
+
+    def record_node_image(self, row: NodeImageRow) -> None:
+        with self._write() as (s, _):
+            s.merge(row)
+
+    def node_images(self, policy: str, *, live: bool = True) -> list[NodeImageRow]:
+        """A policy's baked images, newest first (``live``: not deleted)."""
+        with self._read() as s:
+            q = select(NodeImageRow).where(NodeImageRow.policy == policy)
+            if live:
+                q = q.where(col(NodeImageRow.deleted_at).is_(None))
+            return list(s.exec(q.order_by(col(NodeImageRow.created_at).desc())))
+
+    def baked_image(self, policy: str, spec_hash: str) -> str | None:
+        """The newest live baked image of this policy for this workload spec, if any."""
+        return next((r.image_id for r in self.node_images(policy) if r.spec_hash == spec_hash), None)
+
+    def mark_node_image_deleted(self, image_id: str) -> None:
+        with self._write() as (s, _):
+            row = s.get(NodeImageRow, image_id)
+            if row is not None and row.deleted_at is None:
+                row.deleted_at = self.clock()
+                s.add(row)
 
     # ------------------------------------------------------------------ garbage collection
 

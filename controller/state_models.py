@@ -21,6 +21,7 @@ __all__ = [
     "IntentKind",
     "IntentState",
     "MetricSample",
+    "NodeImageRow",
     "PolicyState",
     "Replica",
     "ReplicaState",
@@ -190,3 +191,17 @@ class PolicyState(SQLModel, table=True):
     spec: str | None = None
     source_file: str | None = None
     updated_at: float
+
+
+class NodeImageRow(SQLModel, table=True):
+    """A baked node image: the policy's workload (``spec_hash``) already on a cloud image (``burstctl bake``)."""
+
+    __tablename__ = "node_images"
+    image_id: str = Field(primary_key=True)
+    policy: str
+    spec_hash: str
+    workload_image: str
+    base_image_id: str
+    builder_instance: str | None = None
+    created_at: float
+    deleted_at: float | None = None

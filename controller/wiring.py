@@ -27,6 +27,7 @@ from adapters.registryauth import Credentials, CredentialSource, StaticCredentia
 from adapters.replication import Replicator
 from adapters.slb import SlbLoadBalancer, SlbSettings
 from adapters.workload import DockerWorkloadCapture, selection_from_policy
+from controller.bake import Baker, BakeSettings
 from controller.config import registry_password
 from controller.daemon import Daemon
 from controller.edges import Edges, LoopOptions
@@ -35,7 +36,7 @@ from controller.ports import Container, Instance, LoadBalancer, MetricsSource, W
 from controller.service import register_secret
 from controller.state import StateStore
 
-__all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
+__all__ = ["build_baker", "build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,22 @@ def _user_data(cfg: Any) -> Any:
     bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),
                                                 node_networks=networks, insecure_registries=insecure))
     return lambda policy, replica_id: bootstrap.render(f"{policy.name}-{replica_id}")
+
+
+def build_baker(cfg: Any, *, settings: BakeSettings | None = None, say: Callable[[str], None] | None = None,
+                credentials: CredentialsProvider | None = None) -> tuple[Baker, Callable[[], None]]:
+    """The node image baker (``burstctl bake``) on the config's edges, and how to close what it uses."""
+    edges = build_edges(cfg, credentials=credentials)
+    store = build_store(cfg)
+    compute, runtime = edges.compute, edges.runtime
+    assert isinstance(compute, EcsComputePool) and isinstance(runtime, DockerNodeRuntime)
+    baker = Baker(edges, compute, runtime, store, cfg.controller_id, settings,
+                  **({"say": say} if say is not None else {}))
+
+    def close() -> None:
+        edges.close()
+        store.close()
+    return baker, close
 
 
 def build_store(cfg: Any) -> StateStore:
