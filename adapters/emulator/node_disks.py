@@ -1,7 +1,8 @@
 """Custom images of booted nodes (``nodes.NodeHost``): what CreateImage captures of a machine and how a
 launch from it gets it back. A machine is a container whose root file system is its image plus its own
 changes, and whose Docker data (``/var/lib/docker``) is a volume, which ``docker commit`` leaves out. So a
-capture freezes the machine (``docker pause``: one consistent moment, as a disk snapshot is), commits the
+capture freezes the machine (``docker pause``: one consistent moment; a machine that cannot be frozen is
+synced and captured running, crash-consistent as a running instance's snapshot is), commits the
 container to ``ecs-SCOPE/m-...:image`` and copies the Docker volume into a snapshot volume
 ``ecs-SCOPE-m-...-docker`` (``cp -a``: devices, owners, extended attributes and hard links kept, so the
 overlay2 layers of pulled images stay intact), then thaws it. A launch from the image fills the new
@@ -54,9 +55,17 @@ class NodeDisks:
         api = self.client.api
         repo, _, tag = self.tag(image_id).rpartition(":")
         info = api.inspect_container(container_id)
-        paused = info["State"]["Running"] and not info["State"]["Paused"]
-        if paused:
-            api.pause(container_id)
+        paused = False
+        if info["State"]["Running"] and not info["State"]["Paused"]:
+            try:
+                api.pause(container_id)
+                paused = True
+            except APIError as exc:
+                # a machine whose systemd made cgroups of its own may refuse to freeze: then the capture is
+                # crash-consistent, as a snapshot of a running ECS instance's disk is, after a sync
+                logger.info("machine %s not paused (%s): capturing it running", container_id[:12], exc)
+                exec_id = api.exec_create(container_id, ["sync"])["Id"]
+                api.exec_start(exec_id)
         try:
             labels = {self.scope_label: self.scope, CUSTOM_LABEL: image_id}
             api.commit(container_id, repository=repo, tag=tag, pause=False,
