@@ -50,12 +50,15 @@ TAG_SPEC_HASH = "burst-controller:spec-hash"  # on a baked image: the workload s
 # What a machine booted from the image must not inherit from the builder, overwritten before CreateImage:
 # the engine's TLS drop-in (without it the image's engine starts without its TCP endpoint, and the node's own
 # cloud-init writes it with the node's own certificate, then restarts the engine: the start of a replica can
-# never race that restart), the builder's server key, and its machine id (systemd makes a new one at boot).
+# never race that restart), the builder's server key, its machine id (systemd makes a new one at boot) and
+# its cloud-init logs (a node's logs then tell its own boot only).
 SEAL_FILES: Mapping[str, bytes] = {
     "/etc/systemd/system/docker.service.d/10-burst-tls.conf":
         b"# emptied when this image was baked: each node's cloud-init writes it with the node's own certificate\n",
     "/etc/docker/tls/server-key.pem": b"",
     "/etc/machine-id": b"",
+    "/var/log/cloud-init-output.log": b"",
+    "/var/log/cloud-init.log": b"",
 }
 
 
