@@ -126,6 +126,8 @@ class LabSettings:
     docker_tls_endpoint: str = os.environ.get("BURST_DOCKER_TLS_ENDPOINT", "tcp://127.0.0.1:2376")
     nodes: str = "booted"  # or "shared-engine" (benches of hundreds of instances only)
     node_image: str = BAKED_IMAGE
+    # the on-prem workload's image (busybox httpd inside): bench/time_to_serve.py runs a ~200 MB one
+    workload_image: str = "local/busybox:1"
     max_replicas: int = 2
     scale_out_above: float = 6.0  # HAProxy backend sessions
     scale_in_below: float = 2.0
@@ -241,7 +243,7 @@ class Lab:
     def _push_workload_image(self) -> str:
         assert self.docker is not None
         repo = f"{self.onprem_registry}/lab/web"
-        self.docker.images.get("local/busybox:1").tag(repo, "1")
+        self.docker.images.get(self.settings.workload_image).tag(repo, "1")
         for line in self.docker.api.push(repo, tag="1", stream=True, decode=True):
             if isinstance(line, dict) and line.get("error"):
                 raise TransientError(f"push to the on-prem registry failed: {line['error']}")
