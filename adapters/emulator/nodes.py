@@ -25,6 +25,7 @@ import http.server
 import io
 import ipaddress
 import logging
+import subprocess
 import tarfile
 import threading
 import time
@@ -36,6 +37,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from adapters.bootstrap import PIN_BRIDGE_MAC
 from adapters.emulator.node_images import IMAGES, MIRROR_HOST, NodeImageCache, image_by_id
 
 __all__ = ["LABEL_INSTANCE", "LABEL_SCOPE", "NODE_FAULTS", "NodeHost", "VSwitch"]
@@ -140,6 +142,12 @@ class NodeHost:
         self.client.networks.create(name, driver="bridge", ipam=ipam, labels={LABEL_SCOPE: self.scope},
                                     options={"com.docker.network.bridge.name": vsw.bridge_name(self.scope),
                                              "com.docker.network.bridge.enable_ip_masquerade": "false"})
+        # one MAC for the VSwitch's bridge while nodes come and go, or the nodes' replies to the host (the
+        # controller, HAProxy) stall whenever another node joins or leaves (deploy/pin-bridge-mac.sh says why)
+        done = subprocess.run(["sh", str(PIN_BRIDGE_MAC), vsw.bridge_name(self.scope)], capture_output=True,
+                              text=True, check=False, timeout=15)
+        if done.returncode:
+            logger.warning("could not pin %s's MAC address: %s", vsw.bridge_name(self.scope), done.stderr.strip())
 
     def _serve_mirror(self, vsw: VSwitch) -> None:
         """The region's package mirror on the VSwitch gateway, port 80 (the node images' apt source)."""
