@@ -356,7 +356,7 @@ cloud_registry:
   auth: {{type: none}}
 intervals:
 {intervals}
-timeouts: {{launch: 30s, boot: {"240s" if self.booted else "30s"}, start: {"120s" if self.booted else "30s"}}}
+timeouts: {{launch: 30s, boot: {"600s" if self.booted else "30s"}, start: {"180s" if self.booted else "30s"}}}
 orphan_grace: {self.settings.orphan_grace}
 log_format: text
 log_level: INFO
