@@ -134,6 +134,9 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
         title="burst-controller status",
         version=version or "1",
         description="What the burst controller is doing and why; pause, resume or drain a policy.",
+        # FastAPI's /docs and /redoc pages load their JavaScript from a public CDN: no page here runs code
+        # from elsewhere (broken offline, a supply-chain risk in an operator's browser). /openapi.json stays.
+        docs_url=None, redoc_url=None,
     )
     cache = _StatusCache(source, status_ttl)
     expected = token.encode() if token else None
