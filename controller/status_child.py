@@ -30,10 +30,12 @@ from typing import Any, cast
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from controller.confinement import confine
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.service import register_secret, setup_logging
 from controller.status import MAX_EVENTS_PAGE, create_app
 from controller.status_models import POLICY_NAME_PATTERN, ControllerStatus, EventPage, MetricPoint
+from controller.status_guard import HostCheck, HttpLimits, Throttle, allowed_hosts, guarded_protocol
 from controller.status_snapshot import Snapshot
 
 __all__ = ["FastPath", "SnapshotSource", "main"]
@@ -289,12 +291,19 @@ def main(argv: list[str] | None = None) -> int:
             os.nice(int(settings["nice"]))
     except OSError as exc:
         logger.warning("status process: could not lower its priority: %s", exc)
+    missed = confine()  # no Docker socket, no other process's memory, no privilege to regain
+    if missed:
+        logger.info("status process: kept %s", "; ".join(missed))
     kind, first = conn.recv()
     source = SnapshotSource(conn, first, interval=float(settings["interval"]), max_age=float(settings["max_age"]))
     app = create_app(source, token, status_ttl=0.0, version=settings["version"], metrics_text=source.metrics_text)
     sock = socket.socket(fileno=args.listen_fd)
-    config = uvicorn.Config(FastPath(app, source), http="auto", loop="auto", log_config=None,
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    limits = HttpLimits(**settings["limits"])
+    throttle = Throttle(limits.log_interval)
+    hosts = allowed_hosts(settings["host"], int(settings["port"]), settings["allowed_hosts"])
+    config = uvicorn.Config(HostCheck(FastPath(app, source), hosts, throttle), http=guarded_protocol(limits, throttle),
+                            loop="auto", log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2, timeout_keep_alive=limits.keep_alive)
     server = uvicorn.Server(config)
 
     def stop() -> None:

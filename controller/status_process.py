@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.status import StatusSource
+from controller.status_guard import HttpLimits
 from controller.status_snapshot import SnapshotBuilder
 
 __all__ = ["MAX_AGE", "NICE", "PUBLISH_INTERVAL", "StatusProcess"]
@@ -148,15 +149,19 @@ class StatusProcess:
                  version: str = "", interval: float = PUBLISH_INTERVAL, max_age: float = MAX_AGE,
                  nice: int = NICE,
                  log_format: str = "text", log_level: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
-        """``log_level`` None: the level this process logs at now (the demo quiets its logs, run does not)."""
+                 registry: CollectorRegistry | None = None, allowed_hosts: tuple[str, ...] = (),
+                 limits: HttpLimits | None = None) -> None:
+        """``log_level`` None: the level this process logs at now (the demo quiets its logs, run does not).
+        ``allowed_hosts``: Host names served besides the listen address and localhost (status.allowed_hosts);
+        ``limits``: what one client may hold (controller/status_guard.py)."""
         self.source, self.host, self.port, self.interval = source, host, port, interval
         self.max_age = max(max_age, interval)
         if log_level is None:
             log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self._settings = {"token": token, "version": version, "nice": nice, "log_format": log_format,
                           "interval": interval, "max_age": max(max_age, interval),
-                          "log_level": log_level}
+                          "log_level": log_level, "allowed_hosts": list(allowed_hosts),
+                          "limits": (limits or HttpLimits()).to_dict()}
         self.builder = SnapshotBuilder(source, registry=registry)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-call")
         self.sock: socket.socket
@@ -200,6 +205,7 @@ class StatusProcess:
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
         self.port = self.sock.getsockname()[1]
+        self._settings.update(host=self.host, port=self.port)
         self._child = self._spawn()
         deadline = time.monotonic() + timeout
         while True:

@@ -69,7 +69,8 @@ class ControllerService:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
         # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
-        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format)
+        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
+                                    allowed_hosts=self.cfg.status.allowed_hosts)
         self.server.start()
         self.notifier.ready(self.summary())
         logger.info("controller %s running: %s", self.cfg.controller_id, self.summary())
