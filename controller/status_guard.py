@@ -22,7 +22,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HostCheck", "HttpLimits", "GuardedProtocol", "Throttle", "allowed_hosts", "guarded_protocol"]
+__all__ = ["GuardedProtocol", "HostCheck", "HttpLimits", "Throttle", "allowed_hosts", "guarded_protocol"]
 
 logger = logging.getLogger(__name__)
 

@@ -157,11 +157,11 @@ def test_malformed_requests_are_logged_once_per_interval(proc: StatusProcess, tm
 
 def test_status_process_gives_up_its_privileges(proc: StatusProcess) -> None:
     assert proc.pid is not None
-    status = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status").read().splitlines())
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
     assert int(status["CapEff"].strip(), 16) == 0 and int(status["CapPrm"].strip(), 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"  # the filter that refuses a new Unix socket (the Docker socket)
     if os.geteuid() == 0:  # permitted here: none left (under the unit setgroups is refused: see confinement.py)
         assert status["Groups"].strip() == ""
-    environ = open(f"/proc/{proc.pid}/environ", "rb").read()
+    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
     assert b"ALIBABA_CLOUD" not in environ and b"guard-secret" not in environ
