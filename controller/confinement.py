@@ -18,7 +18,7 @@ import os
 import platform
 import struct
 
-__all__ = ["confine"]
+__all__ = ["confine", "shield_daemon"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
 _LD_ABS_W, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
 _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_PR_SET_DUMPABLE, _PR_GET_DUMPABLE = 4, 3
 
 
 def _filter() -> bytes:
@@ -55,6 +56,16 @@ def _filter() -> bytes:
         (_RET_K, 0, 0, deny_unix),  # 14
     ]
     return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def shield_daemon() -> bool:
+    """For the daemon (``burstctl run``), before it starts the status process: not dumpable, so that another
+    process of the same user (the status process) cannot read its memory, environment or open files through
+    /proc (they become root's), and no core dump carries its credentials. True when it took effect."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        logger.warning("could not make the controller's process undumpable: %s", os.strerror(ctypes.get_errno()))
+    return int(libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0)) == 0
 
 
 def _held_capabilities() -> bool:

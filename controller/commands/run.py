@@ -19,6 +19,7 @@ from controller.daemon import Daemon
 from controller.edges import Edges
 from controller.ha import HaDaemon, build_ha_daemon
 from controller.service import Notifier, setup_logging
+from controller.confinement import shield_daemon
 from controller.status_process import StatusProcess
 
 __all__ = ["ControllerService", "add_parser"]
@@ -68,6 +69,7 @@ class ControllerService:
     def start(self) -> None:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
+        shield_daemon()  # the status process (same user) cannot read this one's memory or environment
         # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
         self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
                                     allowed_hosts=self.cfg.status.allowed_hosts)

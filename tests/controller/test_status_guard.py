@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +167,17 @@ def test_status_process_gives_up_its_privileges(proc: StatusProcess) -> None:
         assert status["Groups"].strip() == ""
     environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
     assert b"ALIBABA_CLOUD" not in environ and b"guard-secret" not in environ
+
+
+def test_the_daemon_shields_its_memory_from_the_status_process() -> None:
+    """``burstctl run`` makes its process undumpable: /proc/PID/{mem,environ,fd} become root's, so the status
+    process (same user, no CAP_SYS_PTRACE) cannot read the daemon's credentials there."""
+    code = ("import ctypes, time; from controller.confinement import shield_daemon; ok = shield_daemon(); "
+            "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), flush=True); time.sleep(5)")
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                          cwd=Path(__file__).resolve().parents[2]) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().split() == ["True", "0"]
+            assert os.stat(f"/proc/{p.pid}/environ").st_uid == 0  # root's, whoever runs it
+        finally:
+            p.kill()
