@@ -15,11 +15,11 @@ from collections import Counter
 from typing import Any
 
 from controller.config import DEFAULT_PATH, load_config, parse_listen, status_token
+from controller.confinement import shield_daemon
 from controller.daemon import Daemon
 from controller.edges import Edges
 from controller.ha import HaDaemon, build_ha_daemon
 from controller.service import Notifier, setup_logging
-from controller.confinement import shield_daemon
 from controller.status_process import StatusProcess
 
 __all__ = ["ControllerService", "add_parser"]
