@@ -158,8 +158,30 @@ def _token(value: str) -> str:
     return value
 
 
+def _host_name(value: str) -> str:
+    """A name the status endpoint answers to (``status.allowed_hosts``): a DNS name or an IP address, without
+    a port (the listen port is implied) or a wildcard (which would let any name through again)."""
+    name = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(name)
+        return name.lower()
+    except ValueError:
+        pass
+    if "*" in value or ":" in value or "/" in value:
+        raise ValueError(f"'{value}' is not a host name: write the bare name or address, like status.example.net "
+                         "(no port, no wildcard, no scheme)")
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", lb) for lb in labels):
+        raise ValueError(f"'{value}' is not a DNS name (letters, digits and dashes, dot-separated labels of 1 to "
+                         "63 characters)")
+    return value.rstrip(".").lower()
+
+
 class StatusConfig(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9180"
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_host_name)], ...] = Field(
+        default=(), description="Host names the endpoint answers to besides its listen address and localhost "
+                                "(a request naming any other gets 421)")
     token_file: AbsPath | None = "/etc/burst-controller/status.token"
     token: Annotated[str, AfterValidator(_token)] | None = Field(default=None,
                                                                  description="inline token (prefer token_file)")

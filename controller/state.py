@@ -518,11 +518,22 @@ class StateStore:
         else:
             into(row)
 
-    def samples(self, policy: str, since: float) -> list[MetricSample]:
+    def sample_rows(self, *, after: int, since: float,
+                    limit: int) -> list[tuple[int, str, float, float | None, float | None, int]]:
+        """The newest ``limit`` samples of every policy with id > ``after`` and ``at`` >= ``since``, oldest
+        first, as plain tuples (id, policy, at, value, capacity, replicas): one indexed read for the status
+        process's history window (controller/status_snapshot.py)."""
+        with self._read() as s:
+            rows = s.execute(text("SELECT id, policy, at, value, capacity, replicas FROM metric_samples "
+                                  "WHERE id > :after AND at >= :since ORDER BY id DESC LIMIT :limit"),
+                             {"after": after, "since": since, "limit": limit}).all()
+        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
+
+    def samples(self, policy: str, since: float, limit: int | None = None) -> list[MetricSample]:
         with self._read() as s:
             return list(s.exec(select(MetricSample).where(MetricSample.policy == policy,
                                                           col(MetricSample.at) >= since)
-                               .order_by(col(MetricSample.at))))
+                               .order_by(col(MetricSample.at)).limit(limit)))
 
     # ------------------------------------------------------------------ per-policy state
 

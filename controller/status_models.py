@@ -26,10 +26,13 @@ __all__ = [
     "MetricStatus",
     "PolicyStatus",
     "Readiness",
+    "SampleRow",
 ]
 
 # Same rule as policies/model.py's `name` (a DNS label of at most 40 characters).
 POLICY_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+# one metric sample for the status process's history window: (id, policy, at, value, capacity, replicas)
+SampleRow = tuple[int, str, float, float | None, float | None, int]
 
 
 class _Model(BaseModel):

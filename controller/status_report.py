@@ -20,6 +20,7 @@ from controller.status_models import (
     MetricPoint,
     MetricStatus,
     PolicyStatus,
+    SampleRow,
 )
 
 if TYPE_CHECKING:
@@ -116,11 +117,14 @@ class StatusReport:
         self._flags(policy, "drain", f"policy {policy}: operator drain, all cloud replicas go; "
                     "they stay at zero until resumed", drain_requested=True)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
         d = self._d()
         d.runtime(policy)
         return [MetricPoint(at=s.at, value=s.value, capacity=s.capacity, replicas=s.replicas)
-                for s in d.store.samples(policy, since)]
+                for s in d.store.samples(policy, since, limit)]
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        return self._d().store.sample_rows(after=after, since=since, limit=limit)
 
     def replica_counts(self, policy: str) -> dict[str, int]:
         return dict(Counter(r.state for r in self._d().store.live_replicas(policy)))

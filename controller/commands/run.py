@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from controller.config import DEFAULT_PATH, load_config, parse_listen, status_token
+from controller.confinement import shield_daemon
 from controller.daemon import Daemon
 from controller.edges import Edges
 from controller.ha import HaDaemon, build_ha_daemon
@@ -68,8 +69,10 @@ class ControllerService:
     def start(self) -> None:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
+        shield_daemon()  # the status process (same user) cannot read this one's memory or environment
         # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
-        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format)
+        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
+                                    allowed_hosts=self.cfg.status.allowed_hosts)
         self.server.start()
         self.notifier.ready(self.summary())
         logger.info("controller %s running: %s", self.cfg.controller_id, self.summary())

@@ -11,6 +11,7 @@
   const MAX_EVENTS = 500;
   const TOKEN_KEY = "burst-controller.status-token";
   const RANGE_KEY = "burst-controller.chart-range";
+  const HISTORY_PAGE = 5000; // the endpoint's largest history answer (controller/status.py)
   const { fmtNumber, fmtClock } = window.BurstChartFormat;
 
   const state = {
@@ -308,11 +309,16 @@
     const from = now - state.range;
     const h0 = state.history.get(name) || { points: [], lastAt: 0, range: state.range };
     if (h0.range !== state.range) { h0.points = []; h0.lastAt = 0; h0.range = state.range; }
-    const since = h0.lastAt > from ? h0.lastAt + 0.001 : from;
     try {
-      const fresh = await getJSON(`/v1/policies/${encodeURIComponent(name)}/history?since=${since.toFixed(3)}`);
-      h0.points = h0.points.concat(fresh.filter((p) => p.at > h0.lastAt)).filter((p) => p.at >= from);
-      if (h0.points.length) h0.lastAt = h0.points[h0.points.length - 1].at;
+      // pages of at most HISTORY_PAGE points, oldest first: a full page means more follow
+      for (let page = 0; page < 10; page += 1) {
+        const since = h0.lastAt > from ? h0.lastAt + 0.001 : from;
+        const fresh = await getJSON(
+          `/v1/policies/${encodeURIComponent(name)}/history?since=${since.toFixed(3)}&limit=${HISTORY_PAGE}`);
+        h0.points = h0.points.concat(fresh.filter((p) => p.at > h0.lastAt)).filter((p) => p.at >= from);
+        if (h0.points.length) h0.lastAt = h0.points[h0.points.length - 1].at;
+        if (fresh.length < HISTORY_PAGE) break;
+      }
       state.history.set(name, h0);
     } catch (e) {
       if (!String(e.message).startsWith("404")) console.warn("history of", name, e.message);

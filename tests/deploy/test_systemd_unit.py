@@ -79,4 +79,6 @@ def test_the_options_the_daemon_relies_on() -> None:
     assert s["LoadCredential"] == ["status.token:/etc/burst-controller/status.token"]
     assert s["ProtectSystem"] == ["strict"] and s["CapabilityBoundingSet"] == [""] and s["UMask"] == ["0077"]
     assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+    # room above the status endpoint's connection cap (1,000) and a bound on memory
+    assert int(s["LimitNOFILE"][0]) >= 4096 and s["MemoryMax"] == ["1G"]
     assert "ProcSubset" not in s  # host metrics read /proc/stat, /proc/meminfo, /proc/loadavg

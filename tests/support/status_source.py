@@ -17,6 +17,7 @@ from controller.status_models import (
     MetricPoint,
     MetricStatus,
     PolicyStatus,
+    SampleRow,
 )
 
 
@@ -45,6 +46,9 @@ class MemoryStatusSource:
             for i in range(events)
         ]
         self.calls: list[tuple[str, str]] = []
+        # ten minutes of samples a minute apart for each policy: (id, policy, at, value, capacity, replicas)
+        self.samples = [(k * len(policies) + i + 1, name, now - 600 + 60 * k, 50.0 + k % 7, 100.0, 1)
+                        for k in range(10) for i, name in enumerate(policies)]
 
     def status(self) -> ControllerStatus:
         with self._lock:
@@ -103,9 +107,12 @@ class MemoryStatusSource:
     def drain(self, policy: str) -> None:
         self._act("drain", policy)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
         if policy not in self.policies:
             raise NotFoundError(f"no policy named {policy!r}")
-        now = time.time()
-        return [MetricPoint(at=t, value=50.0 + (t % 7), capacity=100.0, replicas=1)
-                for t in range(int(max(since, now - 600)), int(now), 60)]
+        return [MetricPoint(at=at, value=v, capacity=c, replicas=r)
+                for _, name, at, v, c, r in self.samples if name == policy and at >= since][:limit]
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        rows = [s for s in self.samples if s[0] > after and s[2] >= since]
+        return rows[-limit:]
