@@ -158,6 +158,7 @@
       metric: h("dd", { class: "metric" }),
       replicas: h("dd", { class: "replica-chips" }),
       spend: h("dd", { class: "spend" }),
+      spentToday: h("dd", { class: "spent-today" }),
       fleetBody: h("tbody"),
       fleetEmpty: h("p", { class: "empty", text: "No cloud instances." }),
       fleetCount: h("span", { class: "muted" }),
@@ -179,7 +180,8 @@
       h("dl", { class: "facts-grid" },
         h("div", {}, h("dt", {}, "Load"), card.metric),
         h("div", {}, h("dt", {}, "Cloud replicas"), card.replicas),
-        h("div", {}, h("dt", {}, "Spend this hour"), card.spend)),
+        h("div", {}, h("dt", {}, "Spend rate"), card.spend),
+        h("div", {}, h("dt", {}, "Spent today (UTC)"), card.spentToday)),
       h("figure", { class: "chart-figure" },
         chartBox,
         h("figcaption", { class: "legend" },
@@ -214,11 +216,14 @@
     const d = p.decision;
     const now = Date.now() / 1000;
     if (d) {
-      const words = { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" }[d.direction] || d.direction;
-      card.decision.className = "decision dir-" + d.direction;
+      const words = p.draining ? "▼ Operator drain"
+        : { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" }[d.direction] || d.direction;
+      const desired = p.draining ? " to 0 cloud replicas, kept there until resumed"
+        : ` ${d.direction === "hold" ? "at" : "to"} ${d.desired} cloud replica${d.desired === 1 ? "" : "s"}`;
+      card.decision.className = "decision dir-" + (p.draining ? "in" : d.direction);
       card.decision.replaceChildren(
         h("span", { class: "direction" }, words),
-        h("span", { class: "desired" }, ` ${d.direction === "hold" ? "at" : "to"} ${d.desired} cloud replica${d.desired === 1 ? "" : "s"}`),
+        h("span", { class: "desired" }, desired),
         h("p", { class: "reason", text: d.reason }),
         h("span", { class: "muted when" }, "decided ", timeEl(d.at), ` (${fmtAge(now - d.at)} ago)`));
     } else {
@@ -243,12 +248,14 @@
       : [h("span", { class: "muted" }, "none")]));
 
     const budget = p.budget_per_hour || 0;
-    const share = budget > 0 ? Math.min(1, p.spend_this_hour / budget) : 0;
+    const share = budget > 0 ? Math.min(1, p.spend_per_hour / budget) : 0;
     const meter = h("meter", { min: 0, max: 1, low: 0.7, high: 0.9, optimum: 0, value: share.toFixed(3),
       "aria-label": "share of the hourly budget" });
     card.spend.replaceChildren(
-      h("strong", {}, fmtMoney(p.spend_this_hour)),
-      h("span", { class: "muted" }, budget > 0 ? ` of ${fmtMoney(budget)} per hour` : " (no budget)"), meter);
+      h("strong", {}, fmtMoney(p.spend_per_hour) + "/h"),
+      h("span", { class: "muted" }, budget > 0 ? ` of ${fmtMoney(budget)}/h budget` : " (no budget)"), meter);
+    card.spentToday.replaceChildren(h("strong", {}, fmtMoney(p.spent_today || 0)),
+      h("span", { class: "muted" }, " since 00:00 UTC"));
 
     const rows = (p.instances || []).map((i) => h("tr", { "data-instance": i.id },
       h("td", { class: "mono" }, i.id),

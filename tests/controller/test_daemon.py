@@ -117,7 +117,7 @@ def test_status_source_answers_and_operator_actions(h: Harness) -> None:
     [web] = st.policies
     assert web.replicas == {"serving": 1} and len(web.instances) == 1 and web.instances[0].state == "serving"
     assert web.metric is not None and web.metric.ok and web.decision is not None
-    assert web.budget_per_hour == 10.0 and abs(web.spend_this_hour - 0.62) < 1e-9
+    assert web.budget_per_hour == 10.0 and abs(web.spend_per_hour - 0.62) < 1e-9
     assert d.history("web", 0)
     page = d.events(cursor=None, limit=100, policy="web")
     assert any(e.kind == "admit" for e in page.events)
