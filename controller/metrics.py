@@ -67,11 +67,12 @@ _NS = "burst"
 # --- updated by the control loop
 TICK_SECONDS = Histogram(
     "tick_duration_seconds", "Duration of one run of a scheduled job (per policy where it applies)",
-    ["job"], namespace=_NS, registry=REGISTRY,
+    ["task"], namespace=_NS, registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+# "task", not "job": Prometheus gives every scraped series its target's job label
 TICK_ERRORS = Counter("tick_errors_total", "Scheduled job runs that ended in an error",
-                      ["job"], namespace=_NS, registry=REGISTRY)
+                      ["task"], namespace=_NS, registry=REGISTRY)
 DECISIONS = Counter("decisions_total", "Decisions made by the strategies",
                     ["policy", "direction"], namespace=_NS, registry=REGISTRY)
 EVENTS = Counter("events_total", "Audit events recorded, by kind", ["kind"], namespace=_NS, registry=REGISTRY)

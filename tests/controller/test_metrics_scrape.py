@@ -73,7 +73,7 @@ def test_every_documented_series_moves_in_a_burst_and_prometheus_scrapes_it(
         assert value("decisions_total", policy="mscrape", direction="in") >= 1
         assert value("events_total", kind="admit") >= 2
         assert value("image_replication_seconds_count", policy="mscrape") >= 1
-        assert value("tick_duration_seconds_count", job="step") >= 1
+        assert value("tick_duration_seconds_count", task="step") >= 1
         assert value("spent_today", policy="mscrape") > 0  # the two released instances' lifetimes
         assert value("spend_per_hour", policy="mscrape") == 0  # nothing held any more
         assert value("spend_total", policy="mscrape") > 0
