@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from controller.config import DEFAULT_PATH, load_config, read_secret_file, status_token
+from controller.config import (
+    CONFIG_ENV,
+    DEFAULT_PATH,
+    add_config_argument,
+    load_config,
+    read_secret_file,
+    status_token,
+)
 from controller.errors import AuthError, BurstError, ConfigError, FencedError, NotFoundError, TransientError
 from controller.status_models import (
     POLICY_NAME_PATTERN,
@@ -33,8 +40,7 @@ DEFAULT_URL = "http://127.0.0.1:9180"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help=f"status endpoint (default: status.listen from --config, else {DEFAULT_URL})")
-        p.add_argument("--config", default=os.environ.get("BURSTCTL_CONFIG", DEFAULT_PATH),
-                       help="controller config, for the URL and token (default %(default)s)")
+        add_config_argument(p, "controller config, for the URL and token")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
 
     st = sub.add_parser("status", help="what the running controller is doing and why")
@@ -71,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace) -> Any:
     """The config if it can be read; a missing default config is fine (the CLI may run elsewhere)."""
     if not os.path.exists(args.config):
-        if args.config != DEFAULT_PATH and args.config != os.environ.get("BURSTCTL_CONFIG"):
+        if args.config != DEFAULT_PATH and args.config != os.environ.get(CONFIG_ENV):
             raise ConfigError(f"{args.config}: not found", [f"{args.config}: no such file"])
         return None
     return load_config(args.config)
