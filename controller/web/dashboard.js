@@ -21,12 +21,13 @@
     events: [],
     cards: new Map(),      // policy name -> card object
     history: new Map(),    // policy name -> {points, lastAt}
-    range: Number(localStorage.getItem(RANGE_KEY)) || 10800,
+    range: Number(localStorage.getItem(RANGE_KEY)) || 0,  // seconds; 0: fit the data (up to FIT_MAX)
     token: sessionStorage.getItem(TOKEN_KEY) || null,
     pending: null,         // {policy, action} awaiting the token dialog
   };
 
   const $ = (id) => document.getElementById(id);
+  const FIT_MAX = 86400, FIT_MIN = 300;  // "fit the data": from the oldest sample of the last day, 5 min at least
 
   /* h("td", {class: "x"}, "text", childNode, ...): DOM built without innerHTML. */
   function h(tag, attrs, ...children) {
@@ -312,7 +313,8 @@
 
   async function refreshHistory(name) {
     const now = Date.now() / 1000;
-    const from = now - state.range;
+    const fit = state.range === 0;
+    const from = now - (fit ? FIT_MAX : state.range);
     const h0 = state.history.get(name) || { points: [], lastAt: 0, range: state.range };
     if (h0.range !== state.range) { h0.points = []; h0.lastAt = 0; h0.range = state.range; }
     const since = h0.lastAt > from ? h0.lastAt + 0.001 : from;
@@ -328,7 +330,9 @@
     if (card) {
       const pol = state.status && state.status.policies.find((x) => x.name === name);
       card.chart.label = pol && pol.metric && pol.metric.source ? `load · ${pol.metric.source}` : "load";
-      card.chart.update(h0.points, { from, to: now, unit: "" });
+      // fitted: the chart starts at the first sample, so a burst of minutes is not a sliver of a fixed window
+      const shown = fit ? Math.min(now - FIT_MIN, h0.points.length ? h0.points[0].at : now) : from;
+      card.chart.update(h0.points, { from: shown, to: now, unit: "" });
       card.capacityKey.hidden = !card.chart.hasCapacity;
     }
   }
@@ -458,7 +462,7 @@
     });
     const range = $("range-select");
     range.value = String(state.range);
-    if (range.value !== String(state.range)) { state.range = 10800; range.value = "10800"; }
+    if (range.value !== String(state.range)) { state.range = 0; range.value = "0"; }
     range.addEventListener("change", () => {
       state.range = Number(range.value);
       localStorage.setItem(RANGE_KEY, range.value);
