@@ -289,9 +289,13 @@ class Daemon(StatusReport):
                 message = (f"policies reloaded: added {result.added or '-'}, changed {result.changed or '-'}, "
                            f"removed {result.removed or '-'}")
                 if result.problems:
-                    message += f"; rejected {len(result.problems)} problem(s): " + (
-                        f"the last good version of {', '.join(result.kept)} stays in force" if result.kept
-                        else "no earlier good version of the rejected file(s), nothing of theirs loaded")
+                    outcome = []
+                    if result.kept:
+                        outcome.append(f"the last good version of {', '.join(result.kept)} stays in force")
+                    if result.unloaded:
+                        outcome.append(f"nothing loaded from {', '.join(Path(f).name for f in result.unloaded)} "
+                                       "(no earlier good version)")
+                    message += f"; rejected {len(result.problems)} problem(s): " + "; ".join(outcome or ["see them"])
                 self.store.record_event("reload", message, details={"problems": result.problems[:50]})
 
     def _restore_removed(self) -> None:

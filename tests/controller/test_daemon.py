@@ -248,3 +248,19 @@ def test_the_ha_pair_waits_for_its_active_daemons_gap_and_a_standby_does_not(h: 
     t0 = time.monotonic()
     ha.wait_between_steps(room=5.0, max_wait=0.3)
     assert time.monotonic() - t0 < 0.1
+
+
+def test_a_rejected_reload_says_what_stays_in_force(h: Harness) -> None:
+    write_policy(h.dir, "web")
+    d = h.daemon()
+
+    def reloads() -> list[str]:
+        return [e.message for e in d.events(cursor=None, limit=100, policy=None).events if e.kind == "reload"]
+
+    (h.dir / "web.yaml").write_text((h.dir / "web.yaml").read_text().replace("service_port: 80", "service_port: x"))
+    wait_for("a rejected reload", lambda: any("rejected" in m for m in reloads()))
+    [message] = [m for m in reloads() if "rejected" in m]
+    assert "the last good version of web stays in force" in message and "kept for -" not in message
+    (h.dir / "new.yaml").write_text("name: new\n")
+    wait_for("the new file rejected", lambda: any("nothing loaded from new.yaml (no earlier good version)" in m
+                                                 for m in reloads()))
