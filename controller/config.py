@@ -26,6 +26,7 @@ from policies.units import Duration
 from policies.yamltree import Document, Pos, parse_documents
 
 __all__ = [
+    "CONFIG_ENV",
     "DEFAULT_PATH",
     "CloudConfig",
     "CloudRegistryConfig",
@@ -36,7 +37,9 @@ __all__ = [
     "StateConfig",
     "StatusConfig",
     "Timeouts",
+    "add_config_argument",
     "cloud_credentials",
+    "default_config_path",
     "load_config",
     "load_config_text",
     "parse_listen",
@@ -46,6 +49,17 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/etc/burst-controller/controller.yaml"
+CONFIG_ENV = "BURSTCTL_CONFIG"  # the one environment variable naming the config file, for every command
+
+
+def default_config_path() -> str:
+    """``$BURSTCTL_CONFIG`` if set, else /etc/burst-controller/controller.yaml: every command's ``--config``."""
+    return os.environ.get(CONFIG_ENV) or DEFAULT_PATH
+
+
+def add_config_argument(parser: Any, what: str = "controller config") -> None:
+    parser.add_argument("--config", default=default_config_path(), metavar="FILE",
+                        help=f"{what} (default: ${CONFIG_ENV}, else {DEFAULT_PATH}; now %(default)s)")
 # Environment variables the Alibaba Cloud SDKs and CLI read (credentials.source: env).
 ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
@@ -302,6 +316,8 @@ class ControllerConfig(_Section):
     controller_id: ControllerId = Field(..., description="identity in every ECS tag, container label, LB server")
     state: StateConfig = StateConfig()
     state_dir: AbsPath = "/var/lib/burst-controller"
+    pki_dir: AbsPath | None = Field(default=None, description="the CA for node Docker endpoints: ca.pem and "
+                                    "ca-key.pem, plus the controller's client pair; default STATE_DIR/pki")
     status: StatusConfig = StatusConfig()
     policies_dir: AbsPath = "/etc/burst-controller/policies.d"
     onprem: OnpremConfig = OnpremConfig()
@@ -313,6 +329,11 @@ class ControllerConfig(_Section):
     ha: HaConfig = HaConfig()
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def pki_path(self) -> str:
+        """Where the node CA lives (``pki_dir``, else ``state_dir``/pki)."""
+        return self.pki_dir or f"{self.state_dir}/pki"
 
     @model_validator(mode="after")
     def _register(self) -> ControllerConfig:

@@ -24,6 +24,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controller import metrics
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
 from controller.policyset import PolicySet
@@ -154,24 +155,29 @@ class Daemon(StatusReport):
             return
         started = time.monotonic()
         self._running[job_id] = started
+        job = job_id.split(":", 1)[0].removesuffix("-now")  # "replicate:web" -> replicate, "reload-now" -> reload
         try:
             fn()
         except StateBusyError as exc:
             self._last_store_error = time.monotonic()
             logger.warning("job %s: state store busy, holding: %s", job_id, exc)
+            metrics.TICK_ERRORS.labels(job).inc()
         except BurstError as exc:
             logger.warning("job %s failed: %s", job_id, exc)
+            metrics.TICK_ERRORS.labels(job).inc()
             policy = job_id.split(":", 1)[1] if ":" in job_id else None
             if policy in self.runtimes:
-                self.runtimes[policy].error(f"{job_id.split(':')[0]}: {exc}")
+                self.runtimes[policy].error(f"{job}: {exc}")
         except Exception:
             logger.exception("job %s crashed", job_id)
+            metrics.TICK_ERRORS.labels(job).inc()
         finally:
             self._running.pop(job_id, None)
             if job_id == "step":
                 with self._step_done:
                     self._step_done.notify_all()
             took = time.monotonic() - started
+            metrics.TICK_SECONDS.labels(job).observe(took)
             if took > self.options.job_timeout:
                 logger.warning("job %s took %.1fs (over %.0fs)", job_id, took, self.options.job_timeout)
 
@@ -284,8 +290,13 @@ class Daemon(StatusReport):
                 message = (f"policies reloaded: added {result.added or '-'}, changed {result.changed or '-'}, "
                            f"removed {result.removed or '-'}")
                 if result.problems:
-                    message += f"; rejected {len(result.problems)} problem(s), last good version kept for " \
-                               f"{result.kept or '-'}"
+                    outcome = []
+                    if result.kept:
+                        outcome.append(f"the last good version of {', '.join(result.kept)} stays in force")
+                    if result.unloaded:
+                        outcome.append(f"nothing loaded from {', '.join(Path(f).name for f in result.unloaded)} "
+                                       "(no earlier good version)")
+                    message += f"; rejected {len(result.problems)} problem(s): " + "; ".join(outcome or ["see them"])
                 self.store.record_event("reload", message, details={"problems": result.problems[:50]})
 
     def _restore_removed(self) -> None:

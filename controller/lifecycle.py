@@ -40,7 +40,7 @@ from controller.snapshot import LiveReplica
 from controller.state import StateStore
 from controller.state_models import JOINABLE_STATES, IntentKind, IntentState, Replica, ReplicaState
 
-__all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
+__all__ = ["Lifecycle", "PolicyContext", "launch_spec", "replica_weight", "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
@@ -70,6 +70,13 @@ class PolicyContext(Protocol):
 def server_name(controller_id: str, policy: str, replica_id: str) -> str:
     """Identity in the load balancer (design rule 2): reconcile finds ours by this prefix."""
     return f"{controller_id}-{policy}-{replica_id}"
+
+
+def replica_weight(policy: Any) -> int | None:
+    """The policy's load-balancer weight for its replicas (``traffic.haproxy.weight``); None: the load
+    balancer's default (HAProxy: the on-prem servers' weight)."""
+    haproxy = policy.traffic.haproxy
+    return None if haproxy is None else haproxy.weight
 
 
 def launch_spec(policy: Any, controller_id: str, replica_id: str, intent_id: str, user_data: str) -> LaunchSpec:
@@ -377,7 +384,8 @@ class Lifecycle:
         ctx = self.ctx
         name = server_name(ctx.options.controller_id, r.policy, r.id)
         intent = ctx.store.step_intent(r, IntentKind.ADMIT, target=name)
-        server = Server(name=name, address=r.address or "", port=int(r.port or 0), instance_id=r.instance_id or "")
+        server = Server(name=name, address=r.address or "", port=int(r.port or 0), instance_id=r.instance_id or "",
+                        weight=replica_weight(ctx.policy))
         try:
             ctx.load_balancer().add(self._backend(), server)
         except TransientError as exc:

@@ -239,7 +239,9 @@ class Server:
     address: str
     port: int
     state: str = "ready"  # ready | drain | maint
-    weight: int = 100
+    # None: the load balancer's choice (HAProxy: the weight of the backend's own servers, so the cloud
+    # replicas share the traffic as one more of them; SLB: 100); a number: this weight (a policy's setting)
+    weight: int | None = None
     sessions: int = 0
     # the ECS instance behind the server: SLB addresses backends by instance id, not address
     instance_id: str = ""

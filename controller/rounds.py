@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from controller import metrics
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
 from controller.lifecycle import AnyReplica
@@ -93,6 +94,7 @@ class FleetRounds:
         except Exception as exc:
             logger.exception("%s of policy %s crashed", job, rt.name)
             rt.error(f"{job}: internal error {type(exc).__name__}: {exc}")
+        metrics.TICK_ERRORS.labels(job).inc()
         return False, None
 
     def _wait(self, running: dict[str, Future[Any]], started: dict[str, Future[Any]],

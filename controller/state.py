@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, text
 from sqlmodel import Session, col, select
 
-from controller import migrations
+from controller import metrics, migrations
 from controller.database import pg_engine, sqlite_engine, sqlite_path, sqlite_url, translated
 from controller.errors import FencedError, NotFoundError
 from controller.ports import Instance
@@ -199,7 +199,8 @@ class StateStore:
             s.flush()
             assert row.id is not None
             logger.info("event %s: %s", kind, message, extra={"policy": policy, "kind": kind})
-            return row.id
+        metrics.EVENTS.labels(kind).inc()  # once committed
+        return row.id
 
     def events(self, *, cursor: int | None = None, limit: int = 50,
                policy: str | None = None) -> tuple[list[EventRow], int | None]:
@@ -338,10 +339,11 @@ class StateStore:
         with translated():
             return read_fleet(self._reader)
 
-    def status_rows(self, policies: Sequence[str]) -> StatusRows:
-        """What the status endpoint shows from the store, for these policies, in one read (``read_status``)."""
+    def status_rows(self, policies: Sequence[str], day_start: float | None = None) -> StatusRows:
+        """What the status endpoint shows from the store, for these policies, in one read (``read_status``);
+        with ``day_start``, also the instances released since then."""
         with translated():
-            return read_status(self._reader, policies)
+            return read_status(self._reader, policies, day_start)
 
     def live_rows(self, policies: Sequence[str] | None = None) -> dict[str, list[LiveReplica]]:
         """Live replicas by policy as plain rows (see controller/snapshot.py), in one query."""
@@ -498,6 +500,7 @@ class StateStore:
         # PERF: plain values, not a SQLModel object (~0.2 ms each to build)
         row = (_DECISIONS, {"policy": policy, "at": self.clock(), "value": value, "desired": desired, "actual": actual,
                             "direction": direction, "reason": reason, "details": _dumps(details)})
+        metrics.DECISIONS.labels(policy, direction).inc()
         if into is None:
             self._history(row)
         else:

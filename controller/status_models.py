@@ -88,8 +88,11 @@ class PolicyStatus(_Model):
     decision: DecisionStatus | None = Field(default=None, description="null until the first evaluation")
     replicas: dict[str, int] = Field(default_factory=dict, description="replica count by lifecycle state")
     instances: list[InstanceStatus] = Field(default_factory=list)
-    spend_this_hour: float = Field(default=0.0, ge=0)
-    budget_per_hour: float = Field(default=0.0, ge=0)
+    spend_per_hour: float = Field(default=0.0, ge=0, description="hourly run rate of the instances held now, "
+                                  "at the policy's budget.prices (what the budget caps)")
+    spent_today: float = Field(default=0.0, ge=0, description="money spent by the policy's instances since "
+                               "00:00 UTC, from their lifetimes in the journal (released ones included)")
+    budget_per_hour: float = Field(default=0.0, ge=0, description="the cap on spend_per_hour (budget.max_per_hour)")
     last_errors: list[ErrorEntry] = Field(default_factory=list, description="most recent first")
 
 

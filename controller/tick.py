@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from controller import metrics
 from controller.budget import Holding, hourly_spend
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
@@ -148,6 +149,7 @@ class PolicyRuntime:
         dst = str(self.policy.registry.target)
         platforms = tuple(self.policy.workload.platforms) or None
         result = self.edges.registry.replicate(src, dst, platforms)
+        metrics.REPLICATION_SECONDS.labels(self.name).observe(result.seconds)
         spec = self.edges.workloads.capture(self.policy, f"{dst}@{result.digest}")
         for key in spec.secret_env:  # before anything could log the spec: redacted from every log line
             register_secret(spec.env.get(key))

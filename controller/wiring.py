@@ -35,7 +35,7 @@ from controller.ports import Container, Instance, LoadBalancer, MetricsSource, W
 from controller.service import register_secret
 from controller.state import StateStore
 
-__all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
+__all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls", "registry_credentials"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def loop_options(cfg: Any) -> LoopOptions:
 
 def node_tls(cfg: Any) -> TlsFiles:
     """The controller's client certificate for node Docker endpoints (``burstctl pki init`` made it)."""
-    pki = Path(cfg.state_dir) / "pki"
+    pki = Path(cfg.pki_path)
     return TlsFiles(ca=pki / "ca.pem", cert=pki / "controller-cert.pem", key=pki / "controller-key.pem")
 
 
@@ -118,7 +118,7 @@ def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
         if traffic.haproxy is not None:
             key = f"haproxy:{traffic.haproxy.socket}"
             if key not in cache:
-                cache[key] = HaproxyLoadBalancer(str(traffic.haproxy.socket))
+                cache[key] = HaproxyLoadBalancer(str(traffic.haproxy.socket), own_prefix=f"{cfg.controller_id}-")
         else:  # SLB: one client per region; the backend is the load balancer id
             key = f"slb:{policy.cloud.region}"
             if key not in cache:
@@ -131,7 +131,7 @@ def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
 RegistryPairs = dict[str, tuple[str, str]]
 
 
-def _registry_credentials(cfg: Any, provider: CredentialsProvider
+def registry_credentials(cfg: Any, provider: CredentialsProvider
                           ) -> tuple[CredentialSource, RegistryPairs | Callable[[], RegistryPairs] | None]:
     """The cloud registry's credentials: for the replicator (a ``CredentialSource``) and for the nodes' pulls
     (host -> (username, password), or a callable giving the current ones: ACR tokens expire)."""
@@ -165,7 +165,7 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
         api=EcsApiSettings(region=cfg.cloud.region, credentials=provider, endpoint=cfg.cloud.endpoint),
         docker_endpoint_template=cfg.cloud.node_docker_endpoint,
         describe_after_launch=False))  # the loop's boot check describes booting instances, 100 per call
-    reg_creds, reg_pairs = _registry_credentials(cfg, provider)
+    reg_creds, reg_pairs = registry_credentials(cfg, provider)
     insecure = {cfg.cloud_registry.url.split("/", 1)[0]} if cfg.cloud_registry.insecure else set()
     if cfg.onprem.registry:
         insecure.add(cfg.onprem.registry)
@@ -205,7 +205,7 @@ def _user_data(cfg: Any) -> Any:
     if not networks:
         return lambda policy, replica_id: ""
     insecure = (cfg.cloud_registry.url.split("/", 1)[0],) if cfg.cloud_registry.insecure else ()
-    bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),
+    bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(cfg.pki_path),
                                                 node_networks=networks, insecure_registries=insecure))
     return lambda policy, replica_id: bootstrap.render(f"{policy.name}-{replica_id}")
 

@@ -84,6 +84,10 @@ say "policies: examples in $etc/policies.d/*.yaml.example (copy to NAME.yaml and
 #    bridge-MAC script it embeds (adapters/bootstrap.py looks in <prefix>/share/ beside the venv)
 install -D -m 0644 "$SRC/deploy/node-bootstrap.yaml.tmpl" "$DESTDIR$PREFIX/share/node-bootstrap.yaml.tmpl"
 install -D -m 0755 "$SRC/deploy/pin-bridge-mac.sh" "$DESTDIR$PREFIX/share/pin-bridge-mac.sh"
+#    and, for the monitoring side, the Prometheus alert rules and the Grafana dashboard (docs/operations.md)
+install -D -m 0644 "$SRC/deploy/prometheus/burst-controller.rules.yml" \
+  "$DESTDIR$PREFIX/share/prometheus/burst-controller.rules.yml"
+install -D -m 0644 "$SRC/deploy/grafana/burst-controller.json" "$DESTDIR$PREFIX/share/grafana/burst-controller.json"
 
 # 7. the guides the unit's Documentation= points at
 if [ -d "$SRC/docs" ]; then

@@ -256,6 +256,10 @@ class HaproxyTraffic(_Section):
 
     socket: HaproxySocket = Field(description="HAProxy runtime API: a unix socket path or tcp://host:port")
     backend: HaproxyName = Field(description="backend the replicas join")
+    weight: int | None = Field(
+        default=None, ge=1, le=256,
+        description="HAProxy weight of each cloud replica; null: the weight of the backend's on-prem servers "
+                    "(read from HAProxy when a replica joins), so a replica takes the share of one of them")
 
 
 class SlbTraffic(_Section):

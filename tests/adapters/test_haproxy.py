@@ -123,3 +123,24 @@ def test_metrics_source_failure_is_an_observation(tmp_path: Path):
 def test_metrics_source_unknown_backend(haproxy):
     obs = HaproxyMetricsSource(str(haproxy.socket), "nope", "queue").query(60)
     assert obs.ok is False and "nope" in (obs.error or "")
+
+
+def test_a_replica_gets_the_onprem_servers_weight_unless_the_policy_sets_one(haproxy_factory):
+    """Traffic share: a cloud server joins with the weight the backend's own (on-prem) servers have, read
+    from HAProxy, so it takes the share of one of them; a weight given (traffic.haproxy.weight) wins."""
+    hp = haproxy_factory(backends=("web", "empty"),
+                         static_servers={"web": ["onprem-1 127.0.0.1:9 weight 7", "onprem-2 127.0.0.1:9 weight 7",
+                                                 "spare 127.0.0.1:9 weight 2"]})
+    lb = HaproxyLoadBalancer(str(hp.socket), own_prefix="dc1-")
+    lb.add("web", Server(name="dc1-web-r1", address="127.0.0.1", port=10))
+    lb.add("web", Server(name="dc1-web-r2", address="127.0.0.1", port=11, weight=3))
+
+    def weights(backend: str) -> dict[str, int]:
+        return {s.name: s.weight for s in lb.list(backend)}
+
+    assert weights("web") == {"onprem-1": 7, "onprem-2": 7, "spare": 2, "dc1-web-r1": 7, "dc1-web-r2": 3}
+    lb.set_weight("web", "dc1-web-r1", 50)  # our own servers' weights never set the default
+    lb.add("web", Server(name="dc1-web-r3", address="127.0.0.1", port=12))
+    assert weights("web")["dc1-web-r3"] == 7
+    lb.add("empty", Server(name="dc1-web-r4", address="127.0.0.1", port=13))
+    assert weights("empty") == {"dc1-web-r4": 1}  # nothing to follow: HAProxy's default

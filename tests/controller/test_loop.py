@@ -494,3 +494,16 @@ def test_a_workload_healthcheck_gates_admission_and_evicts_on_docker_unhealthy(e
     env.tick(dt=1, times=2)  # two failures (health.failures 2): out of traffic
     [r] = env.store.live_replicas("web")
     assert r.state in (S.DRAINING, S.STOPPING, S.RELEASING) and "health check failures" in (r.failure or "")
+
+
+@pytest.mark.parametrize("weight", [None, 5])
+def test_a_replica_joins_with_the_policys_weight_or_the_load_balancers_default(tmp_path, weight) -> None:
+    """traffic.haproxy.weight reaches the load balancer; without it the server carries none, and the
+    HAProxy adapter gives it the on-prem servers' weight (tests/adapters/test_haproxy.py)."""
+    e = make_env(tmp_path, traffic={"haproxy": {"socket": "/run/haproxy.sock", "backend": "web", "weight": weight}})
+    try:
+        serve_one(e)
+        [server] = e.world.lb.servers.values()
+        assert server.weight == weight
+    finally:
+        e.store.close()

@@ -40,6 +40,11 @@ def test_install_into_destdir_is_complete_and_idempotent(tmp_path: Path) -> None
     share = dest / "opt/burst-controller/share"
     assert (share / "node-bootstrap.yaml.tmpl").read_text() == (REPO / "deploy/node-bootstrap.yaml.tmpl").read_text()
     assert os.access(share / "pin-bridge-mac.sh", os.X_OK)
+    for shipped in ("prometheus/burst-controller.rules.yml", "grafana/burst-controller.json"):
+        assert (share / shipped).read_text() == (REPO / "deploy" / shipped).read_text(), shipped
+    version = subprocess.run([str(burstctl), "--version"], capture_output=True, text=True, env=env, timeout=120,
+                             check=False, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("burstctl "), version.stderr
     python = dest / "opt/burst-controller/venv/bin/python"
     probe = ("import adapters.bootstrap as b; from adapters.pki import CertificateAuthority; import sys, pathlib; "
              "ca = CertificateAuthority(pathlib.Path(sys.argv[1])); ca.ensure(); "

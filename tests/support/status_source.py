@@ -37,7 +37,7 @@ class MemoryStatusSource:
                 replicas={"serving": 2, "booting": 1},
                 instances=[InstanceStatus(id=f"i-{name}{k}", zone="cn-hangzhou-h", type="ecs.c6.large",
                                           state="serving", age_seconds=120.0, spend=0.02) for k in range(2)],
-                spend_this_hour=1.24, budget_per_hour=20.0,
+                spend_per_hour=1.24, spent_today=0.04, budget_per_hour=20.0,
                 last_errors=[ErrorEntry(at=now - 60, message="DescribeInstances throttled")],
             )
         self.events_log = [
