@@ -102,6 +102,7 @@ class NodeHost:
         self._stop = threading.Event()
         self._mirrors: list[http.server.ThreadingHTTPServer] = []
         self._armed: list[str] = []  # faults for the next launches (cloud-init-fail)
+        self._threads: list[threading.Thread] = []  # machines being created
         self._watcher = threading.Thread(target=self._watch, name="ecs-nodes", daemon=True)
 
     # ------------------------------------------------------------------ set-up
@@ -119,6 +120,8 @@ class NodeHost:
     def stop(self, remove: bool) -> None:
         """Stop watching; with ``remove`` also delete every machine and network of this scope."""
         self._stop.set()
+        for thread in list(self._threads):  # launches still creating their machines finish (or give up) first
+            thread.join(timeout=120)
         for srv in self._mirrors:
             srv.shutdown()
             srv.server_close()
@@ -193,8 +196,10 @@ class NodeHost:
         node = _Node(instance_id, start_at=self.clock() + self.boot_delay, faults=[fault] if fault else [])
         with self._lock:
             self._nodes[instance_id] = node
-        threading.Thread(target=self._create, args=(node, image_id, vswitch_id, ip, hostname, user_data),
-                         name=f"boot-{instance_id}", daemon=True).start()
+        thread = threading.Thread(target=self._create, args=(node, image_id, vswitch_id, ip, hostname, user_data),
+                                  name=f"boot-{instance_id}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _create(self, node: _Node, image_id: str, vswitch_id: str, ip: str, hostname: str,
                 user_data: bytes) -> None:
@@ -222,6 +227,8 @@ class NodeHost:
                 environment={"container": "docker"}, stop_signal="SIGRTMIN+3", host_config=host_config,
                 networking_config=networking, detach=True)
             node.container_id = created["Id"]
+            if self._stop.is_set():  # the emulator stopped meanwhile: stop() removes what exists now
+                return
             if "cloud-init-fail" in node.faults:
                 user_data = b"#cloud-config\nruncmd: [ [ sh, -c, 'exit 3' ] ]\nbootcmd: [ [ false ] ]\nwrite_files: 7\n"
             seed = _seed_tar(user_data, node.instance_id, hostname)
