@@ -82,7 +82,7 @@ class _Node:
 
 
 class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, fmt: str, *args: Any) -> None:  # noqa: D102 - quiet: apt fetches hundreds of files
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: apt fetches hundreds of files
         logger.debug("mirror: " + fmt, *args)
 
 
