@@ -224,7 +224,7 @@ class Daemon(StatusReport):
         from datetime import datetime
 
         if self.scheduler.running and name in self.runtimes and self.scheduler.get_job("step"):
-            self.runtimes[name]._last_evaluate = 0.0
+            self.rounds.kick(name)
             self.scheduler.modify_job("step", next_run_time=datetime.now(UTC))
 
     def reconcile(self) -> None:

@@ -66,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="load units one cloud replica serves (default: X / 10)")
     p.add_argument("--boot-delay", type=_duration, default=120.0, metavar="DURATION",
                    help="launch to serving (default 120s)")
+    p.add_argument("--drain-time", type=_duration, default=30.0, metavar="DURATION",
+                   help="drained to gone: still billing and holding budget (default 30s)")
     p.add_argument("--interval", type=_duration, default=60.0, metavar="DURATION",
                    help="how often the policy is evaluated (default 60s)")
     p.add_argument("--unserved-penalty", type=_non_negative, default=10.0, metavar="P",
@@ -115,8 +117,8 @@ def report_json(report: Report, policy_name: str, trace_name: str) -> dict[str, 
     out["baselines"] = {"hpa": _outcome_json(report.hpa), "step": _outcome_json(report.step)}
     out["oracle_instance_hours"] = round(report.oracle_instance_hours, 6)
     out["settings"] = {"onprem_capacity": s.onprem_capacity, "replica_capacity": s.replica_capacity,
-                       "boot_delay": s.boot_delay, "interval": s.interval, "unserved_penalty": s.unserved_penalty,
-                       "steps": report.steps}
+                       "boot_delay": s.boot_delay, "drain_time": s.drain_time, "interval": s.interval,
+                       "unserved_penalty": s.unserved_penalty, "steps": report.steps}
     return out
 
 
@@ -136,7 +138,7 @@ def _print_table(report: Report, policy_name: str, trace_name: str) -> None:
     console = Console()
     console.print(table)
     console.print(f"X={s.onprem_capacity:g} on-prem, Y={s.replica_capacity:g} per replica, boot "
-                  f"{format_duration(s.boot_delay)}, every {format_duration(s.interval)}, penalty "
+                  f"{format_duration(s.boot_delay)}, drain {format_duration(s.drain_time)}, every {format_duration(s.interval)}, penalty "
                   f"{s.unserved_penalty:g}; {report.steps} steps", highlight=False)
 
 
@@ -144,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.name)
     trace = load_trace(args.trace)
     settings = default_settings(trace, args.onprem_capacity, args.replica_capacity, args.boot_delay,
-                                args.interval, args.unserved_penalty)
+                                args.interval, args.unserved_penalty, args.drain_time)
     if settings.onprem_capacity <= 0 or settings.replica_capacity <= 0:
         raise ConfigError("zero capacity", [(f"{args.trace}: the trace's 75th percentile is 0, so the default "
                                              "capacities are 0: pass --onprem-capacity and --replica-capacity")])

@@ -161,19 +161,21 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
     d = h.daemon()
     assert d.ready() == (True, "")
     d.scheduler.pause()  # drive the job by hand from here
+    d.wait_between_steps(room=0.0, max_wait=5.0)  # a round in flight finishes its writes first
+    time.sleep(0.3)  # and so does a sample round (they run every 0.1 s)
     busy = StateStore(h.url, busy_timeout=0.1)
     d.store.close()
-    d.store = d.runtimes["web"].store = d.reconciler.store = busy
+    d.store = d.runtimes["web"].store = d.reconciler.store = d.rounds.store = busy
     lock = sqlite3.connect(h.url.removeprefix("sqlite:///"), isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")
-        d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # held, not raised
+        d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # held, not raised
         ok, why = d.ready()
         assert not ok and "state store" in why
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # resumes once the lock is gone
+    d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # resumes once the lock is gone
     assert len(busy.live_replicas("web")) == 1
 
 
