@@ -64,8 +64,10 @@ class _Batch:
 
 class FleetRounds:
     def __init__(self, store: StateStore, edges: Edges, options: LoopOptions,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_store_busy: Callable[[], None] = lambda: None) -> None:
         self.store, self.edges, self.options, self.clock = store, edges, options, clock
+        # told whenever a policy's part of a round found the state store busy (the daemon's readiness)
+        self.on_store_busy = on_store_busy
         self._pool = ThreadPoolExecutor(max_workers=ROUND_THREADS, thread_name_prefix="round")
         self._steps = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="step")  # replicas' steps
         self._evaluated: dict[str, float] = {}  # policy -> when its last evaluation ran
@@ -86,13 +88,13 @@ class FleetRounds:
             del running[name]
         return {name: rt for name, rt in runtimes.items() if name not in running}
 
-    @staticmethod
-    def _guarded(rt: PolicyRuntime, job: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+    def _guarded(self, rt: PolicyRuntime, job: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """A policy's part of a round: its errors are its own (as the per-policy jobs' were). Returns whether
         it ran through, and what it returned."""
         try:
             return True, fn()
         except StateBusyError as exc:
+            self.on_store_busy()
             logger.warning("%s of policy %s: state store busy, holding: %s", job, rt.name, exc)
         except BurstError as exc:
             logger.warning("%s of policy %s failed: %s", job, rt.name, exc)
@@ -206,11 +208,11 @@ class FleetRounds:
             for future in done:
                 future.result()
 
-    @staticmethod
-    def _advance_one(rt: PolicyRuntime, replica: AnyReplica, facts: RoundFacts) -> None:
+    def _advance_one(self, rt: PolicyRuntime, replica: AnyReplica, facts: RoundFacts) -> None:
         try:
             rt.lifecycle.advance(replica, facts)
         except StateBusyError as exc:  # this replica holds; the next round runs its step again
+            self.on_store_busy()
             logger.warning("step of replica %s (policy %s): state store busy, holding: %s", replica.id, rt.name, exc)
         except BurstError as exc:
             rt.error(f"replica {replica.id} ({replica.state}): {exc}")

@@ -161,8 +161,16 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
     d = h.daemon()
     assert d.ready() == (True, "")
     d.scheduler.pause()  # drive the job by hand from here
-    d.wait_between_steps(room=0.0, max_wait=5.0)  # a round in flight finishes its writes first
-    time.sleep(0.3)  # and so does a sample round (they run every 0.1 s)
+    # the rounds in flight (one dispatched just before the pause starts a moment later), and the policy's
+    # steps they left running in the background, finish first: a policy whose steps still run sits the next
+    # round out, and would not touch the locked store
+    def idle() -> bool:
+        return not d._running and all(f.done() for f in [*d.rounds._stepping.values(),
+                                                         *d.rounds._sampling.values()])
+
+    for _ in range(2):
+        wait_for("the rounds' work done", idle)
+        time.sleep(0.3)
     busy = StateStore(h.url, busy_timeout=0.1)
     d.store.close()
     d.store = d.runtimes["web"].store = d.reconciler.store = d.rounds.store = busy
