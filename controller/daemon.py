@@ -49,7 +49,7 @@ class Daemon(StatusReport):
         self.policy_set = PolicySet(policies_dir)
         self.runtimes: dict[str, PolicyRuntime] = {}
         self.reconciler = Reconciler(store, edges, options, clock)
-        self.rounds = FleetRounds(store, edges, options, clock)
+        self.rounds = FleetRounds(store, edges, options, clock, on_store_busy=self._store_busy)
         self.started_at = clock()
         self._lock = threading.RLock()
         self._ready, self._why = False, "starting"
@@ -149,6 +149,10 @@ class Daemon(StatusReport):
                                replace_existing=True,
                                next_run_time=datetime.now(UTC) + timedelta(seconds=first))
 
+    def _store_busy(self) -> None:
+        """A job, or a policy's part of a round, found the state store busy: readiness says so for 30 s."""
+        self._last_store_error = time.monotonic()
+
     def _guard(self, job_id: str, fn: Callable[[], object]) -> None:
         """Every job runs through here: timed, its errors caught and reported, never propagated."""
         if self._stopping or (self.leader is not None and not self.leader()):
@@ -159,7 +163,7 @@ class Daemon(StatusReport):
         try:
             fn()
         except StateBusyError as exc:
-            self._last_store_error = time.monotonic()
+            self._store_busy()
             logger.warning("job %s: state store busy, holding: %s", job_id, exc)
             metrics.TICK_ERRORS.labels(job).inc()
         except BurstError as exc:
@@ -231,7 +235,7 @@ class Daemon(StatusReport):
         from datetime import datetime
 
         if self.scheduler.running and name in self.runtimes and self.scheduler.get_job("step"):
-            self.runtimes[name]._last_evaluate = 0.0
+            self.rounds.kick(name)
             self.scheduler.modify_job("step", next_run_time=datetime.now(UTC))
 
     def reconcile(self) -> None:

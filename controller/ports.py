@@ -12,7 +12,7 @@ import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from policies.types import Observation
 
@@ -37,7 +37,10 @@ __all__ = [
     "Node",
     "NodeRuntime",
     "Owner",
+    "ProbeTarget",
+    "ReplicaProbe",
     "Server",
+    "WorkloadSource",
     "WorkloadSpec",
 ]
 
@@ -274,3 +277,30 @@ class MetricsSource(Protocol):
         Observation with ok=False and the error, never as an exception."""
 
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- the on-prem workload
+
+
+class WorkloadSource(Protocol):
+    """The on-prem side of a policy's workload."""
+
+    def source_image(self, policy: Any) -> str:
+        """The image reference the selected on-prem containers run (what the registry copies)."""
+
+    def capture(self, policy: Any, image: str) -> WorkloadSpec:
+        """The runnable spec of the selected containers, with ``image`` (the cloud copy, by digest)."""
+
+
+# --------------------------------------------------------------------------- replica health
+
+ProbeTarget = tuple[str, int, str, float]  # address, port, path, timeout
+
+
+class ReplicaProbe(Protocol):
+    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
+        """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
+
+    def probe_many(self, targets: Sequence[ProbeTarget]) -> list[bool]:
+        """Many checks at once, concurrently (a step round's, controller/rounds.py), answers in the order
+        asked; never raises."""

@@ -106,7 +106,7 @@ def write_html(report: Report, path: str, policy_name: str, trace_name: str, not
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(policy_name)} on {html.escape(trace_name)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(policy_name)} on {html.escape(trace_name)}</h1>
-<p class="muted">X = {s.onprem_capacity:g} on-prem, Y = {s.replica_capacity:g} per replica, boot {s.boot_delay:g} s,
+<p class="muted">X = {s.onprem_capacity:g} on-prem, Y = {s.replica_capacity:g} per replica, boot {s.boot_delay:g} s, drain {s.drain_time:g} s,
 evaluated every {s.interval:g} s, unserved penalty {s.unserved_penalty:g}; {report.steps} steps.</p>
 {"".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)}
 <table><tr><th>run</th>{"".join(f"<th>{k.replace('_', ' ')}</th>" for k in _KEYS)}</tr>{"".join(rows)}</table>

@@ -117,9 +117,7 @@ class StateStore:
         self._hist_seq = self._hist_done = 0
         self._hist_lock = threading.Lock()
         self._hist_flush = threading.Lock()
-        # PERF: policy -> how many times replicas were planned for it in this process (see replica_generation)
-        self._replica_gen: dict[str, int] = {}
-        self._local = threading.local()  # this thread's open transaction() and what runs after its commit
+        self._local = threading.local()  # this thread's open transaction()
         with translated(), self._writer.begin() as conn:
             applied = migrations.migrate(conn)
         if applied:
@@ -134,22 +132,12 @@ class StateStore:
         if getattr(self._local, "tx", None) is not None:
             yield  # already inside one
             return
-        after: list[Callable[[], None]] = []
         with self._write() as tx:
-            self._local.tx, self._local.after = tx, after
+            self._local.tx = tx
             try:
                 yield
             finally:
-                self._local.tx = self._local.after = None
-        for fn in after:  # once committed
-            fn()
-
-    def _after_commit(self, fn: Callable[[], None]) -> None:
-        after = getattr(self._local, "after", None)
-        if after is None:
-            fn()
-        else:
-            after.append(fn)
+                self._local.tx = None
 
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[tuple[Session, int | None]]:
@@ -248,19 +236,7 @@ class StateStore:
                 s.add(replica)
                 s.add(intent)
                 out.append((replica, intent))
-        # bumped after the commit: a reader that took the generation before its query either saw these rows or
-        # sees a new generation next time
-        def bump() -> None:
-            with self._hist_lock:
-                self._replica_gen[policy] = self._replica_gen.get(policy, 0) + 1
-
-        self._after_commit(bump)
         return out
-
-    def replica_generation(self, policy: str) -> int:
-        """Changes whenever replicas are planned for ``policy`` (the only way a replica row is created), so a
-        tick that found none can skip its next read until this moves (PERF: the idle tick's one query)."""
-        return self._replica_gen.get(policy, 0)
 
     def step_intent(self, replica: Replica | LiveReplica, kind: str, *, target: str | None = None,
                     payload: dict[str, Any] | None = None) -> Intent:

@@ -71,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "strategy says it, else X / 10)")
     p.add_argument("--boot-delay", type=_duration, default=120.0, metavar="DURATION",
                    help="launch to serving (default 120s)")
+    p.add_argument("--drain-time", type=_duration, default=30.0, metavar="DURATION",
+                   help="drained to gone: still billing and holding budget (default 30s)")
     p.add_argument("--interval", type=_duration, default=60.0, metavar="DURATION",
                    help="how often the policy is evaluated (default 60s)")
     p.add_argument("--unserved-penalty", type=_non_negative, default=10.0, metavar="P",
@@ -169,8 +171,8 @@ def report_json(report: Report, policy_name: str, trace_name: str, price: float 
     out["price_per_replica_hour"] = price
     out["verdict"] = verdict(report)
     out["settings"] = {"onprem_capacity": s.onprem_capacity, "replica_capacity": s.replica_capacity,
-                       "boot_delay": s.boot_delay, "interval": s.interval, "unserved_penalty": s.unserved_penalty,
-                       "steps": report.steps}
+                       "boot_delay": s.boot_delay, "drain_time": s.drain_time, "interval": s.interval,
+                       "unserved_penalty": s.unserved_penalty, "steps": report.steps}
     return out
 
 
@@ -193,7 +195,8 @@ def _print_table(report: Report, policy_name: str, trace_name: str, price: float
     console = Console()
     console.print(table)
     console.print(f"{source}; boot {format_duration(s.boot_delay)}, every {format_duration(s.interval)}, "
-                  f"penalty {s.unserved_penalty:g}; {report.steps} steps; cost at {price:g} per replica-hour "
+                  f"drain {format_duration(s.drain_time)}, penalty {s.unserved_penalty:g}; {report.steps} steps; "
+                  f"cost at {price:g} per replica-hour "
                   "(budget.prices, the policy's currency)", highlight=False, soft_wrap=True)
     console.print(verdict(report), highlight=False, soft_wrap=True)
 
@@ -202,7 +205,8 @@ def _run(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.name)
     trace = load_trace(args.trace, column=args.column)
     x, y, source = capacities(policy, trace, args.onprem_capacity, args.replica_capacity)
-    settings = default_settings(trace, x, y, args.boot_delay, args.interval, args.unserved_penalty)
+    settings = default_settings(trace, x, y, args.boot_delay, args.interval, args.unserved_penalty,
+                                args.drain_time)
     price = price_per_replica_hour(policy)
     if settings.onprem_capacity <= 0 or settings.replica_capacity <= 0:
         raise ConfigError("zero capacity", [(f"{args.trace}: the trace's 75th percentile is 0, so the default "

@@ -200,6 +200,9 @@ class FakeHealth:
         self.probes += 1
         return self.healthy
 
+    def probe_many(self, targets: Sequence[tuple[str, int, str, float]]) -> list[bool]:
+        return [self.probe(*t) for t in targets]
+
 
 class World:
     """All fakes together, with the Edges the loop takes."""

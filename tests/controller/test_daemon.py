@@ -161,19 +161,29 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
     d = h.daemon()
     assert d.ready() == (True, "")
     d.scheduler.pause()  # drive the job by hand from here
+    # the rounds in flight (one dispatched just before the pause starts a moment later), and the policy's
+    # steps they left running in the background, finish first: a policy whose steps still run sits the next
+    # round out, and would not touch the locked store
+    def idle() -> bool:
+        return not d._running and all(f.done() for f in [*d.rounds._stepping.values(),
+                                                         *d.rounds._sampling.values()])
+
+    for _ in range(2):
+        wait_for("the rounds' work done", idle)
+        time.sleep(0.3)
     busy = StateStore(h.url, busy_timeout=0.1)
     d.store.close()
-    d.store = d.runtimes["web"].store = d.reconciler.store = busy
+    d.store = d.runtimes["web"].store = d.reconciler.store = d.rounds.store = busy
     lock = sqlite3.connect(h.url.removeprefix("sqlite:///"), isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")
-        d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # held, not raised
+        d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # held, not raised
         ok, why = d.ready()
         assert not ok and "state store" in why
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # resumes once the lock is gone
+    d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # resumes once the lock is gone
     assert len(busy.live_replicas("web")) == 1
 
 
