@@ -400,6 +400,6 @@ class DockerWorkloadCapture:
             raise PermanentError(f"{what}: the engine's archive of {dest} is not a tar stream: {exc}") from exc
         if not names or any(n != top and not n.startswith(top + "/") for n in names):
             raise PermanentError(f"{what}: the engine's archive of {dest} does not hold {top} alone")
-        logger.info("copied mount %s (%d bytes%s)", dest, len(files.archive), ", secret" if secret else "",
+        logger.debug("copied mount %s (%d bytes%s)", dest, len(files.archive), ", secret" if secret else "",
                     extra={"mount": dest})
         return files

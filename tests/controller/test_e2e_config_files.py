@@ -82,7 +82,7 @@ def _running_hashes(lab: Lab) -> list[str]:
 
 def test_config_file_travels_and_an_edit_rolls_the_replicas_without_a_failed_request(
         flab: Lab, fcontroller: ControllerProcess) -> None:
-    fcontroller.start()
+    fcontroller.start(timeout=120)  # a loaded machine: the status process is slow to come up
     load = LoadGenerator(flab.url)
     try:
         load.set_clients(16)
