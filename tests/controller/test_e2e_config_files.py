@@ -17,7 +17,7 @@ from controller.loadgen import LoadGenerator
 from controller.ports import LABEL_SPEC_HASH
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
-pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine
+pytestmark = pytest.mark.timeout(1080)  # booted nodes: minutes each on a shared machine
 
 INTERVALS = {"sample": "0.5s", "evaluate": "1s", "step": "0.5s", "reconcile": "3s", "replicate": "2s", "gc": "60s"}
 CONFIG = "/www/config.txt"  # busybox httpd serves /www: GET /config.txt answers the file
@@ -86,7 +86,7 @@ def test_config_file_travels_and_an_edit_rolls_the_replicas_without_a_failed_req
     load = LoadGenerator(flab.url)
     try:
         load.set_clients(16)
-        wait_for("two cloud replicas serving", lambda: len(flab.cloud_servers()) == 2, 240)
+        wait_for("two cloud replicas serving", lambda: len(flab.cloud_servers()) == 2, 420)
         assert _cloud_answers(flab) == {"config=ON-PREM-1\n"}  # identical to on-prem, not NO-CONFIG
         old = set(_running_hashes(flab))
         assert len(old) == 1 and "" not in old
@@ -97,7 +97,7 @@ def test_config_file_travels_and_an_edit_rolls_the_replicas_without_a_failed_req
             hashes = _running_hashes(flab)
             return len(hashes) >= 2 and not set(hashes) & old and len(flab.cloud_servers()) == 2
 
-        wait_for("every cloud replica on the new spec", rolled, 300)
+        wait_for("every cloud replica on the new spec", rolled, 480)
         time.sleep(1)
         answers = _cloud_answers(flab)
         stats = load.snapshot()
