@@ -466,6 +466,11 @@ log_level: INFO
                         c.remove(force=True)
                 except docker.errors.DockerException as exc:
                     logger.warning("lab cleanup: %s", exc)
+            try:  # the volumes of the replicas' copied mounts (on booted nodes they go with the node)
+                for volume in self.docker.volumes.list(filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"}):
+                    volume.remove(force=True)
+            except docker.errors.DockerException as exc:
+                logger.warning("lab cleanup: volumes: %s", exc)
         if self.haproxy is not None:
             self.haproxy.terminate()
             try:

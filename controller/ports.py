@@ -27,6 +27,7 @@ __all__ = [
     "TAG_POLICY",
     "ComputePool",
     "Container",
+    "CopiedFiles",
     "CopyResult",
     "ImageRegistry",
     "Instance",
@@ -162,11 +163,30 @@ class ImageRegistry(Protocol):
 
 
 @dataclass(frozen=True)
+class CopiedFiles:
+    """The content of one read-only mount of the on-prem containers (``workload.mounts: copy``), carried to
+    each replica and mounted read-only at the same path.
+
+    ``archive`` is a tar stream whose entries all sit under one top-level entry named after the last element
+    of ``dest`` (what the Docker API's ``GET /containers/{id}/archive?path=dest`` answers). ``secret``: the
+    content is never logged, shown or stored (``copy-secret``).
+    """
+
+    dest: str
+    archive: bytes
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        # never the content: a secret file's bytes would reach logs and tracebacks
+        return f"CopiedFiles(dest={self.dest!r}, bytes={len(self.archive)}, secret={self.secret})"
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """The runnable spec of an on-prem container, captured so a cloud replica is identical.
 
     ``image`` is a digest reference (``repo@sha256:...``). ``secret_env`` names env keys whose values
-    must never be logged or stored in plain text.
+    must never be logged or stored in plain text; ``files`` marked secret likewise.
     """
 
     image: str
@@ -189,12 +209,15 @@ class WorkloadSpec:
     # container path -> tmpfs options ("size=64m"): tmpfs mounts, and non-portable mounts the policy maps
     # to "tmpfs"
     tmpfs: dict[str, str] = field(default_factory=dict)
+    # read-only mounts whose content travels with the spec (``workload.mounts: copy`` / ``copy-secret``)
+    files: tuple[CopiedFiles, ...] = ()
 
     def __repr__(self) -> str:
         # The dataclass default would print secret env values into logs and tracebacks.
         env = {k: ("***" if k in self.secret_env else v) for k, v in self.env.items()}
         return (f"WorkloadSpec(image={self.image!r}, entrypoint={self.entrypoint!r}, command={self.command!r}, "
-                f"env={env!r}, service_port={self.service_port}, spec_hash={self.spec_hash!r})")
+                f"env={env!r}, service_port={self.service_port}, files={[f.dest for f in self.files]!r}, "
+                f"spec_hash={self.spec_hash!r})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from controller.edges import Edges, LoopOptions
 from controller.errors import ConfigError
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
+from controller.specs import secret_texts
 from controller.state import StateStore
 
 __all__ = ["build_daemon", "build_edges", "build_store", "loop_options", "node_tls", "registry_credentials"]
@@ -71,7 +72,10 @@ class _DockerWorkloads:
         return f"docker-daemon:{src.reference}"  # never pushed: the replicator pushes it from the engine
 
     def capture(self, policy: Any, image: str) -> WorkloadSpec:
-        return self._capture.capture(selection_from_policy(policy), image=image)
+        spec = self._capture.capture(selection_from_policy(policy), image=image)
+        for text in secret_texts(spec):  # before anything could log the spec: redacted from every log line
+            register_secret(text)
+        return spec
 
 
 class _HttpProbe:
