@@ -465,7 +465,8 @@ class Lifecycle:
             # a node that only blinked gets a boot timeout to come back for a graceful stop; not one whose
             # replica failed (its node dead or cut off, most likely): it still counts against replicas.max
             # and the budget until released, so waiting would hold its replacement back
-            grace = 0.0 if r.failure else ctx.options.boot_timeout
+            failed = ctx.store.replica(r.id)  # the round's snapshot row leaves ``failure`` out (PERF)
+            grace = 0.0 if failed is not None and failed.failure else ctx.options.boot_timeout
             if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + grace:
                 raise
             ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
