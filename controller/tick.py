@@ -251,7 +251,9 @@ class PolicyRuntime:
             return Observation(value=None, age=float("inf"), source=str(self.policy.metric.source), ok=False,
                                error="no sample yet")
         age = max(0.0, now - at)
-        history = tuple(p for p in self._history if p[0] < at)
+        # copied in one C call first: the sampling round appends to it meanwhile ("deque mutated during
+        # iteration" crashed the tick on a loaded machine)
+        history = tuple(p for p in tuple(self._history) if p[0] < at)
         ok, error = obs.ok, obs.error
         if age > float(self.policy.metric.stale_after):
             ok, error = False, f"stale: last sample {age:.0f}s old"
