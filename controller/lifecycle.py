@@ -485,7 +485,12 @@ class Lifecycle:
                     pass
         except TransientError as exc:
             ctx.store.note_error(intent.id, str(exc))
-            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + ctx.options.boot_timeout:
+            # a node that only blinked gets a boot timeout to come back for a graceful stop; not one whose
+            # replica failed (its node dead or cut off, most likely): it still counts against replicas.max
+            # and the budget until released, so waiting would hold its replacement back
+            failed = ctx.store.replica(r.id)  # the round's snapshot row leaves ``failure`` out (PERF)
+            grace = 0.0 if failed is not None and failed.failure else ctx.options.boot_timeout
+            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + grace:
                 raise
             ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
                       replica=r.id)

@@ -230,7 +230,8 @@ class PolicyRuntime:
             return Observation(value=None, age=float("inf"), source=str(self.policy.metric.source), ok=False,
                                error="no sample yet")
         age = max(0.0, now - at)
-        # copied in one C call first: the status snapshot calls this from its thread while the tick appends
+        # copied in one C call first: the sampling round and the status snapshot's thread append or read it
+        # meanwhile ("deque mutated during iteration" crashed the tick on a loaded machine)
         history = tuple(p for p in tuple(self._history) if p[0] < at)
         ok, error = obs.ok, obs.error
         if age > float(self.policy.metric.stale_after):

@@ -330,8 +330,15 @@ class NodeHost:
         node = self._nodes.get(str(body.get("instance_id", "")))
         if node is None or not node.container_id:
             raise ValueError(f"instance_id: no machine for {body.get('instance_id')!r}")
-        if kind == "docker-dies":  # the engine is killed and stays down (its containers die with it)
-            script = "systemctl mask --runtime docker.service docker.socket; systemctl kill -s KILL docker.service"
+        if kind == "docker-dies":  # the engine is killed and stays down, and its containers die with it
+            # containerd's shims would keep the containers running (and serving, through the engine's NAT
+            # rules) without the engine: their processes are killed too, by the PIDs the engine reported, and
+            # the call returns once they are gone (a loaded machine takes a moment to tear a container down)
+            script = ("pids=$(docker ps -q | xargs -r docker inspect -f '{{.State.Pid}}'); "
+                      "systemctl mask --runtime docker.service docker.socket; systemctl kill -s KILL docker.service; "
+                      'if [ -n "$pids" ]; then kill -KILL $pids; '
+                      "for p in $pids; do for _ in $(seq 200); do kill -0 $p 2>/dev/null || break; sleep 0.05; done; "
+                      "done; fi")
             out = self.client.api.exec_create(node.container_id, ["sh", "-c", script])
             self.client.api.exec_start(out["Id"])
         else:  # network-drop: the machine loses its VSwitch

@@ -236,6 +236,29 @@ def replica_fails_and_is_replaced(env: Env) -> None:
     assert last is not None and "scale-out cooldown" in last.reason, last
 
 
+def test_a_failed_replica_on_an_unreachable_node_is_released_after_its_stop_timeout(tmp_path) -> None:
+    """A node that dies after admission (Docker Engine or network gone): its replica fails its health checks,
+    the stop cannot reach the node, and the instance is released once drain.stop_timeout (5 s) has passed,
+    not after the boot timeout as well (60 s): until then it holds the only place under replicas.max 1."""
+    env = make_env(tmp_path, replicas={"min": 0, "max": 1, "max_step_up": 1, "max_step_down": 1})
+    try:
+        serve_one(env)
+        [r] = env.store.live_replicas("web")
+        env.world.health.healthy = False
+        env.world.runtime.unreachable.add(str(r.instance_id))
+        env.tick(dt=1, times=3)  # two failed probes: drained; removed (no sessions): stopping, unreachable
+        assert env.store.replica(r.id).state == S.STOPPING  # type: ignore[union-attr]
+        assert [x.id for x in env.store.live_replicas("web")] == [r.id]  # replicas.max 1: no replacement yet
+        env.tick(dt=1, times=6)  # past the stop timeout: released anyway
+        assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
+        assert r.instance_id not in env.world.compute.instances
+        assert any(e.kind == "stop-skipped" for e in env.store.events()[0])
+        env.tick(dt=1)  # the next evaluation replaces it
+        assert [x.state for x in env.store.live_replicas("web")] == [S.BOOTING]
+    finally:
+        env.store.close()
+
+
 def test_drain_waits_for_sessions_then_is_forced_at_its_timeout(env: Env) -> None:
     serve_one(env)
     [r] = env.store.live_replicas("web")
