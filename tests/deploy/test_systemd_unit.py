@@ -79,7 +79,7 @@ def test_the_options_the_daemon_relies_on() -> None:
     assert s["User"] == ["burst-controller"] and s["Group"] == ["burst-controller"] and "DynamicUser" not in s
     assert "SupplementaryGroups" not in s and "LoadCredential" not in s
     sysusers = (REPO / "deploy/burst-controller.sysusers").read_text()
-    assert re.search(r"^u burst-controller - .* /var/lib/burst-controller ", sysusers, re.M), sysusers
+    assert re.search(r"^u burst-controller - .* /var/lib/burst-controller ", sysusers, re.MULTILINE), sysusers
     assert s["StateDirectory"] == ["burst-controller"] and s["ConfigurationDirectory"] == ["burst-controller"]
     assert s["StateDirectoryMode"] == ["0700"] and s["ConfigurationDirectoryMode"] == ["0750"]
     assert s["ProtectSystem"] == ["strict"] and s["CapabilityBoundingSet"] == [""] and s["UMask"] == ["0077"]
