@@ -418,9 +418,26 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig
         text = Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise _problem(f"{name}: no such file (pass --config PATH)") from None
+    except PermissionError:
+        folder = os.path.dirname(os.path.abspath(name))
+        raise _problem(f"{name}: cannot read: permission denied for user {_user()}; the service reads it through "
+                       f"its group: chgrp {SERVICE_GROUP} {folder} {name} && chmod 0750 {folder} && "
+                       f"chmod 0640 {name}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _problem(f"{name}: cannot read: {exc}") from None
     return load_config_text(text, name)
+
+
+SERVICE_GROUP = "burst-controller"  # the unit's User= and Group= (deploy/burst-controller.sysusers)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 # --------------------------------------------------------------------------- secret files
@@ -430,8 +447,9 @@ def read_secret_file(path: str, what: str) -> str:
     """The stripped content of a secret file, registered for redaction.
 
     Under systemd, a file passed with ``LoadCredential=NAME:PATH`` is read from $CREDENTIALS_DIRECTORY/NAME
-    (NAME = the file's base name): that is how the unit's dynamic user reads a root-only 0600 file. A file
-    that others can read or write is refused: the secret may already be known to them."""
+    (NAME = the file's base name), for a unit that passes secrets that way. The installed unit reads the files
+    themselves: they belong to its user, mode 0600. A file that others can read or write is refused: the
+    secret may already be known to them."""
     creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     candidate = Path(creds_dir, Path(path).name) if creds_dir else None
     real = candidate if candidate is not None and candidate.is_file() else Path(path)
@@ -439,6 +457,9 @@ def read_secret_file(path: str, what: str) -> str:
         st = real.stat()
     except FileNotFoundError:
         raise _problem(f"{path}: {what} file not found") from None
+    except PermissionError:
+        raise _problem(f"{path}: cannot read the {what} file: permission denied for user {_user()} "
+                       f"(its directory must let the user in)") from None
     except OSError as exc:
         raise _problem(f"{path}: cannot read the {what} file: {exc.strerror}") from None
     if st.st_mode & 0o077:
@@ -447,6 +468,10 @@ def read_secret_file(path: str, what: str) -> str:
              f"run: chmod 600 {real}")
     try:
         value = real.read_text(encoding="utf-8").strip()
+    except PermissionError:
+        raise _problem(f"{real}: cannot read the {what} file: permission denied for user {_user()}; the "
+                       f"service's secret files belong to its user: chown {SERVICE_GROUP}:{SERVICE_GROUP} {real} "
+                       f"&& chmod 600 {real}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _problem(f"{path}: cannot read the {what} file: {exc}") from None
     if not value:
