@@ -157,7 +157,7 @@ def _run_ecs(args: argparse.Namespace) -> int:
         url = emulator.start()
     except OSError as exc:
         raise ConfigError(str(exc), [f"burstctl emulate ecs: cannot listen on {args.listen}: {exc}"]) from exc
-    nodes = (f"booted nodes on {', '.join(f'{k}={v}' for k, v in args_vswitches(emulator).items())}"
+    nodes = (f"booted nodes on {', '.join(f'{k}={v}' for k, v in emulator.config.vswitches.items())}"
              if emulator.nodes is not None else f"docker {emulator.docker_endpoint}")
     print(f"ECS emulator listening on {url} (endpoint {emulator.endpoint}, {nodes})", flush=True)
     try:
@@ -167,10 +167,6 @@ def _run_ecs(args: argparse.Namespace) -> int:
         emulator.stop()
         print("ECS emulator stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def args_vswitches(emulator: EcsEmulator) -> dict[str, str]:
-    return dict(emulator.config.vswitches)
 
 
 def _node_images(args: argparse.Namespace) -> int:
