@@ -125,6 +125,14 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     for code, text in ((404, "unknown policy"), (409, "this controller is a standby"),
                        (503, "state store busy, retry"))
 }
+# What the protocol guard in front of the app (controller/status_guard.py) answers on any route, before the
+# app sees the request: documented on every operation, so a client (and schemathesis) knows them.
+_PLAIN = {"text/plain": {"schema": {"type": "string"}}}
+_GUARD_REFUSALS: dict[int | str, dict[str, object]] = {
+    414: {"description": "request target (path and query) over the guard's limit", "content": _PLAIN},
+    421: {"model": ErrorBody, "description": "unknown Host header (status.allowed_hosts adds names)"},
+    431: {"description": "too many or too large header fields", "content": _PLAIN},
+}
 _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "no bearer token"},
     403: {"model": ErrorBody, "description": "wrong token"},
@@ -144,7 +152,7 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
         description="What the burst controller is doing and why; pause, resume or drain a policy.",
         # FastAPI's /docs and /redoc pages load their JavaScript from a public CDN: no page here runs code
         # from elsewhere (broken offline, a supply-chain risk in an operator's browser). /openapi.json stays.
-        docs_url=None, redoc_url=None,
+        docs_url=None, redoc_url=None, responses=_GUARD_REFUSALS,
     )
     cache = _StatusCache(source, status_ttl)
     expected = token.encode() if token else None

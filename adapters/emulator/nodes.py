@@ -81,6 +81,10 @@ class _Node:
     faults: list[str] = field(default_factory=list)
 
 
+# /proc/sys outside net/: the host kernel's own settings, not namespaced
+_SHARED_SYSCTL_DIRS = ("abi", "crypto", "debug", "dev", "fs", "kernel", "user", "vm")
+
+
 class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: apt fetches hundreds of files
         logger.debug("mirror: " + fmt, *args)
@@ -102,7 +106,7 @@ class NodeHost:
         self._stop = threading.Event()
         self._mirrors: list[http.server.ThreadingHTTPServer] = []
         self._armed: list[str] = []  # faults for the next launches (cloud-init-fail)
-        self._threads: list[threading.Thread] = []  # machines being created
+        self._threads: list[threading.Thread] = []  # machines being created or deleted
         self._watcher = threading.Thread(target=self._watch, name="ecs-nodes", daemon=True)
 
     # ------------------------------------------------------------------ set-up
@@ -120,7 +124,7 @@ class NodeHost:
     def stop(self, remove: bool) -> None:
         """Stop watching; with ``remove`` also delete every machine and network of this scope."""
         self._stop.set()
-        for thread in list(self._threads):  # launches still creating their machines finish (or give up) first
+        for thread in list(self._threads):  # launches and deletions under way finish (or give up) first
             thread.join(timeout=120)
         for srv in self._mirrors:
             srv.shutdown()
@@ -198,8 +202,7 @@ class NodeHost:
             self._nodes[instance_id] = node
         thread = threading.Thread(target=self._create, args=(node, image_id, vswitch_id, ip, hostname, user_data),
                                   name=f"boot-{instance_id}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
+        self._track(thread)
 
     def _create(self, node: _Node, image_id: str, vswitch_id: str, ip: str, hostname: str,
                 user_data: bytes) -> None:
@@ -219,6 +222,11 @@ class NodeHost:
                 extra_hosts={MIRROR_HOST: vsw.gateway},
                 dns=[vsw.gateway],
             )
+            # /proc/sys/net writable, as on a VM: Docker 26 (Debian 13) sets the IPv6 sysctls of each container
+            # interface it adds and fails the start when it cannot. Those are per network namespace; the rest
+            # of /proc/sys (the host's kernel, shared) stays read-only as Docker's default has it.
+            host_config["ReadonlyPaths"] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger",
+                                            *(f"/proc/sys/{d}" for d in _SHARED_SYSCTL_DIRS)]
             networking = api.create_networking_config({
                 vsw.docker_name(self.scope): api.create_endpoint_config(ipv4_address=ip)})
             created = api.create_container(
@@ -286,9 +294,15 @@ class NodeHost:
     def delete_instance(self, instance_id: str) -> None:
         with self._lock:
             node = self._nodes.pop(instance_id, None)
-        if node is not None:
-            threading.Thread(target=self._remove_node, args=(node,), name=f"delete-{instance_id}",
-                             daemon=True).start()
+        if node is not None:  # stop() waits for it, like for a launch: no machine outlives the emulator
+            thread = threading.Thread(target=self._remove_node, args=(node,), name=f"delete-{instance_id}",
+                                      daemon=True)
+            self._track(thread)
+
+    def _track(self, thread: threading.Thread) -> None:
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _remove_node(self, node: _Node) -> None:
         for _ in range(600):  # a launch still creating its machine: wait for it, then remove

@@ -13,6 +13,7 @@ import pytest
 from adapters.haproxy import HaproxyLoadBalancer, HaproxyMetricsSource
 from controller.errors import NotFoundError
 from controller.ports import Server
+from tests.support.net import wait_port
 
 
 def _server(name: str, container) -> Server:
@@ -28,8 +29,16 @@ def _host(container) -> str:
     return container.id[:12]
 
 
+def _serving(*containers) -> None:
+    """Each replica answers itself: before that, HAProxy's retry and redispatch send its share to the other
+    one, and a round-robin assertion would see a single server (a busy machine starts httpd late)."""
+    for c in containers:
+        wait_port(c.address, c.port, timeout=60)
+
+
 def test_add_drain_weight_remove(haproxy, web_replicas):
     (_, a), (_, b) = web_replicas(2)
+    _serving(a, b)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     lb.add("web", _server("s-a", a))
     lb.add("web", _server("s-a", a))  # idempotent
@@ -61,6 +70,7 @@ def test_add_drain_weight_remove(haproxy, web_replicas):
 
 def test_reload_drops_servers_and_reapply_restores_them(haproxy, web_replicas):
     (_, a), (_, b) = web_replicas(2)
+    _serving(a, b)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     wanted = [_server("s-a", a), Server(name="s-b", address=b.address, port=b.port, state="drain")]
     assert lb.reapply("web", wanted) == ["s-a", "s-b"]
@@ -77,6 +87,7 @@ def test_reload_drops_servers_and_reapply_restores_them(haproxy, web_replicas):
 def test_tcp_runtime_api(haproxy_factory, web_replicas):
     hp = haproxy_factory(tcp_admin=True)
     ((_, a),) = web_replicas(1)
+    _serving(a)
     lb = HaproxyLoadBalancer(hp.admin_tcp)
     lb.add("web", _server("s-a", a))
     assert _ids(hp.url, 2) == [_host(a)] * 2
@@ -86,6 +97,7 @@ def test_tcp_runtime_api(haproxy_factory, web_replicas):
 
 def test_sessions_and_metrics_source(haproxy, web_replicas):
     ((_, a),) = web_replicas(1)
+    _serving(a)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     lb.add("web", _server("s-a", a))
     source = HaproxyMetricsSource(str(haproxy.socket), "web", "sessions")
