@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -133,8 +133,12 @@ class StatRow:
 class HaproxyLoadBalancer:
     """``LoadBalancer`` over the HAProxy 2.6 runtime API; one instance per stats socket."""
 
-    def __init__(self, socket_address: str, timeout: float = 5.0, delete_wait: float = 3.0) -> None:
+    def __init__(self, socket_address: str, timeout: float = 5.0, delete_wait: float = 3.0,
+                 own_prefix: str = "") -> None:
+        """``own_prefix``: how the names of the servers this controller adds begin (``<controller_id>-``);
+        the other servers of a backend are the on-prem ones, whose weight a replica gets by default."""
         self.api = RuntimeApi(socket_address, timeout)
+        self.own_prefix = own_prefix
         self._delete_wait = delete_wait
         # HAProxy applies commands one at a time, but add+enable must not interleave with a del
         self._lock = threading.Lock()
@@ -148,21 +152,33 @@ class HaproxyLoadBalancer:
     def add(self, backend: str, server: Server) -> None:
         target = f"{backend}/{server.name}"
         with self._lock:
-            existing = self._server_rows(backend).get(server.name)
+            rows = self._server_rows(backend)
+            existing = rows.get(server.name)
             if existing is None:
-                self.api.command(f"add server {target} {server.address}:{server.port} weight {server.weight}")
+                weight = server.weight if server.weight is not None else self._onprem_weight(rows, server.name)
+                self.api.command(f"add server {target} {server.address}:{server.port} weight {weight}")
                 # dynamic servers are born in maintenance: admit it
                 self.api.command(f"enable server {target}")
                 if server.state == "drain":
                     self.api.command(f"set server {target} state drain")
                 logger.info("haproxy server added", extra={"backend": backend, "server": server.name,
-                                                           "addr": f"{server.address}:{server.port}"})
+                                                           "addr": f"{server.address}:{server.port}",
+                                                           "weight": weight})
                 return
             if existing.addr and existing.addr != f"{server.address}:{server.port}":
                 # same identity, new place (a replica restarted on another port): move it, keep its state
                 self.api.command(f"set server {target} addr {server.address} port {server.port}")
                 logger.warning("haproxy server moved", extra={"backend": backend, "server": server.name,
                                                               "from": existing.addr})
+
+    def _onprem_weight(self, rows: dict[str, StatRow], name: str) -> int:
+        """The weight the backend's own servers have (the most common one, when they differ): a replica
+        added with it takes the share of one of them. Without any, the servers this controller added
+        (which got it too); in an empty backend HAProxy's default, 1."""
+        others = [r for n, r in rows.items() if n != name]
+        theirs = [r.weight for r in others if not (self.own_prefix and r.name.startswith(self.own_prefix))]
+        weights = theirs or [r.weight for r in others]
+        return Counter(weights).most_common(1)[0][0] if weights else 1
 
     def reapply(self, backend: str, servers: Iterable[Server]) -> list[str]:
         """Make every server in ``servers`` exist again, in its state (after a reload or restart);

@@ -123,10 +123,12 @@ class DockerCpuMetricsSource:
         found: dict[str, Any] = {}
         if self.selector:
             labels = [f"{k}={v}" for k, v in self.selector.items()]
-            for c in client.containers.list(filters={"label": labels, "status": "running"}):
+            for c in client.containers.list(filters={"label": labels, "status": "running"},
+                                             ignore_removed=True):
                 found[c.id] = c
         for name in self.names:
-            for c in client.containers.list(filters={"name": f"^/{name}$", "status": "running"}):
+            for c in client.containers.list(filters={"name": f"^/{name}$", "status": "running"},
+                                             ignore_removed=True):
                 found[c.id] = c
         # the controller's own replicas copy the workload's labels: wherever they run (an engine shared with
         # on-prem, a node named here by mistake), they are the burst's capacity, never the on-prem load

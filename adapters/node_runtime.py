@@ -2,7 +2,9 @@
 (``DockerNodeRuntime``, the ``NodeRuntime`` port). Called by the controller's start/stop/reconcile steps.
 
 Every container it makes carries the ownership labels plus the node's instance id (``LABEL_NODE``):
-several emulated nodes share one engine, and listing must only return the node's own replicas.
+several emulated nodes share one engine, and listing must only return the node's own replicas. Copied
+mounts (``WorkloadSpec.files``) go into a volume of the replica's own on the node, written through the
+same API, and are bind-mounted read-only from there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
 
 from adapters.dockerclient import docker_client
 from adapters.pki import TlsFiles
@@ -37,6 +40,7 @@ from controller.ports import (
     LABEL_NODE,
     LABEL_POLICY,
     Container,
+    CopiedFiles,
     Node,
     Owner,
     WorkloadSpec,
@@ -53,6 +57,10 @@ _AUTH_MARKERS = ("unauthorized", "authentication required", "no basic auth crede
                  "incorrect username or password")
 # host ports tried for the service port of the replicas on one node: service_port, +1, ...
 _PORT_SPAN = 64
+# the volume holding a replica's copied mounts, named on the replica so that removing it finds the volume
+LABEL_FILES = "io.burst-controller.files-volume"
+# where the throwaway container that writes the copied mounts sees the volume (absent from any image)
+_FILES_AT = "/.burst-controller-files"
 
 
 def map_docker_error(exc: Exception, what: str) -> BurstError:
@@ -206,7 +214,8 @@ class DockerNodeRuntime:
         existing = self._inspect(api, name, where)
         if existing is None:
             host_port = self._free_port(api, node, workload.service_port)
-            config = self._container_config(api, node, workload, name, labels, host_port)
+            binds = self._put_files(api, node, workload, name, labels) if workload.files else {}
+            config = self._container_config(api, node, workload, name, labels, host_port, binds)
             try:
                 self._call("create", f"{where}: create", lambda: api.create_container(**config))
             except PermanentError as exc:
@@ -286,10 +295,49 @@ class DockerNodeRuntime:
         self._call("wait", f"{where}: wait", lambda: api.wait(container_id, timeout=max(10, int(self._timeout))))
 
     def remove(self, node: Node, container_id: str) -> None:
+        """Remove the container with its anonymous volumes, and the volume of its copied mounts."""
         api = self._api(node)
+        where = f"node {node.instance_id}: remove {container_id[:12]}"
+        info = self._inspect(api, container_id, where)
+        volume = (((info or {}).get("Config") or {}).get("Labels") or {}).get(LABEL_FILES)
         with contextlib.suppress(NotFoundError):
-            self._call("remove", f"node {node.instance_id}: remove {container_id[:12]}",
-                       lambda: api.remove_container(container_id, force=True, v=True))
+            self._call("remove", where, lambda: api.remove_container(container_id, force=True, v=True))
+        if volume:
+            with contextlib.suppress(NotFoundError):
+                self._call("remove volume", f"{where}: remove volume {volume}", lambda: api.remove_volume(volume))
+
+    def _put_files(self, api: docker.APIClient, node: Node, w: WorkloadSpec, name: str,
+                   labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Write the copied mounts into the volume ``<name>-files`` on the node and answer the binds that
+        mount each one read-only at its destination.
+
+        Docker 20.10 cannot mount a volume's subpath, so each mount is bound from its path under the
+        volume's mountpoint on the node. The writing goes through a container created (never started)
+        from the workload's image, which the node has just pulled: the Engine API extracts an archive into
+        a created container's volume (``PUT /containers/{id}/archive``) without running anything.
+        """
+        where = f"node {node.instance_id}: replica {name}: copied mounts"
+        volume, writer = f"{name}-files", f"{name}-files-writer"
+        owned = {**labels, LABEL_NODE: node.instance_id}
+        self._call("create volume", f"{where}: create volume",
+                   lambda: api.create_volume(volume, driver="local", labels=owned))
+        info = self._call("inspect volume", f"{where}: inspect volume", lambda: api.inspect_volume(volume))
+        mountpoint = str(info["Mountpoint"]).rstrip("/")
+        with contextlib.suppress(NotFoundError):  # left by a start that failed half-way
+            self._call("remove", f"{where}: remove writer", lambda: api.remove_container(writer, force=True))
+        host_config = api.create_host_config(
+            mounts=[Mount(target=_FILES_AT, source=volume, type="volume", no_copy=True)], network_mode="none")
+        self._call("create", f"{where}: create writer", lambda: api.create_container(
+            image=w.image, name=writer, entrypoint=[_FILES_AT + "/none"], labels=owned, host_config=host_config))
+        try:
+            archive = _files_archive(w.files)
+            self._call("put archive", f"{where}: write", lambda: api.put_archive(writer, _FILES_AT, archive))
+        finally:
+            with contextlib.suppress(NotFoundError):
+                self._call("remove", f"{where}: remove writer", lambda: api.remove_container(writer, force=True))
+        logger.info("copied mounts to the node", extra={"node": node.instance_id, "replica": name,
+                                                        "mounts": [f.dest for f in w.files]})
+        return {f"{mountpoint}/{i}/{_top(f)}": {"bind": f.dest, "mode": "ro"} for i, f in enumerate(w.files)}
 
     # ------------------------------------------------------------------ helpers
 
@@ -351,7 +399,8 @@ class DockerNodeRuntime:
 
     @staticmethod
     def _container_config(api: docker.APIClient, node: Node, w: WorkloadSpec, name: str,
-                          labels: dict[str, str], host_port: int) -> dict[str, Any]:
+                          labels: dict[str, str], host_port: int,
+                          binds: dict[str, dict[str, str]]) -> dict[str, Any]:
         service = f"{w.service_port}/tcp"
         host_config = api.create_host_config(
             port_bindings={service: (node.address, host_port)},
@@ -360,6 +409,7 @@ class DockerNodeRuntime:
             restart_policy=dict(w.restart_policy) if w.restart_policy else None,
             log_config=dict(w.log_config) if w.log_config else None,
             tmpfs=dict(w.tmpfs) if w.tmpfs else None,
+            binds=binds or None,
         )
         exposed = list(w.exposed_ports)
         if service not in exposed:
@@ -371,7 +421,8 @@ class DockerNodeRuntime:
             "entrypoint": list(w.entrypoint) if w.entrypoint is not None else None,
             # secret values travel to the node's engine here and nowhere else
             "environment": [f"{k}={v}" for k, v in w.env.items()],
-            "labels": {**w.labels, **labels, LABEL_NODE: node.instance_id},
+            "labels": {**w.labels, **labels, LABEL_NODE: node.instance_id,
+                       **({LABEL_FILES: f"{name}-files"} if binds else {})},
             "user": w.user or "",
             "working_dir": w.working_dir,
             "healthcheck": dict(w.healthcheck) if w.healthcheck else None,
@@ -404,3 +455,26 @@ class DockerNodeRuntime:
             address=address,
             port=port,
         )
+
+
+def _top(files: CopiedFiles) -> str:
+    """The archive's one top-level entry: the last element of the mount's destination."""
+    return files.dest.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _files_archive(files: tuple[CopiedFiles, ...]) -> bytes:
+    """One tar of every copied mount, the i-th under ``i/`` (two mounts may end in the same name)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as dst:
+        for i, files_i in enumerate(files):
+            folder = tarfile.TarInfo(str(i))
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            dst.addfile(folder)
+            with tarfile.open(fileobj=io.BytesIO(files_i.archive), mode="r:") as src:
+                for member in src:
+                    content = src.extractfile(member) if member.isfile() else None
+                    member.name = f"{i}/{member.name}"
+                    if member.islnk():  # a hard link names another entry of the same archive
+                        member.linkname = f"{i}/{member.linkname}"
+                    dst.addfile(member, content)
+    return out.getvalue()

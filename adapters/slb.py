@@ -124,7 +124,8 @@ class SlbLoadBalancer:
                     raise PermanentError(f"SLB {backend}: instance {s.instance_id} already serves "
                                          f"{existing.get('Description')}; SLB takes one replica per node")
                 continue
-            entries.append({"ServerId": s.instance_id, "Weight": str(s.weight), "Type": "ecs", "Description": s.name})
+            weight = 100 if s.weight is None else s.weight  # SLB's own default: no on-prem server to match
+            entries.append({"ServerId": s.instance_id, "Weight": str(weight), "Type": "ecs", "Description": s.name})
             added.append(s.name)
         self._batched(AddBackendServersRequest, backend, entries)
         if added:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +33,13 @@ from controller.ports import (
     LABEL_POLICY,
     LABEL_REPLICA,
     LABEL_SPEC_HASH,
+    CopiedFiles,
     WorkloadSpec,
 )
-from controller.specs import spec_diff, with_hash
+from controller.specs import files_entries, spec_diff, with_hash
 
 __all__ = [
+    "MAX_COPIED_BYTES",
     "CapturedContainer",
     "DockerWorkloadCapture",
     "ImageSource",
@@ -49,6 +52,12 @@ logger = logging.getLogger(__name__)
 
 MOUNT_DROP = "drop"
 MOUNT_TMPFS = "tmpfs"
+MOUNT_COPY = "copy"
+MOUNT_COPY_SECRET = "copy-secret"
+# what the copied mounts of a workload may weigh together, counted as the tar archives the on-prem engine
+# sends (content plus a 512-byte header a file, padded to 512): config files, not data
+MAX_COPIED_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
 # ownership labels are set per replica, never copied from what was captured
 _OUR_LABELS = frozenset({LABEL_CONTROLLER, LABEL_POLICY, LABEL_REPLICA, LABEL_SPEC_HASH, LABEL_NODE})
 _ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
@@ -59,7 +68,8 @@ class WorkloadSelection:
     """Which on-prem containers make up a workload, and how to treat what does not travel.
 
     ``selector`` and ``names`` are a union: a container is selected when all selector labels match OR its
-    name is listed. ``mounts`` maps a non-portable mount's destination to "drop" or "tmpfs".
+    name is listed. ``mounts`` maps a non-portable mount's destination to "drop", "tmpfs", "copy" or
+    "copy-secret".
     """
 
     hosts: tuple[str, ...]
@@ -279,7 +289,7 @@ class DockerWorkloadCapture:
             raise NotPortableError(f"{where}: uses host devices "
                                    f"({', '.join(d.get('PathOnHost', '?') for d in hc['Devices'])})")
 
-        tmpfs = self._mounts(sel, host, where, info)
+        tmpfs, files = self._mounts(sel, host, where, info)
         for path, opts in (hc.get("Tmpfs") or {}).items():
             tmpfs.setdefault(path, opts or "")
 
@@ -316,19 +326,23 @@ class DockerWorkloadCapture:
             if log_config else None,
             stop_signal=config.get("StopSignal") or None,
             tmpfs=dict(sorted(tmpfs.items())),
+            files=files,
         )
         return with_hash(spec)
 
-    def _mounts(self, sel: WorkloadSelection, host: str, where: str, info: Mapping[str, Any]) -> dict[str, str]:
-        """tmpfs mounts to reproduce; NotPortableError for a bind mount or volume the policy did not map."""
+    def _mounts(self, sel: WorkloadSelection, host: str, where: str,
+                info: Mapping[str, Any]) -> tuple[dict[str, str], tuple[CopiedFiles, ...]]:
+        """tmpfs mounts to reproduce and mounts whose content is copied; NotPortableError for a bind mount
+        or volume the policy did not map."""
         tmpfs: dict[str, str] = {}
+        files: list[CopiedFiles] = []
         try:
             image_config = self._client(host).api.inspect_image(info["Image"]).get("Config") or {}
         except (DockerException, requests.exceptions.RequestException) as exc:
             raise _map_error(exc, f"inspecting the image of {where}") from exc
         image_volumes = set(image_config.get("Volumes") or {})
         host_mounts = {m.get("Target"): m for m in (info.get("HostConfig") or {}).get("Mounts") or ()}
-        for mount in info.get("Mounts") or ():
+        for mount in sorted(info.get("Mounts") or (), key=lambda m: str(m.get("Destination"))):
             kind, dest = mount.get("Type"), str(mount.get("Destination"))
             if kind == "tmpfs":
                 tmpfs[dest] = _tmpfs_options(host_mounts.get(dest) or {})
@@ -343,7 +357,49 @@ class DockerWorkloadCapture:
                 tmpfs[dest] = ""
                 continue
             source = mount.get("Name") if kind == "volume" else mount.get("Source")
+            if action in (MOUNT_COPY, MOUNT_COPY_SECRET):
+                field_name = f"policy {sel.policy or '?'}: workload.mounts[\"{dest}\"]: {action}"
+                if mount.get("RW"):
+                    raise NotPortableError(
+                        f"{field_name}: {where} can write to its {kind} mount {source} -> {dest}, and a copy "
+                        "cannot follow what it writes; copy is for read-only mounts (mount it :ro on-prem, or "
+                        "map it to tmpfs or drop)")
+                used = sum(len(f.archive) for f in files)
+                files.append(self._copy(host, str(info["Id"]), dest, action == MOUNT_COPY_SECRET,
+                                        MAX_COPIED_BYTES - used, f"{field_name}: {where}"))
+                continue
             raise NotPortableError(
                 f"{where}: {kind} mount {source} -> {dest} cannot be copied to a cloud node; map it in the "
-                f"policy (workload.mounts: {{{dest}: drop}} or {{{dest}: tmpfs}})")
-        return tmpfs
+                f"policy (workload.mounts: {{{dest}: drop}}, {{{dest}: tmpfs}}, or {{{dest}: copy}} for "
+                "read-only config files)")
+        return tmpfs, tuple(files)
+
+    def _copy(self, host: str, container_id: str, dest: str, secret: bool, room: int, what: str) -> CopiedFiles:
+        """The content at ``dest`` in the running container as the engine's tar stream, refused beyond
+        ``room`` bytes (what is left of MAX_COPIED_BYTES) without reading further."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            stream, _stat = self._client(host).api.get_archive(container_id, dest, chunk_size=_CHUNK)
+            for chunk in stream:
+                size += len(chunk)
+                if size > room:
+                    stream.close()
+                    raise NotPortableError(
+                        f"{what}: the copied mounts take more than {MAX_COPIED_BYTES // 1024} KiB, the limit "
+                        f"(counted as tar archives: content plus 512 bytes a file), at {dest}; copy is for "
+                        "config files: bake larger content into the image, or map the mount to drop or tmpfs")
+                chunks.append(chunk)
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise _map_error(exc, f"{what}: reading {dest}") from exc
+        files = CopiedFiles(dest=dest, archive=b"".join(chunks), secret=secret)
+        top = dest.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            names = list(files_entries(files))
+        except tarfile.TarError as exc:
+            raise PermanentError(f"{what}: the engine's archive of {dest} is not a tar stream: {exc}") from exc
+        if not names or any(n != top and not n.startswith(top + "/") for n in names):
+            raise PermanentError(f"{what}: the engine's archive of {dest} does not hold {top} alone")
+        logger.debug("copied mount %s (%d bytes%s)", dest, len(files.archive), ", secret" if secret else "",
+                    extra={"mount": dest})
+        return files

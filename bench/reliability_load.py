@@ -3,7 +3,7 @@ loop's tick time meanwhile, as a ratio measured in the same run (quiet and loade
 
     .venv/bin/python bench/reliability_load.py [--replicas 100] [--seconds 8] [--rounds 5] [--rate 1200]
                                                [--capacity-rounds 3] [--clients 4] [--concurrency 4]
-                                               [--mix mixed|status|healthz] [--client-nice 10] [--step 0.2]
+                                               [--mix mixed|status|healthz|history] [--client-nice 10] [--step 0.2]
 
 Two loads, one after the other on the same daemon:
 - at the target rate (the criterion): the clients send ``--rate`` requests per second in all, each connection
@@ -35,6 +35,17 @@ from tests.reliability.harness import record
 from tests.reliability.loadrig import LoadRig
 
 
+def _seed_history(rig: LoadRig, points: int) -> None:
+    """An hour of the policy's samples, so that a history answer is as large as on a controller that ran."""
+    assert rig.store is not None
+    now, rows = time.time(), []
+    for k in range(points):
+        rig.store.record_sample("web", at=now - 3600 + k * 3600 / max(points, 1), value=50.0 + k % 17, ok=True,
+                                source="bench", capacity=100.0, replicas=k % 5, into=rows.append)
+    rig.store.record_history(rows)
+    print(f"reliability_load: {points} samples of the last hour written for policy web")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replicas", type=int, default=100)
@@ -54,7 +65,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="loaded phases at the target rate, each between two quiet ones")
     ap.add_argument("--clients", type=int, default=4, help="client processes")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per client process")
-    ap.add_argument("--mix", default="mixed", choices=["mixed", "status", "healthz"])
+    ap.add_argument("--mix", default="mixed", choices=["mixed", "status", "healthz", "history"])
+    ap.add_argument("--history-points", type=int, default=720,
+                    help="samples of the last hour written for the policy before measuring (720: one per 5 s, "
+                         "a 46 KB history answer, as in issue 19)")
     ap.add_argument("--client-nice", type=int, default=10,
                     help="nice value of the client processes (default 10, the status process's own: the load "
                          "generator stands for clients on other machines, and like the endpoint it yields the 2 "
@@ -70,6 +84,7 @@ def main() -> int:
         print(f"reliability_load: {args.replicas} replicas serving after {time.monotonic() - t0:.0f}s "
               f"({len(rig.emulator.live_instances())} ECS-emulator instances via the real SDK; node runtime, load "
               "balancer and health probe are in-memory doubles)")
+        _seed_history(rig, args.history_points)
         target = rig.measure(args.seconds, args.clients, args.concurrency, args.mix, args.client_nice, args.rounds,
                              rate=args.rate)
         capacity = rig.measure(args.seconds, args.clients, args.concurrency, args.mix, args.client_nice,

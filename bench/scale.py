@@ -363,7 +363,7 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
             values.clear()
             values.update({n: HIGH for n in out_names} | {n: LOW for n in in_names})
             for r in runtimes:
-                r._last_evaluate = 0.0
+                daemon.rounds.kick(r.name)
                 r.lifecycle._last_probe.clear()  # the worst case: every replica's health check is due
             booting = sum(1 for row in store.live_replicas() if row.state == ReplicaState.BOOTING)
             gone_before = len(store.replicas(states=[ReplicaState.GONE]))

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from controller import __version__
 from controller.errors import BurstError, ConfigError
 
 # Each name is a module in controller/commands/ with add_parser(subparsers); the order is the help order.
@@ -20,6 +21,8 @@ COMMANDS = [
     "pki",
     "node",
     "policy",
+    "config",
+    "doctor",
     "emulate",
     "status",
     "simulate",
@@ -58,6 +61,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="burstctl",
         description="Hybrid-cloud burst controller: replicate on-prem workloads to Alibaba Cloud ECS at peak.",
     )
+    parser.add_argument("--version", action="version", version=f"burstctl {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("BURSTCTL_LOG_LEVEL", "WARNING"),
                         help="logging level (default WARNING; `run` defaults to INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

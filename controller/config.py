@@ -26,6 +26,7 @@ from policies.units import Duration
 from policies.yamltree import Document, Pos, parse_documents
 
 __all__ = [
+    "CONFIG_ENV",
     "DEFAULT_PATH",
     "CloudConfig",
     "CloudRegistryConfig",
@@ -36,7 +37,9 @@ __all__ = [
     "StateConfig",
     "StatusConfig",
     "Timeouts",
+    "add_config_argument",
     "cloud_credentials",
+    "default_config_path",
     "load_config",
     "load_config_text",
     "parse_listen",
@@ -46,6 +49,17 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/etc/burst-controller/controller.yaml"
+CONFIG_ENV = "BURSTCTL_CONFIG"  # the one environment variable naming the config file, for every command
+
+
+def default_config_path() -> str:
+    """``$BURSTCTL_CONFIG`` if set, else /etc/burst-controller/controller.yaml: every command's ``--config``."""
+    return os.environ.get(CONFIG_ENV) or DEFAULT_PATH
+
+
+def add_config_argument(parser: Any, what: str = "controller config") -> None:
+    parser.add_argument("--config", default=default_config_path(), metavar="FILE",
+                        help=f"{what} (default: ${CONFIG_ENV}, else {DEFAULT_PATH}; now %(default)s)")
 # Environment variables the Alibaba Cloud SDKs and CLI read (credentials.source: env).
 ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
@@ -158,8 +172,30 @@ def _token(value: str) -> str:
     return value
 
 
+def _host_name(value: str) -> str:
+    """A name the status endpoint answers to (``status.allowed_hosts``): a DNS name or an IP address, without
+    a port (the listen port is implied) or a wildcard (which would let any name through again)."""
+    name = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(name)
+        return name.lower()
+    except ValueError:
+        pass
+    if "*" in value or ":" in value or "/" in value:
+        raise ValueError(f"'{value}' is not a host name: write the bare name or address, like status.example.net "
+                         "(no port, no wildcard, no scheme)")
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", lb) for lb in labels):
+        raise ValueError(f"'{value}' is not a DNS name (letters, digits and dashes, dot-separated labels of 1 to "
+                         "63 characters)")
+    return value.rstrip(".").lower()
+
+
 class StatusConfig(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9180"
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_host_name)], ...] = Field(
+        default=(), description="Host names the endpoint answers to besides its listen address and localhost "
+                                "(a request naming any other gets 421)")
     token_file: AbsPath | None = "/etc/burst-controller/status.token"
     token: Annotated[str, AfterValidator(_token)] | None = Field(default=None,
                                                                  description="inline token (prefer token_file)")
@@ -280,6 +316,8 @@ class ControllerConfig(_Section):
     controller_id: ControllerId = Field(..., description="identity in every ECS tag, container label, LB server")
     state: StateConfig = StateConfig()
     state_dir: AbsPath = "/var/lib/burst-controller"
+    pki_dir: AbsPath | None = Field(default=None, description="the CA for node Docker endpoints: ca.pem and "
+                                    "ca-key.pem, plus the controller's client pair; default STATE_DIR/pki")
     status: StatusConfig = StatusConfig()
     policies_dir: AbsPath = "/etc/burst-controller/policies.d"
     onprem: OnpremConfig = OnpremConfig()
@@ -291,6 +329,11 @@ class ControllerConfig(_Section):
     ha: HaConfig = HaConfig()
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def pki_path(self) -> str:
+        """Where the node CA lives (``pki_dir``, else ``state_dir``/pki)."""
+        return self.pki_dir or f"{self.state_dir}/pki"
 
     @model_validator(mode="after")
     def _register(self) -> ControllerConfig:
@@ -375,9 +418,26 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig
         text = Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise _problem(f"{name}: no such file (pass --config PATH)") from None
+    except PermissionError:
+        folder = os.path.dirname(os.path.abspath(name))
+        raise _problem(f"{name}: cannot read: permission denied for user {_user()}; the service reads it through "
+                       f"its group: chgrp {SERVICE_GROUP} {folder} {name} && chmod 0750 {folder} && "
+                       f"chmod 0640 {name}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _problem(f"{name}: cannot read: {exc}") from None
     return load_config_text(text, name)
+
+
+SERVICE_GROUP = "burst-controller"  # the unit's User= and Group= (deploy/burst-controller.sysusers)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 # --------------------------------------------------------------------------- secret files
@@ -387,8 +447,9 @@ def read_secret_file(path: str, what: str) -> str:
     """The stripped content of a secret file, registered for redaction.
 
     Under systemd, a file passed with ``LoadCredential=NAME:PATH`` is read from $CREDENTIALS_DIRECTORY/NAME
-    (NAME = the file's base name): that is how the unit's dynamic user reads a root-only 0600 file. A file
-    that others can read or write is refused: the secret may already be known to them."""
+    (NAME = the file's base name), for a unit that passes secrets that way. The installed unit reads the files
+    themselves: they belong to its user, mode 0600. A file that others can read or write is refused: the
+    secret may already be known to them."""
     creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     candidate = Path(creds_dir, Path(path).name) if creds_dir else None
     real = candidate if candidate is not None and candidate.is_file() else Path(path)
@@ -396,6 +457,9 @@ def read_secret_file(path: str, what: str) -> str:
         st = real.stat()
     except FileNotFoundError:
         raise _problem(f"{path}: {what} file not found") from None
+    except PermissionError:
+        raise _problem(f"{path}: cannot read the {what} file: permission denied for user {_user()} "
+                       f"(its directory must let the user in)") from None
     except OSError as exc:
         raise _problem(f"{path}: cannot read the {what} file: {exc.strerror}") from None
     if st.st_mode & 0o077:
@@ -404,6 +468,10 @@ def read_secret_file(path: str, what: str) -> str:
              f"run: chmod 600 {real}")
     try:
         value = real.read_text(encoding="utf-8").strip()
+    except PermissionError:
+        raise _problem(f"{real}: cannot read the {what} file: permission denied for user {_user()}; the "
+                       f"service's secret files belong to its user: chown {SERVICE_GROUP}:{SERVICE_GROUP} {real} "
+                       f"&& chmod 600 {real}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _problem(f"{path}: cannot read the {what} file: {exc}") from None
     if not value:

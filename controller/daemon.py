@@ -24,6 +24,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controller import metrics
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
 from controller.policyset import PolicySet
@@ -48,7 +49,7 @@ class Daemon(StatusReport):
         self.policy_set = PolicySet(policies_dir)
         self.runtimes: dict[str, PolicyRuntime] = {}
         self.reconciler = Reconciler(store, edges, options, clock)
-        self.rounds = FleetRounds(store, edges, options, clock)
+        self.rounds = FleetRounds(store, edges, options, clock, on_store_busy=self._store_busy)
         self.started_at = clock()
         self._lock = threading.RLock()
         self._ready, self._why = False, "starting"
@@ -148,30 +149,39 @@ class Daemon(StatusReport):
                                replace_existing=True,
                                next_run_time=datetime.now(UTC) + timedelta(seconds=first))
 
+    def _store_busy(self) -> None:
+        """A job, or a policy's part of a round, found the state store busy: readiness says so for 30 s."""
+        self._last_store_error = time.monotonic()
+
     def _guard(self, job_id: str, fn: Callable[[], object]) -> None:
         """Every job runs through here: timed, its errors caught and reported, never propagated."""
         if self._stopping or (self.leader is not None and not self.leader()):
             return
         started = time.monotonic()
         self._running[job_id] = started
+        job = job_id.split(":", 1)[0].removesuffix("-now")  # "replicate:web" -> replicate, "reload-now" -> reload
         try:
             fn()
         except StateBusyError as exc:
-            self._last_store_error = time.monotonic()
+            self._store_busy()
             logger.warning("job %s: state store busy, holding: %s", job_id, exc)
+            metrics.TICK_ERRORS.labels(job).inc()
         except BurstError as exc:
             logger.warning("job %s failed: %s", job_id, exc)
+            metrics.TICK_ERRORS.labels(job).inc()
             policy = job_id.split(":", 1)[1] if ":" in job_id else None
             if policy in self.runtimes:
-                self.runtimes[policy].error(f"{job_id.split(':')[0]}: {exc}")
+                self.runtimes[policy].error(f"{job}: {exc}")
         except Exception:
             logger.exception("job %s crashed", job_id)
+            metrics.TICK_ERRORS.labels(job).inc()
         finally:
             self._running.pop(job_id, None)
             if job_id == "step":
                 with self._step_done:
                     self._step_done.notify_all()
             took = time.monotonic() - started
+            metrics.TICK_SECONDS.labels(job).observe(took)
             if took > self.options.job_timeout:
                 logger.warning("job %s took %.1fs (over %.0fs)", job_id, took, self.options.job_timeout)
 
@@ -225,7 +235,7 @@ class Daemon(StatusReport):
         from datetime import datetime
 
         if self.scheduler.running and name in self.runtimes and self.scheduler.get_job("step"):
-            self.runtimes[name]._last_evaluate = 0.0
+            self.rounds.kick(name)
             self.scheduler.modify_job("step", next_run_time=datetime.now(UTC))
 
     def reconcile(self) -> None:
@@ -284,8 +294,13 @@ class Daemon(StatusReport):
                 message = (f"policies reloaded: added {result.added or '-'}, changed {result.changed or '-'}, "
                            f"removed {result.removed or '-'}")
                 if result.problems:
-                    message += f"; rejected {len(result.problems)} problem(s), last good version kept for " \
-                               f"{result.kept or '-'}"
+                    outcome = []
+                    if result.kept:
+                        outcome.append(f"the last good version of {', '.join(result.kept)} stays in force")
+                    if result.unloaded:
+                        outcome.append(f"nothing loaded from {', '.join(Path(f).name for f in result.unloaded)} "
+                                       "(no earlier good version)")
+                    message += f"; rejected {len(result.problems)} problem(s): " + "; ".join(outcome or ["see them"])
                 self.store.record_event("reload", message, details={"problems": result.problems[:50]})
 
     def _restore_removed(self) -> None:

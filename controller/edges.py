@@ -1,13 +1,13 @@
-"""What the control loop needs from the outside world, bundled: the ports (controller/ports.py), the two
-capabilities the ports file does not declare (capturing the on-prem workload, probing a replica's health),
-and the loop's own timing options. Built by controller/wiring.py (real adapters) or by tests (fakes).
+"""What the control loop needs from the outside world, bundled: the ports (every capability the loop uses is
+declared in controller/ports.py), and the loop's own timing options. Built by controller/wiring.py (real
+adapters) or by tests (fakes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from controller.ports import (
     ComputePool,
@@ -16,25 +16,11 @@ from controller.ports import (
     LoadBalancer,
     MetricsSource,
     NodeRuntime,
-    WorkloadSpec,
+    ReplicaProbe,
+    WorkloadSource,
 )
 
-__all__ = ["Edges", "LoopOptions", "ReplicaProbe", "WorkloadSource"]
-
-
-class WorkloadSource(Protocol):
-    """The on-prem side of a policy's workload."""
-
-    def source_image(self, policy: Any) -> str:
-        """The image reference the selected on-prem containers run (what the registry copies)."""
-
-    def capture(self, policy: Any, image: str) -> WorkloadSpec:
-        """The runnable spec of the selected containers, with ``image`` (the cloud copy, by digest)."""
-
-
-class ReplicaProbe(Protocol):
-    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
-        """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
+__all__ = ["Edges", "LoopOptions"]
 
 
 @dataclass

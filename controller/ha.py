@@ -25,7 +25,7 @@ from controller.errors import BurstError, FencedError
 from controller.leader import Leadership, LeaseSettings, LeaseTable
 from controller.ports import ComputePool, ImageRegistry, LoadBalancer, NodeRuntime
 from controller.state import StateStore
-from controller.status_models import ControllerStatus, EventPage, MetricPoint
+from controller.status_models import ControllerStatus, EventPage, MetricPoint, SampleRow
 from controller.tick import PolicyRuntime
 from policies.types import Observation
 
@@ -257,8 +257,11 @@ class HaDaemon:
         if daemon is not None and self.leadership.holds():
             daemon.wait_between_steps(room, max_wait)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
-        return self._source().history(policy, since)
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
+        return self._source().history(policy, since, limit)
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        return self._source().history_rows(after=after, since=since, limit=limit)
 
     def _active(self) -> Daemon:
         daemon = self.daemon

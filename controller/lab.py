@@ -85,10 +85,16 @@ backend web
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(reserved: list[socket.socket]) -> int:
+    """A loopback port kept reserved (its socket in ``reserved``) until the lab stops: bound with SO_REUSEADDR
+    and never listening. The server given the port (HAProxy, Docker's proxy, the controller's status endpoint:
+    all set SO_REUSEADDR) listens on it, again after each restart, while nothing else on the machine can take
+    it in between (another bind to port 0, an outgoing connection's local port)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    reserved.append(s)
+    return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float = 15.0) -> None:
@@ -158,6 +164,7 @@ class Lab:
         self.address_pool = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}.0/24"
         self.node_network = ""  # the VSwitch CIDR of booted nodes
         self._node_clients: dict[str, docker.DockerClient] = {}
+        self._ports: list[socket.socket] = []  # reserved by _free_port until stop
 
     @property
     def booted(self) -> bool:
@@ -251,7 +258,7 @@ class Lab:
 
     def _start_onprem(self, image: str) -> int:
         assert self.docker is not None
-        port = _free_port()
+        port = _free_port(self._ports)
         self.onprem_container = self.docker.containers.run(
             image, ["sh", "-c", _WORKLOAD_CMD], name=f"burst-lab-onprem-{self.id}", detach=True,
             labels={LAB_LABEL: self.id, "app": f"web-{self.id}"}, ports={"80/tcp": ("127.0.0.1", port)},
@@ -263,7 +270,7 @@ class Lab:
         exe = shutil.which("haproxy")
         if not exe:
             raise NotFoundError("haproxy is not installed: run scripts/services.sh install")
-        self.frontend_port = _free_port()
+        self.frontend_port = _free_port(self._ports)
         cfg = self.root / "haproxy.cfg"
         cfg.write_text(_HAPROXY.format(sock=self.haproxy_socket, root=self.root, port=self.frontend_port,
                                        onprem_port=onprem_port))
@@ -324,7 +331,7 @@ budget: {{max_per_hour: 5.0, prices: {{ecs.c6.large: 0.62}}}}
 
     def _write_files(self) -> None:
         assert self.emulator is not None
-        self.status_port = _free_port()
+        self.status_port = _free_port(self._ports)
         self.policies_dir.mkdir(parents=True, exist_ok=True)
         self.policy_path.write_text(self.policy_yaml())
         token_file = self.root / "status.token"
@@ -358,7 +365,7 @@ cloud_registry:
   auth: {{type: none}}
 intervals:
 {intervals}
-timeouts: {{launch: 30s, boot: {"240s" if self.booted else "30s"}, start: {"120s" if self.booted else "30s"}}}
+timeouts: {{launch: 30s, boot: {"600s" if self.booted else "30s"}, start: {"180s" if self.booted else "30s"}}}
 orphan_grace: {self.settings.orphan_grace}
 log_format: text
 log_level: INFO
@@ -468,6 +475,11 @@ log_level: INFO
                         c.remove(force=True)
                 except docker.errors.DockerException as exc:
                     logger.warning("lab cleanup: %s", exc)
+            try:  # the volumes of the replicas' copied mounts (on booted nodes they go with the node)
+                for volume in self.docker.volumes.list(filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"}):
+                    volume.remove(force=True)
+            except docker.errors.DockerException as exc:
+                logger.warning("lab cleanup: volumes: %s", exc)
         if self.haproxy is not None:
             self.haproxy.terminate()
             try:
@@ -489,5 +501,8 @@ log_level: INFO
         if self.docker is not None:
             self.docker.close()
             self.docker = None
+        for sock in self._ports:
+            sock.close()
+        self._ports.clear()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -1,6 +1,6 @@
 """A replica's life, one journaled step at a time: planned -> replicating -> launching -> booting ->
-starting -> healthy -> serving -> draining -> stopping -> releasing -> gone. Called by the per-policy tick
-(controller/tick.py) every step interval for each live replica.
+starting -> healthy -> serving -> draining -> stopping -> releasing -> gone. Called by the daemon's step round
+(controller/rounds.py) every step interval for each live replica that has something to do.
 
 Every step is resumable: the state is in the store, each side effect is an intent written before the call
 (design rule 1) and re-run after a crash, and every call is idempotent (the launch reuses its ClientToken,
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.budget import Holding, check_launch, per_node
@@ -40,7 +41,7 @@ from controller.snapshot import LiveReplica
 from controller.state import StateStore
 from controller.state_models import JOINABLE_STATES, IntentKind, IntentState, Replica, ReplicaState
 
-__all__ = ["Lifecycle", "PolicyContext", "launch_spec", "server_name"]
+__all__ = ["NO_FACTS", "Lifecycle", "PolicyContext", "RoundFacts", "launch_spec", "replica_weight", "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
@@ -48,6 +49,19 @@ AnyReplica = Replica | LiveReplica  # a step reads either the ORM row or a round
 # after the drain command, wait this long before trusting "no sessions": a request the load balancer routed
 # just before the command may not be counted yet
 DRAIN_SETTLE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoundFacts:
+    """PERF: answers a round fetched for many replicas at once (controller/rounds.py), handed to a step
+    instead of a call of its own: instance id -> the instance (None: not found), replica id -> whether its
+    health check passed. Absent: the step asks for itself."""
+
+    described: Mapping[str, Instance | None] = field(default_factory=dict)
+    probed: Mapping[str, bool] = field(default_factory=dict)
+
+
+NO_FACTS = RoundFacts()
 
 
 class PolicyContext(Protocol):
@@ -72,6 +86,13 @@ def server_name(controller_id: str, policy: str, replica_id: str) -> str:
     return f"{controller_id}-{policy}-{replica_id}"
 
 
+def replica_weight(policy: Any) -> int | None:
+    """The policy's load-balancer weight for its replicas (``traffic.haproxy.weight``); None: the load
+    balancer's default (HAProxy: the on-prem servers' weight)."""
+    haproxy = policy.traffic.haproxy
+    return None if haproxy is None else haproxy.weight
+
+
 def launch_spec(policy: Any, controller_id: str, replica_id: str, intent_id: str, user_data: str) -> LaunchSpec:
     cloud = policy.cloud
     return LaunchSpec(
@@ -90,22 +111,19 @@ class Lifecycle:
     def __init__(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
         self._last_probe: dict[str, float] = {}  # replica id -> time of its last health probe
-        # PERF: answers a round fetched for many replicas at once (controller/rounds.py), used instead of a
-        # call of one's own: instance id -> the instance (None: not found), replica id -> its probe's result
-        self.described: dict[str, Instance | None] = {}
-        self.probed: dict[str, bool] = {}
         # replicas_per_node > 1: choosing an instance for a replica, and deciding that a replica is the last
         # on its instance, read all the policy's replicas and must not interleave (the steps run in parallel)
         self._placement = threading.Lock()
 
     # ------------------------------------------------------------------ driver
 
-    def advance(self, replica: AnyReplica) -> AnyReplica:
-        """Take as many steps as are possible now (usually one or two) and return the replica as left."""
+    def advance(self, replica: AnyReplica, facts: RoundFacts = NO_FACTS) -> AnyReplica:
+        """Take as many steps as are possible now (usually one or two) and return the replica as left.
+        ``facts``: what the round already asked the outside world for this replica (its instance, its probe)."""
         for _ in range(12):  # bound: each pass moves at most one state forward
             before = replica.state
             try:
-                replica = self._step(replica)
+                replica = self._step(replica, facts)
             except TransientError as exc:
                 self.ctx.error(f"replica {replica.id} ({replica.state}): {exc} (will retry)")
                 return replica
@@ -117,13 +135,17 @@ class Lifecycle:
                 return replica
         return replica
 
-    def _step(self, r: AnyReplica) -> AnyReplica:
+    def _step(self, r: AnyReplica, facts: RoundFacts) -> AnyReplica:
+        state = S(r.state)
+        if state == S.BOOTING:
+            return self._booting(r, facts)
+        if state == S.SERVING:
+            return self._serving(r, facts)
         handler = {
             S.PLANNED: self._planned, S.REPLICATING: self._replicating, S.LAUNCHING: self._launching,
-            S.BOOTING: self._booting, S.STARTING: self._starting, S.HEALTHY: self._healthy,
-            S.SERVING: self._serving, S.DRAINING: self._draining, S.STOPPING: self._stopping,
-            S.RELEASING: self._releasing,
-        }.get(S(r.state))
+            S.STARTING: self._starting, S.HEALTHY: self._healthy, S.DRAINING: self._draining,
+            S.STOPPING: self._stopping, S.RELEASING: self._releasing,
+        }.get(state)
         return handler(r) if handler else r
 
     # ------------------------------------------------------------------ helpers
@@ -177,9 +199,9 @@ class Lifecycle:
         """A round probed this replica with the others and it passed: its turn is taken, nothing to write."""
         self._last_probe[r.id] = at
 
-    def _probe(self, r: AnyReplica) -> bool:
-        if r.id in self.probed:
-            return self.probed.pop(r.id)
+    def _probe(self, r: AnyReplica, facts: RoundFacts = NO_FACTS) -> bool:
+        if r.id in facts.probed:
+            return facts.probed[r.id]
         health = self.ctx.policy.workload.health
         if not r.address or not r.port:
             return False
@@ -305,10 +327,10 @@ class Lifecycle:
                  if x.id != r.id and not x.instance_id and (x.created_at, x.id) > mine}
         return [h for h in self.ctx.holdings() if h.key != r.id and h.key not in later]
 
-    def _booting(self, r: AnyReplica) -> AnyReplica:
+    def _booting(self, r: AnyReplica, facts: RoundFacts) -> AnyReplica:
         ctx = self.ctx
-        if r.instance_id in self.described:  # the round's batched DescribeInstances
-            known = self.described[r.instance_id]
+        if r.instance_id and r.instance_id in facts.described:  # the round's batched DescribeInstances
+            known = facts.described[r.instance_id]
             found = [known] if known is not None else []
         else:
             found = ctx.edges.compute.get([r.instance_id]) if r.instance_id else []
@@ -377,7 +399,8 @@ class Lifecycle:
         ctx = self.ctx
         name = server_name(ctx.options.controller_id, r.policy, r.id)
         intent = ctx.store.step_intent(r, IntentKind.ADMIT, target=name)
-        server = Server(name=name, address=r.address or "", port=int(r.port or 0), instance_id=r.instance_id or "")
+        server = Server(name=name, address=r.address or "", port=int(r.port or 0), instance_id=r.instance_id or "",
+                        weight=replica_weight(ctx.policy))
         try:
             ctx.load_balancer().add(self._backend(), server)
         except TransientError as exc:
@@ -389,10 +412,10 @@ class Lifecycle:
             ctx.event("admit", f"replica {r.id}: serving as {name} ({r.address}:{r.port})", replica=r.id)
             return ctx.store.complete(intent.id, to=S.SERVING, server_name=name, health_failures=0) or r
 
-    def _serving(self, r: AnyReplica) -> AnyReplica:
+    def _serving(self, r: AnyReplica, facts: RoundFacts) -> AnyReplica:
         if not self._probe_due(r):
             return r
-        if self._probe(r):
+        if self._probe(r, facts):
             return r if r.health_failures == 0 else self.ctx.store.transition(r.id, None, health_failures=0)
         failures = r.health_failures + 1
         if failures >= int(self.ctx.policy.workload.health.failures):
@@ -462,7 +485,12 @@ class Lifecycle:
                     pass
         except TransientError as exc:
             ctx.store.note_error(intent.id, str(exc))
-            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + ctx.options.boot_timeout:
+            # a node that only blinked gets a boot timeout to come back for a graceful stop; not one whose
+            # replica failed (its node dead or cut off, most likely): it still counts against replicas.max
+            # and the budget until released, so waiting would hold its replacement back
+            failed = ctx.store.replica(r.id)  # the round's snapshot row leaves ``failure`` out (PERF)
+            grace = 0.0 if failed is not None and failed.failure else ctx.options.boot_timeout
+            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + grace:
                 raise
             ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
                       replica=r.id)

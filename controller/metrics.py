@@ -1,8 +1,9 @@
 """The controller's Prometheus metrics, defined once here. The daemon's jobs and the adapters' call wrapper
 update them; ``controller/status.py`` serves them on ``/metrics``.
 
-Counters and histograms are updated where things happen (``timed_call`` for outside calls, the tick loop
-for ticks and decisions); per-policy gauges are refreshed from the status snapshot at scrape time
+Counters and histograms are updated where things happen (``timed_call`` for outside calls, the daemon's
+job guard and the rounds for job runs and errors, the state store for decisions and events, the replicate
+step for image copies); ``spend_total`` follows ``spent_today`` at each snapshot; per-policy gauges are refreshed from the status snapshot at scrape time
 (``observe_status``), so they can never disagree with ``/v1/status``.
 """
 
@@ -44,9 +45,11 @@ __all__ = [
     "REGISTRY",
     "REPLICAS",
     "REPLICATION_SECONDS",
-    "SPEND_HOUR",
+    "SPEND_RATE",
     "SPEND_TOTAL",
+    "SPENT_TODAY",
     "TICK_ERRORS",
+    "TICK_JOBS",
     "TICK_SECONDS",
     "observe_status",
     "timed_call",
@@ -63,11 +66,12 @@ _NS = "burst"
 # --- updated by the control loop
 TICK_SECONDS = Histogram(
     "tick_duration_seconds", "Duration of one run of a scheduled job (per policy where it applies)",
-    ["job"], namespace=_NS, registry=REGISTRY,
+    ["task"], namespace=_NS, registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+# "task", not "job": Prometheus gives every scraped series its target's job label
 TICK_ERRORS = Counter("tick_errors_total", "Scheduled job runs that ended in an error",
-                      ["job"], namespace=_NS, registry=REGISTRY)
+                      ["task"], namespace=_NS, registry=REGISTRY)
 DECISIONS = Counter("decisions_total", "Decisions made by the strategies",
                     ["policy", "direction"], namespace=_NS, registry=REGISTRY)
 EVENTS = Counter("events_total", "Audit events recorded, by kind", ["kind"], namespace=_NS, registry=REGISTRY)
@@ -75,8 +79,11 @@ REPLICATION_SECONDS = Histogram(
     "image_replication_seconds", "Time to copy a workload image to the cloud registry",
     ["policy"], namespace=_NS, registry=REGISTRY, buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
-SPEND_TOTAL = Counter("spend_total", "Money spent on cloud instances since start (currency units)",
-                      ["policy"], namespace=_NS, registry=REGISTRY)
+# the jobs and round parts whose runs are timed and whose errors are counted; each series exists (at 0) from
+# the start, so an alert on a rise works before the first error
+TICK_JOBS = ("sample", "step", "tick", "reconcile", "reload", "gc", "replicate")
+for _job in TICK_JOBS:
+    TICK_ERRORS.labels(_job)
 
 # --- updated by every request to an outside system (see timed_call): each attempt of a retried call counts
 API_CALLS = Counter("api_calls_total",
@@ -97,8 +104,13 @@ METRIC_AGE = Gauge("metric_age_seconds", "Age of the policy's latest metric samp
                    namespace=_NS, registry=REGISTRY)
 METRIC_UP = Gauge("metric_source_up", "1 when the policy's metric source answered", ["policy"],
                   namespace=_NS, registry=REGISTRY)
-SPEND_HOUR = Gauge("spend_this_hour", "Spend of the policy's instances this hour", ["policy"],
-                   namespace=_NS, registry=REGISTRY)
+SPEND_RATE = Gauge("spend_per_hour", "Hourly run rate of the policy's instances at its prices (currency/h)",
+                   ["policy"], namespace=_NS, registry=REGISTRY)
+SPENT_TODAY = Gauge("spent_today", "Money spent by the policy's instances since 00:00 UTC, from their "
+                    "lifetimes in the journal", ["policy"], namespace=_NS, registry=REGISTRY)
+SPEND_TOTAL = Counter("spend_total", "Money spent by the policy's instances since this controller started "
+                      "(currency units; follows spent_today between scrapes)", ["policy"], namespace=_NS,
+                      registry=REGISTRY)
 BUDGET_HOUR = Gauge("budget_per_hour", "The policy's hourly spend cap", ["policy"], namespace=_NS,
                     registry=REGISTRY)
 PAUSED = Gauge("policy_paused", "1 when the policy is paused by an operator", ["policy"], namespace=_NS,
@@ -111,6 +123,7 @@ INFO = Info("controller", "Controller identity and version", namespace=_NS, regi
 
 _observe_lock = threading.Lock()
 _children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}  # (gauge, label values) -> its series, see observe_status
+_spent: dict[str, tuple[int, float]] = {}  # policy -> (UTC day, spent_today) at the last observe_status
 
 
 @contextmanager
@@ -154,6 +167,7 @@ def observe_status(status: ControllerStatus) -> None:
         LEADER.set(1 if status.role == "active" else 0)
         POLICY_ERRORS.set(len(status.policy_errors))
         seen: set[tuple[Gauge, tuple[str, ...]]] = set()
+        day = int(time.time() // 86400)
 
         def put(gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
             key = (gauge, labels)
@@ -174,10 +188,29 @@ def observe_status(status: ControllerStatus) -> None:
                     put(METRIC_VALUE, (p.name,), p.metric.value)
                 if p.metric.age_seconds is not None:
                     put(METRIC_AGE, (p.name,), p.metric.age_seconds)
-            put(SPEND_HOUR, (p.name,), p.spend_this_hour)
+            put(SPEND_RATE, (p.name,), p.spend_per_hour)
+            put(SPENT_TODAY, (p.name,), p.spent_today)
+            _count_spend(p.name, day, p.spent_today)
             put(BUDGET_HOUR, (p.name,), p.budget_per_hour)
             put(PAUSED, (p.name,), 1 if p.paused else 0)
+        for gone in [name for name in _spent if (SPENT_TODAY, (name,)) not in seen]:
+            del _spent[gone]
+            with suppress(KeyError):
+                SPEND_TOTAL.remove(gone)
         for gauge, labels in [k for k in _children if k not in seen]:
             del _children[(gauge, labels)]
             with suppress(KeyError):  # cleared by someone else meanwhile
                 gauge.remove(*labels)
+
+
+def _count_spend(policy: str, day: int, spent_today: float) -> None:
+    """``spend_total`` grows by what ``spent_today`` grew since the last snapshot (after midnight, by all of
+    the new day's). The first snapshot of a policy only sets the baseline: the counter starts at 0."""
+    last = _spent.get(policy)
+    _spent[policy] = (day, spent_today)
+    child = SPEND_TOTAL.labels(policy)
+    if last is None:
+        return
+    grown = spent_today - last[1] if last[0] == day else spent_today
+    if grown > 0:
+        child.inc(grown)

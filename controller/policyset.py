@@ -25,6 +25,7 @@ class ReloadResult:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # last good version kept because its file is invalid
+    unloaded: list[str] = field(default_factory=list)  # invalid files with no last good version: nothing loaded
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +85,8 @@ class PolicySet:
                 out.added.append(name)
             elif name not in out.kept and policy != self.policies[name]:
                 out.changed.append(name)
+        kept_files = {files[name] for name in out.kept}
+        out.unloaded = sorted(f for f in bad_files if f not in kept_files and f != str(self.directory))
         self.policies, self.files, self.problems = new, files, out.problems
         for line in out.problems:
             logger.error("policy rejected: %s", line)

@@ -12,7 +12,7 @@ import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from policies.types import Observation
 
@@ -27,6 +27,7 @@ __all__ = [
     "TAG_POLICY",
     "ComputePool",
     "Container",
+    "CopiedFiles",
     "CopyResult",
     "ImageRegistry",
     "Instance",
@@ -39,7 +40,10 @@ __all__ = [
     "Node",
     "NodeRuntime",
     "Owner",
+    "ProbeTarget",
+    "ReplicaProbe",
     "Server",
+    "WorkloadSource",
     "WorkloadSpec",
 ]
 
@@ -186,11 +190,30 @@ class ImageRegistry(Protocol):
 
 
 @dataclass(frozen=True)
+class CopiedFiles:
+    """The content of one read-only mount of the on-prem containers (``workload.mounts: copy``), carried to
+    each replica and mounted read-only at the same path.
+
+    ``archive`` is a tar stream whose entries all sit under one top-level entry named after the last element
+    of ``dest`` (what the Docker API's ``GET /containers/{id}/archive?path=dest`` answers). ``secret``: the
+    content is never logged, shown or stored (``copy-secret``).
+    """
+
+    dest: str
+    archive: bytes
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        # never the content: a secret file's bytes would reach logs and tracebacks
+        return f"CopiedFiles(dest={self.dest!r}, bytes={len(self.archive)}, secret={self.secret})"
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """The runnable spec of an on-prem container, captured so a cloud replica is identical.
 
     ``image`` is a digest reference (``repo@sha256:...``). ``secret_env`` names env keys whose values
-    must never be logged or stored in plain text.
+    must never be logged or stored in plain text; ``files`` marked secret likewise.
     """
 
     image: str
@@ -213,12 +236,15 @@ class WorkloadSpec:
     # container path -> tmpfs options ("size=64m"): tmpfs mounts, and non-portable mounts the policy maps
     # to "tmpfs"
     tmpfs: dict[str, str] = field(default_factory=dict)
+    # read-only mounts whose content travels with the spec (``workload.mounts: copy`` / ``copy-secret``)
+    files: tuple[CopiedFiles, ...] = ()
 
     def __repr__(self) -> str:
         # The dataclass default would print secret env values into logs and tracebacks.
         env = {k: ("***" if k in self.secret_env else v) for k, v in self.env.items()}
         return (f"WorkloadSpec(image={self.image!r}, entrypoint={self.entrypoint!r}, command={self.command!r}, "
-                f"env={env!r}, service_port={self.service_port}, spec_hash={self.spec_hash!r})")
+                f"env={env!r}, service_port={self.service_port}, files={[f.dest for f in self.files]!r}, "
+                f"spec_hash={self.spec_hash!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +292,9 @@ class Server:
     address: str
     port: int
     state: str = "ready"  # ready | drain | maint
-    weight: int = 100
+    # None: the load balancer's choice (HAProxy: the weight of the backend's own servers, so the cloud
+    # replicas share the traffic as one more of them; SLB: 100); a number: this weight (a policy's setting)
+    weight: int | None = None
     sessions: int = 0
     # the ECS instance behind the server: SLB addresses backends by instance id, not address
     instance_id: str = ""
@@ -299,3 +327,30 @@ class MetricsSource(Protocol):
         Observation with ok=False and the error, never as an exception."""
 
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- the on-prem workload
+
+
+class WorkloadSource(Protocol):
+    """The on-prem side of a policy's workload."""
+
+    def source_image(self, policy: Any) -> str:
+        """The image reference the selected on-prem containers run (what the registry copies)."""
+
+    def capture(self, policy: Any, image: str) -> WorkloadSpec:
+        """The runnable spec of the selected containers, with ``image`` (the cloud copy, by digest)."""
+
+
+# --------------------------------------------------------------------------- replica health
+
+ProbeTarget = tuple[str, int, str, float]  # address, port, path, timeout
+
+
+class ReplicaProbe(Protocol):
+    def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
+        """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
+
+    def probe_many(self, targets: Sequence[ProbeTarget]) -> list[bool]:
+        """Many checks at once, concurrently (a step round's, controller/rounds.py), answers in the order
+        asked; never raises."""

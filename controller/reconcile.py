@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError
-from controller.lifecycle import server_name
+from controller.lifecycle import replica_weight, server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
 from controller.snapshot import LiveInstance, LiveReplica
 from controller.state import StateStore
@@ -203,7 +203,7 @@ class Reconciler:
         for name, r in replicas.items():
             if r.state == S.SERVING and name not in present and name not in moved and r.address and r.port:
                 lb.add(backend, Server(name=name, address=r.address, port=int(r.port),
-                                       instance_id=r.instance_id or ""))
+                                       instance_id=r.instance_id or "", weight=replica_weight(runtime.policy)))
                 report.servers_restored.append(name)
                 self._event("server-restored", f"put {name} back into {backend} (the load balancer had lost it)",
                             runtime.name, server=name)

@@ -4,7 +4,9 @@ whole fleet, ``sample`` every sample interval and ``step`` every step interval, 
 A round reads the fleet in one snapshot (controller/snapshot.py), writes its samples and decisions in one
 transaction, describes every booting instance in one DescribeInstances per 100, probes the serving replicas
 due a health check in one batch, and gives a thread only to a policy with a replica that has something to
-do (PERF, docs/ha.md "Scale"). Per-policy work stays in ``PolicyRuntime`` and ``Lifecycle``. A slow policy
+do (PERF, docs/ha.md "Scale"); what the batched calls answered is handed to each replica's step as
+``RoundFacts``. This is the daemon's only step path. Per-policy work stays in ``PolicyRuntime`` (sample,
+evaluate) and ``Lifecycle`` (a replica's steps). A slow policy
 (a metric source or a node step that hangs) never holds the fleet: the round waits for its work up to a
 bound, the rest finishes in the background, and that policy sits its rounds out until it has.
 """
@@ -15,25 +17,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from controller import metrics
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.lifecycle import AnyReplica
-from controller.ports import Instance
+from controller.lifecycle import AnyReplica, RoundFacts
+from controller.ports import Instance, ProbeTarget
 from controller.state import StateStore
 from controller.state_models import ReplicaState
 from controller.tick import PolicyRuntime
 
-__all__ = ["FleetRounds", "ProbeTarget"]
+__all__ = ["FleetRounds"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
 ROUND_THREADS = 64  # policies sampled or stepped at once (the per-policy jobs' executor had 64 too)
 DESCRIBE_BATCH = 100  # instance ids per DescribeInstances
-
-ProbeTarget = tuple[str, int, str, float]  # address, port, path, timeout
+MAX_PARALLEL_STEPS = 16  # replicas of one policy advanced at once
+# threads are made on demand and then kept for reuse; the bound only matters when this many steps block at
+# once (slow pulls, stops), where it queues the rest instead of growing without limit
+STEP_THREADS = 256
 
 
 class _Batch:
@@ -60,9 +65,13 @@ class _Batch:
 
 class FleetRounds:
     def __init__(self, store: StateStore, edges: Edges, options: LoopOptions,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_store_busy: Callable[[], None] = lambda: None) -> None:
         self.store, self.edges, self.options, self.clock = store, edges, options, clock
+        # told whenever a policy's part of a round found the state store busy (the daemon's readiness)
+        self.on_store_busy = on_store_busy
         self._pool = ThreadPoolExecutor(max_workers=ROUND_THREADS, thread_name_prefix="round")
+        self._steps = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="step")  # replicas' steps
+        self._evaluated: dict[str, float] = {}  # policy -> when its last evaluation ran
         self._sampling: dict[str, Future[Any]] = {}  # policy -> its sample still running from a round
         self._stepping: dict[str, Future[Any]] = {}  # policy -> its replicas' steps still running
 
@@ -72,6 +81,7 @@ class FleetRounds:
         if running and timeout > 0:
             wait(running, timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._steps.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     def _free(running: dict[str, Future[Any]], runtimes: Mapping[str, PolicyRuntime]) -> dict[str, PolicyRuntime]:
@@ -79,13 +89,13 @@ class FleetRounds:
             del running[name]
         return {name: rt for name, rt in runtimes.items() if name not in running}
 
-    @staticmethod
-    def _guarded(rt: PolicyRuntime, job: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+    def _guarded(self, rt: PolicyRuntime, job: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """A policy's part of a round: its errors are its own (as the per-policy jobs' were). Returns whether
         it ran through, and what it returned."""
         try:
             return True, fn()
         except StateBusyError as exc:
+            self.on_store_busy()
             logger.warning("%s of policy %s: state store busy, holding: %s", job, rt.name, exc)
         except BurstError as exc:
             logger.warning("%s of policy %s failed: %s", job, rt.name, exc)
@@ -93,6 +103,7 @@ class FleetRounds:
         except Exception as exc:
             logger.exception("%s of policy %s crashed", job, rt.name)
             rt.error(f"{job}: internal error {type(exc).__name__}: {exc}")
+        metrics.TICK_ERRORS.labels(job).inc()
         return False, None
 
     def _wait(self, running: dict[str, Future[Any]], started: dict[str, Future[Any]],
@@ -123,6 +134,11 @@ class FleetRounds:
 
     # ------------------------------------------------------------------ step
 
+    def kick(self, name: str) -> None:
+        """Evaluate the policy at the next step round, whatever its evaluation interval says (an operator
+        action, a removed policy)."""
+        self._evaluated.pop(name, None)
+
     def step(self, runtimes: Mapping[str, PolicyRuntime], *, force_evaluate: bool = False,
              timeout: float | None = None) -> None:
         """Evaluate every policy whose evaluation is due (all with ``force_evaluate``), then advance every live
@@ -138,14 +154,17 @@ class FleetRounds:
         try:
             for name, rt in free.items():
                 live[name] = snapshot.live(name)
-                if force_evaluate or now - rt._last_evaluate >= self.options.evaluate_interval:
-                    rt._last_evaluate = now
+                last = self._evaluated.get(name)
+                if force_evaluate or last is None or now - last >= self.options.evaluate_interval:
+                    self._evaluated[name] = now
                     ran, kept = self._guarded(rt, "tick", lambda rt=rt: rt.evaluate(  # type: ignore[misc]
                         now, snapshot, into=batch.add))
                     if ran and kept is None:  # it planned or drained: its replicas are read again below
                         changed.append(name)
         finally:
             batch.flush()
+        for name in [n for n in self._evaluated if n not in runtimes]:  # a forgotten policy
+            del self._evaluated[name]
         if changed:
             again = self.store.live_rows(changed)
             for name in changed:
@@ -160,26 +179,48 @@ class FleetRounds:
                 continue
             mine = probed.get(name, {})
             steps: list[AnyReplica] = []
-            lifecycle.probed = {}
             for r in due:
                 if mine.get(r.id) and r.health_failures == 0:
                     lifecycle.probe_passed(r, now)  # steady: nothing to write, no thread
                     continue
-                if r.id in mine:  # failed, or passed after failures: the step records it
-                    lifecycle.probed[r.id] = mine[r.id]
-                steps.append(r)
+                steps.append(r)  # a failed check, or a pass after failures: the step records it
             if not steps:
                 continue
-            lifecycle.described = {r.instance_id: described.get(r.instance_id) for r in steps
-                                   if r.state == S.BOOTING and r.instance_id and r.instance_id in described}
-            started[name] = self._pool.submit(self._advance_one, rt, steps)
+            facts = RoundFacts(
+                described={r.instance_id: described.get(r.instance_id) for r in steps
+                           if r.state == S.BOOTING and r.instance_id and r.instance_id in described},
+                probed={r.id: mine[r.id] for r in steps if r.id in mine})
+            started[name] = self._pool.submit(self._advance, rt, steps, facts)
         self._wait(self._stepping, started, timeout)
 
-    def _advance_one(self, rt: PolicyRuntime, steps: list[AnyReplica]) -> None:
+    def _advance(self, rt: PolicyRuntime, steps: list[AnyReplica], facts: RoundFacts) -> None:
+        """Advance one policy's replicas; in parallel, so one replica's slow pull, stop or probe does not hold
+        back the others (each replica is still advanced by one thread at a time)."""
+        if len(steps) == 1:
+            self._advance_one(rt, steps[0], facts)
+            return
+        # PERF: the rounds' step pool (threads reused across rounds), at most MAX_PARALLEL_STEPS of this
+        # policy at once
+        queue = list(reversed(steps))
+        pending: set[Future[None]] = set()
+        while queue or pending:
+            while queue and len(pending) < MAX_PARALLEL_STEPS:
+                pending.add(self._steps.submit(self._advance_one, rt, queue.pop(), facts))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+
+    def _advance_one(self, rt: PolicyRuntime, replica: AnyReplica, facts: RoundFacts) -> None:
         try:
-            self._guarded(rt, "tick", lambda: rt.advance(steps))
-        finally:  # this round's answers are not valid in a later advance
-            rt.lifecycle.described, rt.lifecycle.probed = {}, {}
+            rt.lifecycle.advance(replica, facts)
+        except StateBusyError as exc:  # this replica holds; the next round runs its step again
+            self.on_store_busy()
+            logger.warning("step of replica %s (policy %s): state store busy, holding: %s", replica.id, rt.name, exc)
+        except BurstError as exc:
+            rt.error(f"replica {replica.id} ({replica.state}): {exc}")
+        except Exception as exc:  # a bug in one step must not stop the other replicas
+            logger.exception("policy %s: replica %s step crashed", rt.name, replica.id)
+            rt.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
 
     def _describe(self, free: Mapping[str, PolicyRuntime],
                   live: Mapping[str, Sequence[AnyReplica]]) -> dict[str, Instance | None]:
@@ -202,8 +243,8 @@ class FleetRounds:
 
     def _probe(self, free: Mapping[str, PolicyRuntime],
                live: Mapping[str, Sequence[AnyReplica]]) -> dict[str, dict[str, bool]]:
-        """The health checks due on serving replicas, all at once (``probe_many`` when the probe has it, else
-        in parallel threads): policy -> replica id -> passed."""
+        """The health checks due on serving replicas, all at once (``ReplicaProbe.probe_many``): policy ->
+        replica id -> passed."""
         targets: list[tuple[str, str, ProbeTarget]] = []
         for name, rt in free.items():
             health = rt.policy.workload.health
@@ -212,11 +253,7 @@ class FleetRounds:
                     targets.append((name, r.id, (r.address, int(r.port), str(health.path), float(health.timeout))))
         if not targets:
             return {}
-        probe_many = getattr(self.edges.health, "probe_many", None)
-        if probe_many is not None:
-            results = list(probe_many([t for _, _, t in targets]))
-        else:
-            results = list(self._pool.map(lambda t: self.edges.health.probe(*t), [t for _, _, t in targets]))
+        results = list(self.edges.health.probe_many([t for _, _, t in targets]))
         out: dict[str, dict[str, bool]] = {}
         for (name, rid, _), ok in zip(targets, results, strict=True):
             out.setdefault(name, {})[rid] = bool(ok)

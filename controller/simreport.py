@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 
 from controller.errors import BurstError
 from controller.simulator import Report
@@ -81,7 +82,8 @@ svg text { font-size: 11px; fill: #555; } #tip { white-space: pre-wrap; font-fam
 """
 
 
-def write_html(report: Report, path: str, policy_name: str, trace_name: str) -> None:
+def write_html(report: Report, path: str, policy_name: str, trace_name: str, notes: Sequence[str] = ()) -> None:
+    """``notes``: lines shown under the title (where the capacities came from, the verdict)."""
     tl, hpa = report.policy.timeline, report.hpa.timeline
     if tl is None or hpa is None:
         raise ValueError("the report was simulated without record=True")
@@ -104,8 +106,9 @@ def write_html(report: Report, path: str, policy_name: str, trace_name: str) -> 
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(policy_name)} on {html.escape(trace_name)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(policy_name)} on {html.escape(trace_name)}</h1>
-<p class="muted">X = {s.onprem_capacity:g} on-prem, Y = {s.replica_capacity:g} per replica, boot {s.boot_delay:g} s,
+<p class="muted">X = {s.onprem_capacity:g} on-prem, Y = {s.replica_capacity:g} per replica, boot {s.boot_delay:g} s, drain {s.drain_time:g} s,
 evaluated every {s.interval:g} s, unserved penalty {s.unserved_penalty:g}; {report.steps} steps.</p>
+{"".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)}
 <table><tr><th>run</th>{"".join(f"<th>{k.replace('_', ' ')}</th>" for k in _KEYS)}</tr>{"".join(rows)}</table>
 <p class="legend"><span style="color:#222">&#9632; demand</span><span style="color:#1f77b4">&#9632; capacity and
 replicas (policy)</span><span style="color:#ff7f0e">&#9632; hpa</span><span style="color:#2ca02c">- - on-prem</span>

@@ -1,4 +1,5 @@
-"""Load traces for the simulator: a CSV whose first column is a timestamp and second the demand.
+"""Load traces for the simulator: a CSV whose first column is a timestamp and another the demand (the
+second, or the one chosen by name or number when there are several: never guessed).
 
 Read by `burstctl simulate` and bench/. Timestamps may be ISO 8601 (naive ones are UTC) or epoch seconds;
 a header row is recognised by its second column not being a number. Every problem names FILE:LINE.
@@ -63,8 +64,33 @@ def _problem(path: str, line: int, message: str) -> ConfigError:
     return ConfigError(f"{where}: {message}")
 
 
-def load_trace(path: str | Path) -> Trace:
-    """Read and check a trace file; raises ConfigError whose problem lines say FILE:LINE: what is wrong."""
+def _value_column(name: str, rows: list[list[str]], column: str | None) -> int:
+    """The index of the demand column. A file with more than two columns needs ``column``: a header name,
+    or a number counting the timestamp as 1."""
+    first = _first_data_line(rows)
+    head = rows[first - 1] if first else []
+    width = max((len(r) for r in rows if r and any(c.strip() for c in r)), default=0)
+    header = [c.strip() for c in head] if len(head) >= 2 and not _is_number(head[1]) else []
+    if column is None:
+        if width <= 2:
+            return 1
+        names = ", ".join(header[1:]) if header else f"columns 2 to {width}"
+        raise _problem(name, first, f"the trace has {width - 1} value columns ({names}): choose one with "
+                                    f"--column NAME or --column N (the timestamp is column 1)")
+    if column.isdigit():
+        index = int(column) - 1
+        if not 1 <= index < width:
+            raise _problem(name, first, f"--column {column}: the value columns are 2 to {width}")
+        return index
+    if column not in header[1:]:
+        known = ", ".join(header[1:]) or "none: the file has no header row"
+        raise _problem(name, first, f"--column {column!r}: no such column (columns: {known})")
+    return header.index(column)
+
+
+def load_trace(path: str | Path, column: str | None = None) -> Trace:
+    """Read and check a trace file; raises ConfigError whose problem lines say FILE:LINE: what is wrong.
+    ``column``: the value column of a file with several (see ``_value_column``)."""
     name = str(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -77,11 +103,13 @@ def load_trace(path: str | Path) -> Trace:
         raise _problem(name, 0, f"not a CSV file: {exc}") from None
     times: list[float] = []
     values: list[float] = []
+    col = _value_column(name, rows, column)
     for lineno, row in enumerate(rows, 1):
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
-        if len(row) < 2:
-            raise _problem(name, lineno, f"expected 'timestamp,value', got {','.join(row)!r}")
+        if len(row) <= col:
+            want = "'timestamp,value'" if col == 1 else f"at least {col + 1} columns"
+            raise _problem(name, lineno, f"expected {want}, got {','.join(row)!r}")
         if not times and lineno == _first_data_line(rows) and not _is_number(row[1]):
             continue  # the header row
         try:
@@ -89,11 +117,11 @@ def load_trace(path: str | Path) -> Trace:
         except ValueError:
             raise _problem(name, lineno, f"'{row[0].strip()}' is not a timestamp "
                                          "(use ISO 8601 like 2014-05-14 01:14:00, or epoch seconds)") from None
-        if not _is_number(row[1]):
-            raise _problem(name, lineno, f"demand '{row[1].strip()}' is not a number")
-        v = float(row[1])
+        if not _is_number(row[col]):
+            raise _problem(name, lineno, f"demand '{row[col].strip()}' is not a number")
+        v = float(row[col])
         if not math.isfinite(v) or v < 0:
-            raise _problem(name, lineno, f"demand {row[1].strip()} must be a finite number >= 0")
+            raise _problem(name, lineno, f"demand {row[col].strip()} must be a finite number >= 0")
         if not math.isfinite(t):
             raise _problem(name, lineno, f"timestamp {row[0].strip()} is not finite")
         if times and t <= times[-1]:

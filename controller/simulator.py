@@ -1,32 +1,43 @@
-"""A simulated clock and fleet that replay a load trace through the real decision engine
-(`policies.engine.decide`) and through the two reference rules (HPA and step scaling).
+"""A simulated clock and fleet that replay a load trace through the daemon's decision path and through the
+two reference rules (HPA and step scaling).
 
 Used by `burstctl simulate` (controller/commands/simulate.py) and the benchmarks in bench/. The model
 (issue 2, item 6): demand holds between trace samples; on-prem serves up to X load units; a cloud replica
-adds Y once it has booted, ``boot_delay`` after its launch, and bills per second from launch to release;
-the policy sees utilisation 100 * demand / (X + Y * ready) and is evaluated every ``interval``.
+adds Y once it has booted, ``boot_delay`` after its launch, stops serving when it is drained and is gone
+``drain_time`` later, and bills per second from launch to gone; the policy sees utilisation
+100 * demand / (X + Y * ready) and is evaluated every ``interval``. The policy runs exactly what the
+daemon's evaluation runs (``policies.engine.decide``, then ``controller.planner.plan``: the budget guard and
+the choice of the replicas that go, then the cooldown marks and target the daemon journals);
+tests/controller/test_sim_matches_daemon.py holds the two side by side, step by step.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections.abc import Callable
+from bisect import bisect_right, insort
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from controller.budget import Holding
+from controller.planner import PlanInput, ReplicaView, plan, target_after
 from controller.simtrace import Trace
+from controller.state_models import ReplicaState as S
 from policies.engine import decide
 from policies.types import Fleet, Observation
 
 __all__ = [
     "Outcome",
+    "PolicyStepper",
     "Report",
+    "SimFleet",
     "SimSettings",
+    "Step",
     "Timeline",
     "criteria_failures",
     "default_settings",
     "oracle_instance_hours",
+    "policy_steps",
     "run_hpa",
     "run_policy",
     "run_step",
@@ -48,14 +59,18 @@ class SimSettings:
     boot_delay: float = 120.0
     interval: float = 60.0
     unserved_penalty: float = 10.0
+    # a drained replica's way out (sessions end, container stops, instance released): it bills and holds
+    # budget until then
+    drain_time: float = 30.0
 
 
 def default_settings(trace: Trace, onprem: float | None = None, replica: float | None = None,
-                     boot_delay: float = 120.0, interval: float = 60.0, penalty: float = 10.0) -> SimSettings:
+                     boot_delay: float = 120.0, interval: float = 60.0, penalty: float = 10.0,
+                     drain_time: float = 30.0) -> SimSettings:
     """X defaults to the trace's 75th percentile, Y to X / 10."""
     x = trace.percentile(75.0) if onprem is None else onprem
     y = x / 10.0 if replica is None else replica
-    return SimSettings(x, y, boot_delay, interval, penalty)
+    return SimSettings(x, y, boot_delay, interval, penalty, drain_time)
 
 
 @dataclass(slots=True)
@@ -96,22 +111,80 @@ class Report:
     steps: int
 
 
-# A rule sees (now, utilisation, demand, launch times of the active replicas, ready count) and returns
-# the desired replica count; the loop below carries it out.
-Rule = Callable[[float, float, float, list[float], int], int]
+class SimFleet:
+    """The simulated cloud fleet with the lifecycle's timing: a replica launched at ``t`` serves from
+    ``t + boot_delay``; a drained one stops serving at once (the load balancer stops sending it requests) but
+    is on its way out, still billing and holding budget, until ``t + drain_time``. Bills per second from
+    launch to gone."""
+
+    def __init__(self, s: SimSettings, t_end: float) -> None:
+        self.boot, self.drain_time, self.t_end = s.boot_delay, s.drain_time, t_end
+        self.launched: list[float] = []  # launch times of the active replicas, ascending
+        self.ids: list[str] = []  # their ids, in the same order
+        self.leaving: list[tuple[float, str]] = []  # (gone at, id) of drained replicas, ascending
+        self.ih_seconds = 0.0
+        self.launches = self.started = 0
+        self.version = 0  # moves whenever the active or leaving set changes
+        self._next = 0
+
+    def ready(self, t: float) -> int:
+        return bisect_right(self.launched, t - self.boot)
+
+    def leaving_at(self, t: float) -> list[tuple[float, str]]:
+        """Drained replicas still on their way out at ``t`` (gone at ``t`` itself counts as still there: the
+        daemon's round evaluates before it advances)."""
+        while self.leaving and self.leaving[0][0] < t:
+            self.leaving.pop(0)
+            self.version += 1
+        return self.leaving
+
+    def launch(self, count: int, t: float) -> None:
+        for _ in range(count):
+            self._next += 1
+            self.launched.append(t)
+            self.ids.append(f"r{self._next:07d}")
+        self.launches += 1
+        self.started += count
+        self.version += 1
+
+    def drain(self, ids: Sequence[str], t: float) -> None:
+        gone = min(t + self.drain_time, self.t_end)
+        for rid in ids:
+            k = self.ids.index(rid)
+            self.ih_seconds += gone - self.launched.pop(k)
+            self.ids.pop(k)
+            insort(self.leaving, (gone, rid))
+        self.version += 1
+
+    def scale_to(self, want: int, t: float, min_lifetime: float = 0.0) -> None:
+        """The baselines' own way: launch up to ``want``, or drain the youngest replicas old enough."""
+        active = len(self.launched)
+        if want > active:
+            self.launch(want - active, t)
+        elif want < active:
+            k = bisect_right(self.launched, t - min_lifetime)
+            self.drain(self.ids[max(0, k - (active - want)):k], t)
+
+    def finish(self) -> None:
+        for lt in self.launched:  # what is left is released when the trace ends
+            self.ih_seconds += self.t_end - lt
 
 
-def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float = 0.0,
-              record: bool = False, reasons: list[str] | None = None) -> Outcome:
+# A rule sees (now, utilisation, demand, the fleet) and launches or drains through the fleet.
+Rule = Callable[[float, float, float, SimFleet], None]
+
+
+def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, record: bool = False,
+              reasons: list[str] | None = None) -> Outcome:
     """Run ``rule`` every ``interval`` over the trace and integrate service and cost exactly."""
     times, values = trace.times, trace.values
     X, Y, boot, dt = s.onprem_capacity, s.replica_capacity, s.boot_delay, s.interval
     t0, t_end = times[0], trace.end
     n_samples = len(times)
-    launched: list[float] = []  # launch times of active replicas, ascending
-    ih_seconds = 0.0
+    fleet = SimFleet(s, t_end)
+    launched = fleet.launched
     unserved = overload = demand_total = 0.0
-    launches = started = max_active = 0
+    max_active = 0
     timeline = Timeline() if record else None
     si = 0  # index of the sample in force
     t = t0
@@ -121,19 +194,7 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float =
         d = values[si]
         ready = bisect_right(launched, t - boot)
         u = 100.0 * d / (X + Y * ready)
-        want = rule(t, u, d, launched, ready)
-        active = len(launched)
-        if want > active:
-            launched.extend([t] * (want - active))
-            launches += 1
-            started += want - active
-        elif want < active:
-            for _ in range(active - want):
-                # the youngest replica old enough to leave; booting ones carry nothing, so they go first
-                k = bisect_right(launched, t - min_lifetime) - 1
-                if k < 0:
-                    break
-                ih_seconds += t - launched.pop(k)
+        rule(t, u, d, fleet)
         active = len(launched)
         max_active = max(max_active, active)
         # integrate to the next evaluation, split where demand or capacity changes
@@ -166,51 +227,112 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, min_lifetime: float =
             if reasons is not None:
                 timeline.reasons.append(reasons[-1] if reasons else "")
         t += dt
-    for lt in launched:  # what is left is released when the trace ends
-        ih_seconds += t_end - lt
-    instance_hours = ih_seconds / 3600.0
+    fleet.finish()
+    instance_hours = fleet.ih_seconds / 3600.0
     unserved_rh = unserved / (Y * 3600.0)
     return Outcome(
         unserved_fraction=unserved / demand_total if demand_total > 0 else 0.0,
         overload_minutes=overload / 60.0,
         instance_hours=instance_hours,
-        launches=launches,
+        launches=fleet.launches,
         max_replicas=max_active,
         penalized_cost=instance_hours + s.unserved_penalty * unserved_rh,
-        replicas_launched=started,
+        replicas_launched=fleet.started,
         timeline=timeline,
     )
 
 
-def run_policy(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
-    """The policy, through the same ``policies.engine.decide`` the daemon calls."""
-    samples: list[tuple[float, float]] = []  # (time, utilisation) at each evaluation
-    ready_changes: list[tuple[float, int]] = []
-    state: dict[str, float | None] = {"out": None, "in": None}
-    reasons: list[str] | None = [] if record else None
-    source = str(policy.metric.source)
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One evaluation of the policy in the simulator: what it decided and what the planner did."""
 
-    def rule(now: float, u: float, d: float, launched: list[float], ready: int) -> int:
+    t: float
+    desired: int
+    launch: int
+    drain: tuple[float, ...]  # launch times of the replicas drained (ids are the simulator's own)
+
+
+class PolicyStepper:
+    """The daemon's decision path on the simulated fleet, one evaluation at a time: ``policies.engine.decide``
+    on the fleet's facts, then ``controller.planner.plan`` (the budget guard, which replicas go), then what
+    the daemon journals after an action (cooldown marks, the target). ``steps`` records each evaluation."""
+
+    def __init__(self, policy: Any, s: SimSettings, *, record_steps: bool = False,
+                 reasons: list[str] | None = None) -> None:
+        self.policy, self.s = policy, s
+        self.samples: list[tuple[float, float]] = []  # (time, utilisation) at each evaluation
+        self.ready_changes: list[tuple[float, int]] = []
+        self.last_out: float | None = None
+        self.last_in: float | None = None
+        self.target: int | None = None
+        self.reasons = reasons
+        self.steps: list[Step] | None = [] if record_steps else None
+        self.source = str(policy.metric.source)
+        self._views: tuple[int, int, list[ReplicaView]] = (-1, -1, [])
+        self._holdings: tuple[int, list[Holding]] = (-1, [])
+
+    def _replica_views(self, fleet: SimFleet, ready: int) -> list[ReplicaView]:
+        version, was_ready, views = self._views
+        if version != fleet.version or was_ready != ready:  # PERF: rebuilt only when the fleet changed
+            views = [ReplicaView(rid, S.SERVING if k < ready else S.BOOTING, at)
+                     for k, (at, rid) in enumerate(zip(fleet.launched, fleet.ids, strict=True))]
+            self._views = (fleet.version, ready, views)
+        return views
+
+    def _held(self, fleet: SimFleet) -> list[Holding]:
+        version, holdings = self._holdings
+        if version != fleet.version:  # every replica not gone yet holds budget, at the worst price
+            holdings = [Holding(key=rid) for rid in fleet.ids] + [Holding(key=rid) for _, rid in fleet.leaving]
+            self._holdings = (fleet.version, holdings)
+        return holdings
+
+    def __call__(self, now: float, u: float, d: float, fleet: SimFleet) -> None:
+        ready = fleet.ready(now)
         # samples are taken at evaluations, so a change recorded now maps every sample to the right count
-        if not ready_changes or ready_changes[-1][1] != ready:
-            ready_changes.append((now, ready))
+        if not self.ready_changes or self.ready_changes[-1][1] != ready:
+            self.ready_changes.append((now, ready))
+        leaving = fleet.leaving_at(now)
+        active = len(fleet.launched)
         # the whole record is passed as it is (the engine bisects to the windows it reads): copying or
         # wrapping it every step would cost more than the decision
-        obs = Observation(value=u, age=0.0, source=source, history=samples)
-        fleet = Fleet(active=len(launched), ready=ready, last_scale_out=state["out"], last_scale_in=state["in"],
-                      launched_at=tuple(launched),
-                      ready_history=ready_changes)
-        decision = decide(policy, obs, fleet, now)
-        samples.append((now, u))
-        if decision.desired > len(launched):
-            state["out"] = now
-        elif decision.desired < len(launched):
-            state["in"] = now
-        if reasons is not None:
-            reasons.append(f"{decision.direction.value} {decision.desired}: {decision.reason}")
-        return decision.desired
+        obs = Observation(value=u, age=0.0, source=self.source, history=self.samples)
+        facts = Fleet(active=active, ready=ready, draining=len(leaving), last_scale_out=self.last_out,
+                      last_scale_in=self.last_in, launched_at=tuple(fleet.launched), target=self.target,
+                      ready_history=self.ready_changes)
+        decision = decide(self.policy, obs, facts, now)
+        self.samples.append((now, u))
+        p = plan(self.policy, PlanInput(decision=decision, active=self._replica_views(fleet, ready),
+                                        holdings=self._held(fleet), now=now, target=self.target,
+                                        leaving=len(leaving)))
+        drained = tuple(fleet.launched[fleet.ids.index(rid)] for rid in p.drain)
+        if p.launch:
+            fleet.launch(p.launch, now)
+        if p.drain:
+            fleet.drain(p.drain, now)
+        if (p.launch or p.drain) and not p.roll:  # as the daemon journals a scaling action
+            self.target = target_after(p, active)
+            if p.launch:
+                self.last_out = now
+            else:
+                self.last_in = now
+        if self.reasons is not None:
+            held = f" (held: {p.held})" if p.held else ""
+            self.reasons.append(f"{decision.direction.value} {p.desired}: {p.reason}{held}")
+        if self.steps is not None:
+            self.steps.append(Step(now, p.desired, p.launch, tuple(sorted(drained))))
 
-    return _simulate(trace, s, rule, min_lifetime=float(policy.min_lifetime), record=record, reasons=reasons)
+
+def run_policy(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
+    """The policy through the daemon's decision path (``PolicyStepper``)."""
+    reasons: list[str] | None = [] if record else None
+    return _simulate(trace, s, PolicyStepper(policy, s, reasons=reasons), record=record, reasons=reasons)
+
+
+def policy_steps(policy: Any, trace: Trace, s: SimSettings) -> list[Step]:
+    """Every evaluation's decision and plan over the trace (what tests compare with the daemon's rounds)."""
+    stepper = PolicyStepper(policy, s, record_steps=True)
+    _simulate(trace, s, stepper)
+    return stepper.steps or []
 
 
 def run_hpa(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
@@ -219,15 +341,13 @@ def run_hpa(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
     X, Y = s.onprem_capacity, s.replica_capacity
     recent: list[tuple[float, int]] = []
 
-    def rule(now: float, u: float, d: float, launched: list[float], ready: int) -> int:
+    def rule(now: float, u: float, d: float, fleet: SimFleet) -> None:
         want = max(0, math.ceil((d / HPA_TARGET - X) / Y - 1e-9))
         recent.append((now, want))
         while recent and recent[0][0] <= now - HPA_STABILISATION:
             recent.pop(0)
-        active = len(launched)
-        if want >= active:
-            return want
-        return min(active, max(w for _, w in recent))
+        active = len(fleet.launched)
+        fleet.scale_to(want if want >= active else min(active, max(w for _, w in recent)), now)
 
     return _simulate(trace, s, rule, record=record)
 
@@ -236,17 +356,16 @@ def run_step(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
     """AWS simple scaling: +1 above 80% utilisation, -1 below 40%, 300 s cooldown after each action."""
     last = [-math.inf]
 
-    def rule(now: float, u: float, d: float, launched: list[float], ready: int) -> int:
-        active = len(launched)
+    def rule(now: float, u: float, d: float, fleet: SimFleet) -> None:
+        active = len(fleet.launched)
         if now - last[0] < STEP_COOLDOWN:
-            return active
+            return
         if u > STEP_OUT_ABOVE:
             last[0] = now
-            return active + 1
-        if u < STEP_IN_BELOW and active > 0:
+            fleet.scale_to(active + 1, now)
+        elif u < STEP_IN_BELOW and active > 0:
             last[0] = now
-            return active - 1
-        return active
+            fleet.scale_to(active - 1, now)
 
     return _simulate(trace, s, rule, record=record)
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, text
 from sqlmodel import Session, col, select
 
-from controller import migrations
+from controller import metrics, migrations
 from controller.database import pg_engine, sqlite_engine, sqlite_path, sqlite_url, translated
 from controller.errors import FencedError, NotFoundError
 from controller.ports import Instance
@@ -118,9 +118,7 @@ class StateStore:
         self._hist_seq = self._hist_done = 0
         self._hist_lock = threading.Lock()
         self._hist_flush = threading.Lock()
-        # PERF: policy -> how many times replicas were planned for it in this process (see replica_generation)
-        self._replica_gen: dict[str, int] = {}
-        self._local = threading.local()  # this thread's open transaction() and what runs after its commit
+        self._local = threading.local()  # this thread's open transaction()
         with translated(), self._writer.begin() as conn:
             applied = migrations.migrate(conn)
         if applied:
@@ -135,22 +133,12 @@ class StateStore:
         if getattr(self._local, "tx", None) is not None:
             yield  # already inside one
             return
-        after: list[Callable[[], None]] = []
         with self._write() as tx:
-            self._local.tx, self._local.after = tx, after
+            self._local.tx = tx
             try:
                 yield
             finally:
-                self._local.tx = self._local.after = None
-        for fn in after:  # once committed
-            fn()
-
-    def _after_commit(self, fn: Callable[[], None]) -> None:
-        after = getattr(self._local, "after", None)
-        if after is None:
-            fn()
-        else:
-            after.append(fn)
+                self._local.tx = None
 
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[tuple[Session, int | None]]:
@@ -200,7 +188,8 @@ class StateStore:
             s.flush()
             assert row.id is not None
             logger.info("event %s: %s", kind, message, extra={"policy": policy, "kind": kind})
-            return row.id
+        metrics.EVENTS.labels(kind).inc()  # once committed
+        return row.id
 
     def events(self, *, cursor: int | None = None, limit: int = 50,
                policy: str | None = None) -> tuple[list[EventRow], int | None]:
@@ -248,19 +237,7 @@ class StateStore:
                 s.add(replica)
                 s.add(intent)
                 out.append((replica, intent))
-        # bumped after the commit: a reader that took the generation before its query either saw these rows or
-        # sees a new generation next time
-        def bump() -> None:
-            with self._hist_lock:
-                self._replica_gen[policy] = self._replica_gen.get(policy, 0) + 1
-
-        self._after_commit(bump)
         return out
-
-    def replica_generation(self, policy: str) -> int:
-        """Changes whenever replicas are planned for ``policy`` (the only way a replica row is created), so a
-        tick that found none can skip its next read until this moves (PERF: the idle tick's one query)."""
-        return self._replica_gen.get(policy, 0)
 
     def step_intent(self, replica: Replica | LiveReplica, kind: str, *, target: str | None = None,
                     payload: dict[str, Any] | None = None) -> Intent:
@@ -339,10 +316,11 @@ class StateStore:
         with translated():
             return read_fleet(self._reader)
 
-    def status_rows(self, policies: Sequence[str]) -> StatusRows:
-        """What the status endpoint shows from the store, for these policies, in one read (``read_status``)."""
+    def status_rows(self, policies: Sequence[str], day_start: float | None = None) -> StatusRows:
+        """What the status endpoint shows from the store, for these policies, in one read (``read_status``);
+        with ``day_start``, also the instances released since then."""
         with translated():
-            return read_status(self._reader, policies)
+            return read_status(self._reader, policies, day_start)
 
     def live_rows(self, policies: Sequence[str] | None = None) -> dict[str, list[LiveReplica]]:
         """Live replicas by policy as plain rows (see controller/snapshot.py), in one query."""
@@ -499,6 +477,7 @@ class StateStore:
         # PERF: plain values, not a SQLModel object (~0.2 ms each to build)
         row = (_DECISIONS, {"policy": policy, "at": self.clock(), "value": value, "desired": desired, "actual": actual,
                             "direction": direction, "reason": reason, "details": _dumps(details)})
+        metrics.DECISIONS.labels(policy, direction).inc()
         if into is None:
             self._history(row)
         else:
@@ -519,11 +498,22 @@ class StateStore:
         else:
             into(row)
 
-    def samples(self, policy: str, since: float) -> list[MetricSample]:
+    def sample_rows(self, *, after: int, since: float,
+                    limit: int) -> list[tuple[int, str, float, float | None, float | None, int]]:
+        """The newest ``limit`` samples of every policy with id > ``after`` and ``at`` >= ``since``, oldest
+        first, as plain tuples (id, policy, at, value, capacity, replicas): one indexed read for the status
+        process's history window (controller/status_snapshot.py)."""
+        with self._read() as s:
+            rows = s.execute(text("SELECT id, policy, at, value, capacity, replicas FROM metric_samples "
+                                  "WHERE id > :after AND at >= :since ORDER BY id DESC LIMIT :limit"),
+                             {"after": after, "since": since, "limit": limit}).all()
+        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
+
+    def samples(self, policy: str, since: float, limit: int | None = None) -> list[MetricSample]:
         with self._read() as s:
             return list(s.exec(select(MetricSample).where(MetricSample.policy == policy,
                                                           col(MetricSample.at) >= since)
-                               .order_by(col(MetricSample.at))))
+                               .order_by(col(MetricSample.at)).limit(limit)))
 
     # ------------------------------------------------------------------ per-policy state
 

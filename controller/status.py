@@ -35,13 +35,16 @@ from controller.status_models import (
     MetricPoint,
     PolicyStatus,
     Readiness,
+    SampleRow,
 )
 
-__all__ = ["MAX_EVENTS_PAGE", "StatusServer", "StatusSource", "create_app"]
+__all__ = ["HISTORY_PAGE", "HISTORY_SPAN", "MAX_EVENTS_PAGE", "StatusServer", "StatusSource", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 MAX_EVENTS_PAGE = 1000
+HISTORY_SPAN = 86_400.0  # seconds of history served: the dashboard's widest chart; an older `since` is cut here
+HISTORY_PAGE = 5_000  # points in one history answer at most (`limit`); page on with `since` after the last
 _MAX_CURSOR = 2**63 - 1  # the largest id SQLite and PostgreSQL BIGINT hold
 _MAX_EPOCH = 1e11  # year ~5138: anything later is a typo, not a time
 
@@ -72,7 +75,12 @@ class StatusSource(Protocol):
     def drain(self, policy: str) -> None:
         """Scale this policy's cloud replicas to zero now (and keep them there until resumed)."""
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]: ...
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
+        """The policy's samples with ``at`` >= ``since``, oldest first, at most ``limit``."""
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        """Every policy's samples with id > ``after`` and ``at`` >= ``since``: the newest ``limit``, oldest
+        first (the status process keeps its own window of them, controller/status_history.py)."""
 
 
 class _StatusCache:
@@ -117,6 +125,14 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     for code, text in ((404, "unknown policy"), (409, "this controller is a standby"),
                        (503, "state store busy, retry"))
 }
+# What the protocol guard in front of the app (controller/status_guard.py) answers on any route, before the
+# app sees the request: documented on every operation, so a client (and schemathesis) knows them.
+_PLAIN = {"text/plain": {"schema": {"type": "string"}}}
+_GUARD_REFUSALS: dict[int | str, dict[str, object]] = {
+    414: {"description": "request target (path and query) over the guard's limit", "content": _PLAIN},
+    421: {"model": ErrorBody, "description": "unknown Host header (status.allowed_hosts adds names)"},
+    431: {"description": "too many or too large header fields", "content": _PLAIN},
+}
 _AUTH_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "no bearer token"},
     403: {"model": ErrorBody, "description": "wrong token"},
@@ -134,6 +150,9 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
         title="burst-controller status",
         version=version or "1",
         description="What the burst controller is doing and why; pause, resume or drain a policy.",
+        # FastAPI's /docs and /redoc pages load their JavaScript from a public CDN: no page here runs code
+        # from elsewhere (broken offline, a supply-chain risk in an operator's browser). /openapi.json stays.
+        docs_url=None, redoc_url=None, responses=_GUARD_REFUSALS,
     )
     cache = _StatusCache(source, status_ttl)
     expected = token.encode() if token else None
@@ -213,9 +232,14 @@ def create_app(source: StatusSource, token: str | None, *, registry: CollectorRe
              responses=_ERRORS)
     def get_history(name: PolicyName,
                     since: Annotated[float, Query(ge=0, le=_MAX_EPOCH, allow_inf_nan=False,
-                                                  description="epoch seconds; default: the last hour")] = 0.0,
+                                                  description="epoch seconds; default: the last hour; at "
+                                                              "most the last 24 hours are served")] = 0.0,
+                    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE,
+                                                description="points at most, oldest first; a full page: ask "
+                                                            "again with since after the last point")] = HISTORY_PAGE,
                     ) -> list[MetricPoint]:
-        return source.history(name, since or time.time() - 3600)
+        now = time.time()
+        return source.history(name, max(since or now - 3600, now - HISTORY_SPAN), limit)
 
     @app.get("/v1/events", response_model=EventPage, tags=["status"], responses=_ERRORS)
     def get_events(

@@ -2,8 +2,8 @@
 controller.status_child``): serves the status app (controller/status.py, unchanged contract) from the
 snapshots the daemon publishes, and forwards what a snapshot cannot answer to the daemon.
 
-The hot read routes (``/healthz``, ``/readyz``, ``/v1/status``, ``/v1/policies/{name}``, ``/v1/events``,
-``/metrics``) with well-formed arguments are answered from the snapshot's bytes before FastAPI is entered;
+The hot read routes (``/healthz``, ``/readyz``, ``/v1/status``, ``/v1/policies/{name}``, its ``/history``,
+``/v1/events``, ``/metrics``) with well-formed arguments are answered from the snapshot's bytes before FastAPI is entered;
 everything else (POSTs and their token checks, odd arguments and their 422s, OpenAPI, the dashboard) goes
 through the app itself.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import itertools
 import json
 import logging
@@ -30,9 +31,12 @@ from typing import Any, cast
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from controller.confinement import confine
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.service import register_secret, setup_logging
-from controller.status import MAX_EVENTS_PAGE, create_app
+from controller.status import HISTORY_PAGE, MAX_EVENTS_PAGE, create_app
+from controller.status_guard import HostCheck, HttpLimits, Throttle, allowed_hosts, guarded_protocol
+from controller.status_history import HistoryWindow
 from controller.status_models import POLICY_NAME_PATTERN, ControllerStatus, EventPage, MetricPoint
 from controller.status_snapshot import Snapshot
 
@@ -45,6 +49,7 @@ _ERRORS: dict[str, type[BurstError]] = {"not_found": NotFoundError, "fenced": Fe
                                         "transient": TransientError, "error": BurstError}
 _POLICY = re.compile(POLICY_NAME_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,19}")
+_SINCE = re.compile(r"[0-9]{1,11}(\.[0-9]{1,9})?")
 _JSON = b"application/json"
 
 
@@ -52,7 +57,12 @@ class SnapshotSource:
     """``StatusSource`` over the latest snapshot; calls that need the daemon go over the channel."""
 
     def __init__(self, conn: Connection, first: Snapshot, *, interval: float, max_age: float) -> None:
-        self.conn, self.snapshot = conn, first
+        self.conn = conn
+        self.history_window = HistoryWindow()
+        # the first snapshot's samples (the whole window: seconds to render at 300,000) are taken by the
+        # channel's reader once the endpoint serves
+        self._first_samples = first.samples
+        self.snapshot = dataclasses.replace(first, samples=())
         self.live_ready = first.ready  # the daemon sends readiness ahead of each snapshot
         self.interval, self.max_age = interval, max_age
         self._ids = itertools.count(1)
@@ -62,6 +72,15 @@ class SnapshotSource:
         self._asked_at = -math.inf  # when a newer snapshot was last asked for
         self._parsed: tuple[int, ControllerStatus] | None = None
         self.on_stop: Any = None
+
+    def _take(self, snapshot: Snapshot) -> Snapshot:
+        """Move the snapshot's new samples into the history window; the snapshot kept holds none."""
+        if snapshot.samples:
+            self.history_window.add(snapshot.samples)
+            snapshot = dataclasses.replace(snapshot, samples=())
+        if snapshot.status_json is not None:
+            self.history_window.retain(snapshot.policies)
+        return snapshot
 
     def age(self) -> float:
         return time.time() - self.snapshot.built_at
@@ -93,6 +112,8 @@ class SnapshotSource:
     def read_forever(self) -> None:
         """The channel's reader: snapshots replace the current one, replies wake their caller. The end of
         the channel means the daemon is gone: so is this process."""
+        self.history_window.add(self._first_samples)
+        self._first_samples = ()
         while True:
             try:
                 message = self.conn.recv()
@@ -101,8 +122,9 @@ class SnapshotSource:
                 os._exit(0)
             kind = message[0]
             if kind == "snapshot":
+                taken = self._take(message[1])
                 with self._arrived:
-                    self.snapshot = message[1]
+                    self.snapshot = taken
                     self.live_ready = self.snapshot.ready
                     self._asked_at = -math.inf
                     self._arrived.notify_all()
@@ -163,8 +185,16 @@ class SnapshotSource:
     def drain(self, policy: str) -> None:
         self._call("drain", policy=policy)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
-        return [MetricPoint.model_validate(p) for p in self._call("history", policy=policy, since=since)]
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
+        snap = self.current()
+        if snap.status_json is None:
+            raise TransientError(snap.status_error or "status unavailable")
+        if policy not in snap.policies:
+            raise NotFoundError(f"no policy named {policy!r}")
+        return [MetricPoint.model_validate(p) for p in json.loads(self.history_window.page(policy, since, limit))]
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[Any]:
+        raise BurstError("the status process keeps its own history window")
 
     def metrics_text(self) -> bytes:
         return self.current().metrics_text
@@ -196,6 +226,8 @@ class FastPath:
 
     def _answer(self, path: str, query: bytes) -> tuple[int, bytes, bytes] | None:
         snap = self.source.snapshot
+        if path.endswith("/history") and path.startswith("/v1/policies/"):
+            return self._history(snap, path, query)
         if path == "/v1/events":
             args = _events_args(query)
             if args is None:
@@ -216,6 +248,26 @@ class FastPath:
             body = snap.policies.get(path[len("/v1/policies/"):])
             return None if body is None else (200, body, _JSON)
         return None
+
+    def _history(self, snap: Snapshot, path: str, query: bytes) -> tuple[int, bytes, bytes] | None:
+        """``/v1/policies/{name}/history`` of a known policy with plainly valid arguments, else None."""
+        name = path[len("/v1/policies/"):-len("/history")]
+        if name not in snap.policies:
+            return None
+        since, limit = time.time() - 3600, HISTORY_PAGE
+        seen: set[str] = set()
+        for part in query.decode("latin-1").split("&") if query else ():
+            key, eq, value = part.partition("=")
+            if not eq or key in seen:
+                return None
+            seen.add(key)
+            if key == "since" and _SINCE.fullmatch(value):
+                since = float(value) or since
+            elif key == "limit" and _DIGITS.fullmatch(value) and 1 <= int(value) <= HISTORY_PAGE:
+                limit = int(value)
+            else:
+                return None
+        return 200, self.source.history_window.page(name, since, limit), _JSON
 
     def _readyz(self, snap: Snapshot) -> tuple[int, bytes, bytes]:
         ok, reason = self.source.live_ready
@@ -289,12 +341,19 @@ def main(argv: list[str] | None = None) -> int:
             os.nice(int(settings["nice"]))
     except OSError as exc:
         logger.warning("status process: could not lower its priority: %s", exc)
+    missed = confine()  # no Docker socket, no other process's memory, no privilege to regain
+    if missed:
+        logger.info("status process: kept %s", "; ".join(missed))
     kind, first = conn.recv()
     source = SnapshotSource(conn, first, interval=float(settings["interval"]), max_age=float(settings["max_age"]))
     app = create_app(source, token, status_ttl=0.0, version=settings["version"], metrics_text=source.metrics_text)
     sock = socket.socket(fileno=args.listen_fd)
-    config = uvicorn.Config(FastPath(app, source), http="auto", loop="auto", log_config=None,
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    limits = HttpLimits(**settings["limits"])
+    throttle = Throttle(limits.log_interval)
+    hosts = allowed_hosts(settings["host"], int(settings["port"]), settings["allowed_hosts"])
+    config = uvicorn.Config(HostCheck(FastPath(app, source), hosts, throttle), http=guarded_protocol(limits, throttle),
+                            loop="auto", log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2, timeout_keep_alive=limits.keep_alive)
     server = uvicorn.Server(config)
 
     def stop() -> None:

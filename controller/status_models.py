@@ -26,10 +26,13 @@ __all__ = [
     "MetricStatus",
     "PolicyStatus",
     "Readiness",
+    "SampleRow",
 ]
 
 # Same rule as policies/model.py's `name` (a DNS label of at most 40 characters).
 POLICY_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+# one metric sample for the status process's history window: (id, policy, at, value, capacity, replicas)
+SampleRow = tuple[int, str, float, float | None, float | None, int]
 
 
 class _Model(BaseModel):
@@ -85,8 +88,11 @@ class PolicyStatus(_Model):
     decision: DecisionStatus | None = Field(default=None, description="null until the first evaluation")
     replicas: dict[str, int] = Field(default_factory=dict, description="replica count by lifecycle state")
     instances: list[InstanceStatus] = Field(default_factory=list)
-    spend_this_hour: float = Field(default=0.0, ge=0)
-    budget_per_hour: float = Field(default=0.0, ge=0)
+    spend_per_hour: float = Field(default=0.0, ge=0, description="hourly run rate of the instances held now, "
+                                  "at the policy's budget.prices (what the budget caps)")
+    spent_today: float = Field(default=0.0, ge=0, description="money spent by the policy's instances since "
+                               "00:00 UTC, from their lifetimes in the journal (released ones included)")
+    budget_per_hour: float = Field(default=0.0, ge=0, description="the cap on spend_per_hour (budget.max_per_hour)")
     last_errors: list[ErrorEntry] = Field(default_factory=list, description="most recent first")
 
 

@@ -12,7 +12,8 @@ how old it may get (twice that), which the child honours instead of ``max_age``.
 Used by ``burstctl run`` and ``burstctl demo`` (controller/commands/run.py) in place of the in-thread
 ``controller.status.StatusServer``. The daemon binds the listening socket (so a bad address fails here, and
 the socket stays the daemon's), passes it to the child, and answers the child's calls over a socket pair:
-pause / resume / drain (after the child checked the token), history, and events the snapshot does not hold.
+pause / resume / drain (after the child checked the token), and events the snapshot does not hold. History
+is served from the status process's own window (controller/status_history.py), fed by the snapshots.
 A child that dies is restarted; the child dies with the daemon (PR_SET_PDEATHSIG and end of the channel).
 """
 
@@ -39,6 +40,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.status import StatusSource
+from controller.status_guard import HttpLimits
 from controller.status_snapshot import SnapshotBuilder
 
 __all__ = ["MAX_AGE", "NICE", "PUBLISH_INTERVAL", "StatusProcess"]
@@ -50,7 +52,7 @@ MAX_AGE = 0.5  # seconds: no answer comes from an older snapshot (the request wa
 GAP_WAIT = 0.1  # seconds a build waits at most for a gap between the loop's step rounds
 BUILD_SHARE = 0.1  # under requests, the daemon spends at most about this share of its time on builds
 NICE = 10  # the child's nice value: under CPU contention the control loop (nice 0) runs first; 20 = SCHED_IDLE
-_CALLS = frozenset({"pause", "resume", "drain", "history", "events"})
+_CALLS = frozenset({"pause", "resume", "drain", "events"})
 _MUTATIONS = frozenset({"pause", "resume", "drain"})
 # The child gets a minimal environment: it needs no credential, and must not talk to systemd itself.
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "PYTHONPATH", "PYTHONHASHSEED")
@@ -113,8 +115,6 @@ class _Child:
                 self.owner.publish()  # a GET after the POST sees its effect: the snapshot is sent first
             if method == "events":
                 result = result.model_dump_json().encode()
-            elif method == "history":
-                result = [p.model_dump() for p in result]
             reply: tuple[Any, ...] = ("reply", call_id, True, result)
         except BurstError as exc:
             reply = ("reply", call_id, False, (_error_kind(exc), exc.message))
@@ -148,20 +148,24 @@ class StatusProcess:
                  version: str = "", interval: float = PUBLISH_INTERVAL, max_age: float = MAX_AGE,
                  nice: int = NICE,
                  log_format: str = "text", log_level: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
-        """``log_level`` None: the level this process logs at now (the demo quiets its logs, run does not)."""
+                 registry: CollectorRegistry | None = None, allowed_hosts: tuple[str, ...] = (),
+                 limits: HttpLimits | None = None) -> None:
+        """``log_level`` None: the level this process logs at now (the demo quiets its logs, run does not).
+        ``allowed_hosts``: Host names served besides the listen address and localhost (status.allowed_hosts);
+        ``limits``: what one client may hold (controller/status_guard.py)."""
         self.source, self.host, self.port, self.interval = source, host, port, interval
         self.max_age = max(max_age, interval)
         if log_level is None:
             log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self._settings = {"token": token, "version": version, "nice": nice, "log_format": log_format,
                           "interval": interval, "max_age": max(max_age, interval),
-                          "log_level": log_level}
+                          "log_level": log_level, "allowed_hosts": list(allowed_hosts),
+                          "limits": (limits or HttpLimits()).to_dict()}
         self.builder = SnapshotBuilder(source, registry=registry)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-call")
         self.sock: socket.socket
         self._child: _Child | None = None
-        self._publish_lock = threading.Lock()
+        self._publish_lock = threading.RLock()  # held from a new process's first build until it is the child
         # (start, end) of recent builds, time.monotonic: their durations space the builds; benchmarks read them
         self.build_spans: deque[tuple[float, float]] = deque(maxlen=10_000)
         self._stopping = threading.Event()
@@ -200,6 +204,7 @@ class StatusProcess:
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
         self.port = self.sock.getsockname()[1]
+        self._settings.update(host=self.host, port=self.port)
         self._child = self._spawn()
         deadline = time.monotonic() + timeout
         while True:
@@ -224,12 +229,11 @@ class StatusProcess:
     def _spawn(self) -> _Child:
         child = _Child(self)
         child.send(("config", self._settings))
-        child.send(("snapshot", self._build()))
-        return child
-
-    def _build(self) -> Any:
         with self._publish_lock:
-            return self.builder.build()
+            self.builder.restart_samples()  # a new process starts with the whole history window
+            snapshot = self.builder.build()
+        child.send(("snapshot", snapshot))
+        return child
 
     def publish(self) -> None:
         """Build a snapshot now and send it (after an operator action; the publisher does it periodically)."""
@@ -265,7 +269,8 @@ class StatusProcess:
                 if self._stopping.wait(1.0):
                     return
                 try:
-                    self._child = child = self._spawn()
+                    with self._publish_lock:  # no snapshot (and its new samples) goes to the dead one meanwhile
+                        self._child = child = self._spawn()
                 except (OSError, BurstError) as exc:
                     logger.error("status process could not be restarted: %s", exc)
                     continue

@@ -20,6 +20,7 @@ from controller.status_models import (
     MetricPoint,
     MetricStatus,
     PolicyStatus,
+    SampleRow,
 )
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ class StatusReport:
         d = self._d()
         ok, why = self.ready()
         runtimes = sorted(d.runtimes.values(), key=lambda r: r.name)
-        rows = d.store.status_rows([r.name for r in runtimes])  # PERF: one read for every policy
         now = d.clock()
+        rows = d.store.status_rows([r.name for r in runtimes], day_start=now - now % 86400)  # PERF: one read
         return ControllerStatus(controller_id=d.options.controller_id, role="active", version=d.version,
                                 started_at=d.started_at, ready=ok, ready_reason=why,
                                 policy_errors=list(d.policy_set.problems),
@@ -63,12 +64,18 @@ class StatusReport:
             reason=last.reason, at=last.at, details=json.loads(last.details) if last.details else {})
         instances = []
         prices = runtime.policy.budget.prices
+        day_start = now - now % 86400  # 00:00 UTC
+        spent_today = 0.0
+        for itype, price_per_hour, created, released in rows.released.get(runtime.name, []):
+            price = price_per_hour or float(prices.get(itype, 0.0))
+            spent_today += price * max(0.0, released - max(created, day_start)) / 3600.0
         for row in rows.instances.get(runtime.name, []):
             replica = by_id.get(row.replica_id or "")
             # ECS CreationTime has minute precision: when the launch returned (booting_at) is the true age
             born = (replica.booting_at if replica and replica.booting_at else None) or row.created_at
             age = max(0.0, now - born)
             price = row.price_per_hour or float(prices.get(row.instance_type, 0.0))
+            spent_today += price * max(0.0, now - max(born, day_start)) / 3600.0
             instances.append(InstanceStatus(id=row.id, zone=row.zone, type=row.instance_type,
                                             state=replica.state if replica else "orphan", age_seconds=age,
                                             spend=round(price * age / 3600.0, 4), address=row.private_ip,
@@ -78,8 +85,9 @@ class StatusReport:
             metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
             instances=instances,
             # the rows just read, no query of its own (the status is built up to 4 times a second)
-            spend_this_hour=round(hourly_spend(runtime.policy, runtime.holdings(
+            spend_per_hour=round(hourly_spend(runtime.policy, runtime.holdings(
                 live=replicas, costing=rows.costing(runtime.name))), 4),  # type: ignore[arg-type]
+            spent_today=round(spent_today, 4),
             budget_per_hour=float(runtime.policy.budget.max_per_hour),
             last_errors=[ErrorEntry(at=at, message=m) for at, m in list(runtime.errors)[:10]])
 
@@ -116,11 +124,14 @@ class StatusReport:
         self._flags(policy, "drain", f"policy {policy}: operator drain, all cloud replicas go; "
                     "they stay at zero until resumed", drain_requested=True)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
         d = self._d()
         d.runtime(policy)
         return [MetricPoint(at=s.at, value=s.value, capacity=s.capacity, replicas=s.replicas)
-                for s in d.store.samples(policy, since)]
+                for s in d.store.samples(policy, since, limit)]
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        return self._d().store.sample_rows(after=after, since=since, limit=limit)
 
     def replica_counts(self, policy: str) -> dict[str, int]:
         return dict(Counter(r.state for r in self._d().store.live_replicas(policy)))

@@ -4,6 +4,9 @@ served as-is by the status process (controller/status_process.py, controller/sta
 
 ``SnapshotBuilder`` runs in the daemon's process; ``Snapshot`` is a plain immutable value (picklable) and
 ``Snapshot.events_page`` answers an events request from it when the window it holds covers the request.
+``Snapshot.samples`` carries the metric samples recorded since the last snapshot (all of the last
+``HISTORY_SPAN`` in the first one a status process gets): the status process keeps its own history window
+(controller/status_history.py), so that history is never read in the daemon on a request.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from controller import metrics
 from controller.errors import BurstError
-from controller.status import StatusSource
-from controller.status_models import ControllerStatus, Event
+from controller.status import HISTORY_SPAN, StatusSource
+from controller.status_models import ControllerStatus, Event, SampleRow
 
 __all__ = ["EVENTS_WINDOW", "Snapshot", "SnapshotBuilder"]
 
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 EVENTS_WINDOW = 1000  # the latest events kept in a snapshot (= the largest page the API serves)
 _FULL_REFRESH = 60.0  # seconds between full re-reads of the window (pruned events leave it)
 _OVERLAP = 20  # incremental reads start this many events back: ids committed out of order are not missed
+SAMPLES_READ = 300_000  # samples read in one build at most (the status process's window holds as many)
+_SAMPLE_OVERLAP = 1_000  # incremental sample reads start this many ids back, for the same reason
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Snapshot:
     # the daemon's promise for this snapshot: the next comes at most ``max_age`` after it while requests
     # come (0: the status process's own setting); more than its setting when builds are slow (a big fleet)
     max_age: float = 0.0
+    # metric samples recorded since the previous snapshot (the whole window in a new process's first one)
+    samples: tuple[SampleRow, ...] = ()
 
     def events_page(self, *, cursor: int | None, limit: int, policy: str | None) -> bytes | None:
         """The JSON of ``EventPage`` for this request, with the semantics of ``StatusSource.events``, or
@@ -85,6 +92,22 @@ class SnapshotBuilder:
         self._events: dict[int, tuple[int, str | None, bytes]] = {}
         self._complete = False
         self._full_at = -_FULL_REFRESH
+        self._sample_cursor = 0  # samples up to this id were sent (bar late commits, below)
+        self._sample_ids: set[int] = set()  # ids sent above ``_sample_cursor - _SAMPLE_OVERLAP``
+
+    def restart_samples(self) -> None:
+        """The next snapshot carries the whole history window (for a new status process)."""
+        self._sample_cursor, self._sample_ids = 0, set()
+
+    def _new_samples(self) -> tuple[SampleRow, ...]:
+        after = max(0, self._sample_cursor - _SAMPLE_OVERLAP) if self._sample_cursor else 0
+        rows = self.source.history_rows(after=after, since=time.time() - HISTORY_SPAN, limit=SAMPLES_READ)
+        fresh = tuple(r for r in rows if r[0] not in self._sample_ids)
+        if rows:
+            self._sample_cursor = max(self._sample_cursor, rows[-1][0])
+        floor = self._sample_cursor - _SAMPLE_OVERLAP
+        self._sample_ids = {i for i in self._sample_ids if i > floor} | {r[0] for r in fresh if r[0] > floor}
+        return fresh
 
     def _refresh_events(self) -> None:
         now = time.monotonic()
@@ -122,6 +145,11 @@ class SnapshotBuilder:
             self._refresh_events()
         except BurstError as exc:  # keep the last window: events are history, a busy store does not undo them
             logger.debug("status snapshot: events not refreshed: %s", exc)
+        samples: tuple[SampleRow, ...] = ()
+        try:
+            samples = self._new_samples()
+        except BurstError as exc:  # the next build reads them
+            logger.debug("status snapshot: samples not read: %s", exc)
         if status is not None:
             try:
                 metrics.observe_status(status)
@@ -134,7 +162,7 @@ class SnapshotBuilder:
             status_error=error,
             policies={p.name: p.model_dump_json().encode() for p in status.policies} if status is not None else {},
             events=tuple(self._events[i] for i in sorted(self._events)), events_complete=self._complete,
-            metrics_text=generate_latest(self.registry))
+            metrics_text=generate_latest(self.registry), samples=samples)
 
 
 def _row(e: Event) -> tuple[int, str | None, bytes]:

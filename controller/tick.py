@@ -1,6 +1,6 @@
-"""One policy at run time: its sampling (observe), its tick (decide -> plan -> journal -> act, then advance
-every live replica one step) and its image preparation. The daemon (controller/daemon.py) runs these as
-separate scheduler jobs per policy, so a slow or failing policy never stalls another.
+"""One policy at run time: its sampling (observe), its evaluation (decide -> plan -> journal), its replicas'
+lifecycle and its image preparation. The daemon's rounds (controller/rounds.py) call ``sample`` and
+``evaluate`` for every policy and advance the replicas through ``lifecycle``; that is the one step path.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from controller.budget import Holding, hourly_spend
+from controller import metrics
+from controller.budget import Holding
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
 from controller.lifecycle import AnyReplica, Lifecycle
-from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus
+from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
 from controller.snapshot import Costing, FleetSnapshot, PolicyFlags
@@ -36,23 +36,6 @@ __all__ = ["Decide", "PolicyRuntime"]
 logger = logging.getLogger(__name__)
 
 Decide = Callable[[Any, Observation, Fleet, float], Decision]
-MAX_PARALLEL_STEPS = 16  # replicas of one policy advanced at once
-
-
-_STEP_POOL: ThreadPoolExecutor | None = None
-_STEP_POOL_LOCK = threading.Lock()
-# threads are made on demand and then kept for reuse; the bound only matters when this many steps block at
-# once (slow pulls, stops), where it queues the rest instead of growing without limit
-STEP_THREADS = 256
-
-
-def _step_pool() -> ThreadPoolExecutor:
-    """One executor for every policy's replica steps (PERF), created on first use."""
-    global _STEP_POOL
-    with _STEP_POOL_LOCK:
-        if _STEP_POOL is None:
-            _STEP_POOL = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="step")
-        return _STEP_POOL
 
 
 def _engine_decide(policy: Any, observation: Observation, fleet: Fleet, now: float) -> Decision:
@@ -83,8 +66,6 @@ class PolicyRuntime:
         self._workload: WorkloadSpec | None = None
         self._workload_at = 0.0
         self._workload_lock = threading.Lock()
-        self._last_evaluate = 0.0
-        self._none_live_at: int | None = None  # replica generation at which advance last found no live replica
         self._metrics: MetricsSource | None = None
         self._lb: LoadBalancer | None = None
         self._load_history()
@@ -148,6 +129,7 @@ class PolicyRuntime:
         dst = str(self.policy.registry.target)
         platforms = tuple(self.policy.workload.platforms) or None
         result = self.edges.registry.replicate(src, dst, platforms)
+        metrics.REPLICATION_SECONDS.labels(self.name).observe(result.seconds)
         spec = self.edges.workloads.capture(self.policy, f"{dst}@{result.digest}")
         for key in spec.secret_env:  # before anything could log the spec: redacted from every log line
             register_secret(spec.env.get(key))
@@ -182,9 +164,6 @@ class PolicyRuntime:
         for intent_id, replica_id in launches:
             out.append(Holding(key=replica_id or f"intent:{intent_id}"))
         return out
-
-    def spend_per_hour(self) -> float:
-        return hourly_spend(self.policy, self.holdings())
 
     # ------------------------------------------------------------------ observe
 
@@ -251,66 +230,20 @@ class PolicyRuntime:
             return Observation(value=None, age=float("inf"), source=str(self.policy.metric.source), ok=False,
                                error="no sample yet")
         age = max(0.0, now - at)
-        history = tuple(p for p in self._history if p[0] < at)
+        # copied in one C call first: the sampling round and the status snapshot's thread append or read it
+        # meanwhile ("deque mutated during iteration" crashed the tick on a loaded machine)
+        history = tuple(p for p in tuple(self._history) if p[0] < at)
         ok, error = obs.ok, obs.error
         if age > float(self.policy.metric.stale_after):
             ok, error = False, f"stale: last sample {age:.0f}s old"
         return Observation(value=obs.value, age=age, source=obs.source, ok=ok, error=error, history=history)
 
-    # ------------------------------------------------------------------ tick
+    # ------------------------------------------------------------------ evaluate (decide -> plan -> journal)
 
-    def tick(self, *, force_evaluate: bool = False) -> None:
-        """Evaluate when due, then advance every live replica."""
-        now = self.clock()
-        if force_evaluate or now - self._last_evaluate >= self.options.evaluate_interval:
-            self._last_evaluate = now
-            self.advance(self.evaluate(now))
-            return
-        self.advance()
-
-    def advance(self, replicas: Sequence[AnyReplica] | None = None) -> None:
-        """Advance every live replica; in parallel, so one replica's slow pull, stop or probe does not hold
-        back the others (each replica is still advanced by one thread at a time). ``replicas``: the live
-        replicas when the caller just read them (PERF: one query less per tick)."""
-        if replicas is None:
-            generation = self.store.replica_generation(self.name)  # taken before the read (see the store)
-            if generation == self._none_live_at:
-                return  # PERF: no live replica at the last read and none planned since
-            replicas = self.store.live_replicas(self.name)
-            self._none_live_at = None if replicas else generation
-        # PERF: a replica with nothing due (serving, probe not due) would return at once: no thread for it
-        due = [r for r in replicas if self.lifecycle.has_work(r)]
-        if len(due) <= 1:
-            for replica in due:
-                self._advance_one(replica)
-            return
-        # PERF: the process-wide step pool (threads reused across ticks) instead of a pool made and torn
-        # down per advance (~2 ms per policy per tick); at most MAX_PARALLEL_STEPS of this policy at once
-        pool, queue = _step_pool(), list(reversed(due))
-        pending: set[Future[None]] = set()
-        while queue or pending:
-            while queue and len(pending) < MAX_PARALLEL_STEPS:
-                pending.add(pool.submit(self._advance_one, queue.pop()))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
-
-    def _advance_one(self, replica: AnyReplica) -> None:
-        try:
-            self.lifecycle.advance(replica)
-        except StateBusyError:
-            raise  # the whole tick holds; the scheduler runs it again
-        except BurstError as exc:
-            self.error(f"replica {replica.id} ({replica.state}): {exc}")
-        except Exception as exc:  # a bug in one step must not stop the other replicas
-            logger.exception("policy %s: replica %s step crashed", self.name, replica.id)
-            self.error(f"replica {replica.id} ({replica.state}): internal error {type(exc).__name__}: {exc}")
-
-    def fleet(self, paused: bool, replicas: Sequence[AnyReplica] | None = None,
-              ps: PolicyState | PolicyFlags | None = None) -> tuple[Fleet, list[ReplicaView]]:
-        replicas = self.store.live_replicas(self.name) if replicas is None else replicas
+    def fleet(self, paused: bool, replicas: Sequence[AnyReplica],
+              ps: PolicyState | PolicyFlags | None) -> tuple[Fleet, list[ReplicaView]]:
+        """What ``decide`` reads about the fleet, and the planner's view of each active replica."""
         active = [r for r in replicas if r.state in ACTIVE_STATES]
-        ps = self.store.policy_state(self.name) if ps is None else ps
         current = self.spec_hash()
         views = [ReplicaView(r.id, r.state, r.created_at,
                              stale=bool(current) and r.container_id is not None and r.spec_hash not in ("", current),
@@ -323,7 +256,7 @@ class PolicyRuntime:
                       last_scale_out=ps.last_scale_out if ps else None,
                       last_scale_in=ps.last_scale_in if ps else None,
                       launched_at=tuple(r.created_at for r in active), paused=paused,
-                      ready_history=tuple(self._ready_history))
+                      target=ps.target if ps else None, ready_history=tuple(self._ready_history))
         return fleet, views
 
     def spec_hash(self) -> str:
@@ -353,19 +286,13 @@ class PolicyRuntime:
             self.store.transition(rid, ReplicaState.DRAINING, reason=p.reason)
             self.event("roll", p.reason, replicas=[rid], spec_hash=self.spec_hash(), value=value)
 
-    def evaluate(self, now: float, snapshot: FleetSnapshot | None = None,
-                 into: HistorySink | None = None) -> Sequence[AnyReplica] | None:
-        """Decide, plan and journal. Returns the live replicas it read when it changed none of them (the
-        tick advances those without reading them again, PERF), else None. A round passes its fleet
-        snapshot (no read at all) and takes the decision row into its batch."""
-        ps: PolicyState | PolicyFlags | None
-        live: Sequence[AnyReplica]
-        if snapshot is None:
-            ps = self.store.policy_state(self.name)
-            live = self.store.live_replicas(self.name)  # read once for the fleet and the holdings
-            costing = None
-        else:
-            ps, live, costing = snapshot.flags.get(self.name), snapshot.live(self.name), snapshot.costs(self.name)
+    def evaluate(self, now: float, snapshot: FleetSnapshot, into: HistorySink | None = None) -> Sequence[AnyReplica] | None:
+        """Decide, plan and journal, on the step round's fleet snapshot (no read of its own); the decision row
+        goes into the round's batch (``into``). Returns the live replicas when it changed none of them (the
+        round advances those without reading them again, PERF), else None."""
+        ps: PolicyState | PolicyFlags | None = snapshot.flags.get(self.name)
+        live: Sequence[AnyReplica] = snapshot.live(self.name)
+        costing = snapshot.costs(self.name)
         paused = bool(ps and ps.paused)
         drain_all = self.removed or bool(ps and ps.drain_requested)
         fleet, views = self.fleet(paused, live, ps)
@@ -375,9 +302,7 @@ class PolicyRuntime:
         else:
             decision = self.decide(self.policy, obs, fleet, now)
         p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live, costing), now=now,
-                                        observation_ok=obs.usable, paused=paused, drain_all=drain_all,
-                                        last_scale_out=fleet.last_scale_out, last_scale_in=fleet.last_scale_in,
-                                        target=ps.target if ps else None,
+                                        paused=paused, drain_all=drain_all, target=ps.target if ps else None,
                                         sessions=lambda: self.sessions(live), spec_hash=self.spec_hash(),
                                         leaving=fleet.draining))
         reason = p.reason + (f" (held: {p.held})" if p.held else "")
@@ -404,7 +329,7 @@ class PolicyRuntime:
         actual = len(views) - roll_surplus(views, ps.target if ps else None)
         if p.launch:
             planned = self.store.plan_replicas(self.name, p.launch, spec_hash="", reason=p.reason)
-            self.store.save_policy(self.name, last_scale_out=now, target=actual + p.launch)
+            self.store.save_policy(self.name, last_scale_out=now, target=target_after(p, actual))
             self.event("scale-out", f"launching {p.launch} replica(s) ({len(views)} -> {len(views) + p.launch}): "
                        f"{reason}", replicas=[r.id for r, _ in planned], value=obs_value)
         if p.drain:
@@ -413,6 +338,6 @@ class PolicyRuntime:
             if drain_all:
                 self.store.save_policy(self.name, target=0)
             else:
-                self.store.save_policy(self.name, last_scale_in=now, target=max(0, actual - len(p.drain)))
+                self.store.save_policy(self.name, last_scale_in=now, target=target_after(p, actual))
             self.event("scale-in", f"draining {len(p.drain)} replica(s) ({len(views)} -> "
                        f"{len(views) - len(p.drain)}): {reason}", replicas=list(p.drain), value=obs_value)

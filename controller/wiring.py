@@ -34,9 +34,11 @@ from controller.edges import Edges, LoopOptions
 from controller.errors import ConfigError
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
+from controller.specs import secret_texts
 from controller.state import StateStore
 
-__all__ = ["build_baker", "build_daemon", "build_edges", "build_store", "loop_options", "node_tls"]
+__all__ = ["build_baker", "build_daemon", "build_edges", "build_store", "loop_options", "node_tls",
+           "registry_credentials"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def loop_options(cfg: Any) -> LoopOptions:
 
 def node_tls(cfg: Any) -> TlsFiles:
     """The controller's client certificate for node Docker endpoints (``burstctl pki init`` made it)."""
-    pki = Path(cfg.state_dir) / "pki"
+    pki = Path(cfg.pki_path)
     return TlsFiles(ca=pki / "ca.pem", cert=pki / "controller-cert.pem", key=pki / "controller-key.pem")
 
 
@@ -72,7 +74,10 @@ class _DockerWorkloads:
         return f"docker-daemon:{src.reference}"  # never pushed: the replicator pushes it from the engine
 
     def capture(self, policy: Any, image: str) -> WorkloadSpec:
-        return self._capture.capture(selection_from_policy(policy), image=image)
+        spec = self._capture.capture(selection_from_policy(policy), image=image)
+        for text in secret_texts(spec):  # before anything could log the spec: redacted from every log line
+            register_secret(text)
+        return spec
 
 
 class _HttpProbe:
@@ -119,7 +124,7 @@ def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
         if traffic.haproxy is not None:
             key = f"haproxy:{traffic.haproxy.socket}"
             if key not in cache:
-                cache[key] = HaproxyLoadBalancer(str(traffic.haproxy.socket))
+                cache[key] = HaproxyLoadBalancer(str(traffic.haproxy.socket), own_prefix=f"{cfg.controller_id}-")
         else:  # SLB: one client per region; the backend is the load balancer id
             key = f"slb:{policy.cloud.region}"
             if key not in cache:
@@ -132,7 +137,7 @@ def _load_balancers(cfg: Any, provider: CredentialsProvider) -> Any:
 RegistryPairs = dict[str, tuple[str, str]]
 
 
-def _registry_credentials(cfg: Any, provider: CredentialsProvider
+def registry_credentials(cfg: Any, provider: CredentialsProvider
                           ) -> tuple[CredentialSource, RegistryPairs | Callable[[], RegistryPairs] | None]:
     """The cloud registry's credentials: for the replicator (a ``CredentialSource``) and for the nodes' pulls
     (host -> (username, password), or a callable giving the current ones: ACR tokens expire)."""
@@ -166,7 +171,7 @@ def build_edges(cfg: Any, *, credentials: CredentialsProvider | None = None) -> 
         api=EcsApiSettings(region=cfg.cloud.region, credentials=provider, endpoint=cfg.cloud.endpoint),
         docker_endpoint_template=cfg.cloud.node_docker_endpoint,
         describe_after_launch=False))  # the loop's boot check describes booting instances, 100 per call
-    reg_creds, reg_pairs = _registry_credentials(cfg, provider)
+    reg_creds, reg_pairs = registry_credentials(cfg, provider)
     insecure = {cfg.cloud_registry.url.split("/", 1)[0]} if cfg.cloud_registry.insecure else set()
     if cfg.onprem.registry:
         insecure.add(cfg.onprem.registry)
@@ -206,7 +211,7 @@ def _user_data(cfg: Any) -> Any:
     if not networks:
         return lambda policy, replica_id: ""
     insecure = (cfg.cloud_registry.url.split("/", 1)[0],) if cfg.cloud_registry.insecure else ()
-    bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(Path(cfg.state_dir) / "pki"),
+    bootstrap = NodeBootstrap(BootstrapSettings(ca=CertificateAuthority(cfg.pki_path),
                                                 node_networks=networks, insecure_registries=insecure))
     return lambda policy, replica_id: bootstrap.render(f"{policy.name}-{replica_id}")
 

@@ -7,9 +7,13 @@ Order of the rules (docs/decisions.md):
 2. the bounds ``[max(replicas.min, scheduled floor), replicas.max]`` are always met: they override
    everything below (a floor is reached in one decision, a lowered max is followed at once);
 3. a missing or stale reading holds (never a scale-in on data we do not have);
-4. the strategy proposes a size; a scale-out then waits for ``cooldown.scale_out`` and is cut to
-   ``max_step_up``; a scale-in waits for ``cooldown.scale_in`` after any change, is cut to
-   ``max_step_down``, and removes only replicas at least ``min_lifetime`` old.
+4. the strategy proposes a size; a scale-out then waits for ``cooldown.scale_out`` (except a replacement:
+   back up to ``fleet.target`` after replicas failed) and is cut to ``max_step_up``; a scale-in waits for
+   ``cooldown.scale_in`` after any change, is cut to ``max_step_down``, and removes only replicas at least
+   ``min_lifetime`` old.
+
+This is the only place these rules live: after it, the daemon (controller/planner.py) only checks the budget,
+chooses which replicas go and rolls stale replicas, and the simulator runs that same code.
 """
 
 from __future__ import annotations
@@ -110,14 +114,25 @@ def decide(policy: Any, observation: Observation, fleet: Fleet, now: float) -> D
     if raw > active:
         since = now - fleet.last_scale_out if fleet.last_scale_out is not None else math.inf
         cool = float(policy.cooldown.scale_out)
+        # replicas failed since the last scaling action aimed at ``target``: launching back up to it is a
+        # replacement, which does not wait for the scale-out cooldown
+        last_target = fleet.target if fleet.target is not None else 0
+        replacing = last_target > active
         if active >= hi:
             reason += f"; holding at replicas.max {hi}"
-        elif since < cool:
+        elif since < cool and not replacing:
             reason += f"; scale-out cooldown, {format_duration(cool - since)} of {format_duration(cool)} left"
         else:
             step = bounds.max_step_up
-            desired = min(raw, active + step, hi)
+            cap = min(active + step, hi)
+            if since < cool:  # replacing: no further than the last target until the cooldown is over
+                cap = min(cap, last_target)
+            desired = min(raw, cap)
             limits = []
+            if since < cool:
+                limits.append(f"replacing failed replicas up to the last target {last_target}: no cooldown")
+                if raw > desired and desired == last_target:
+                    limits.append(f"more waits for the scale-out cooldown, {format_duration(cool - since)} left")
             if desired == active + step and raw > desired:
                 limits.append(f"step limit {step}")
             if desired == hi and raw > desired:

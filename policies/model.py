@@ -99,10 +99,12 @@ class Workload(_Section):
     names: tuple[ContainerName, ...] = Field(default=(), description="container names to replicate")
     service_port: Port = Field(description="container port that serves the traffic")
     health: HealthCheck = Field(default_factory=HealthCheck, description="health check of each cloud replica")
-    mounts: dict[str, Literal["drop", "tmpfs"]] = Field(
+    mounts: dict[str, Literal["drop", "tmpfs", "copy", "copy-secret"]] = Field(
         default_factory=dict,
         description="what to do with each non-portable mount (bind mount or volume), by destination path: "
-                    "'drop' it or replace it with an empty 'tmpfs'; an unmapped one makes capture fail")
+                    "'drop' it, replace it with an empty 'tmpfs', or 'copy' its content (read-only mounts, "
+                    "1 MiB in all) to each replica, mounted read-only at the same path; 'copy-secret' copies "
+                    "a content that is never logged or stored; an unmapped one makes capture fail")
     secret_env: tuple[EnvName, ...] = Field(
         default=(), description="environment variable names whose values are secrets: never logged or stored in plain text")
     replicas_per_node: int = Field(default=1, ge=1, le=64, description="workload containers started on each cloud instance")
@@ -256,6 +258,10 @@ class HaproxyTraffic(_Section):
 
     socket: HaproxySocket = Field(description="HAProxy runtime API: a unix socket path or tcp://host:port")
     backend: HaproxyName = Field(description="backend the replicas join")
+    weight: int | None = Field(
+        default=None, ge=1, le=256,
+        description="HAProxy weight of each cloud replica; null: the weight of the backend's on-prem servers "
+                    "(read from HAProxy when a replica joins), so a replica takes the share of one of them")
 
 
 class SlbTraffic(_Section):

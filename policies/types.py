@@ -40,7 +40,7 @@ class Fleet:
     """What the policy currently has in the cloud, as counts, plus the timing facts cooldowns need.
 
     ``active`` counts replicas that exist or are on their way (launching .. serving); ``ready`` those
-    serving traffic; ``draining`` those on their way out. Times are seconds since the epoch (or any
+    serving traffic; ``draining`` those on their way out (they hold budget but are not capacity). Times are seconds since the epoch (or any
     monotonic origin the caller uses consistently with ``now``).
     """
 
@@ -52,6 +52,9 @@ class Fleet:
     # launch time of each active replica, to honour the minimum replica lifetime on scale-in
     launched_at: tuple[float, ...] = ()
     paused: bool = False
+    # the count the last scaling action aimed at (None: none yet). Fewer active than this means replicas
+    # failed since; launching back up to it is a replacement, not a new scale-out, and skips the cooldown
+    target: int | None = None
     # (timestamp, ready count from then on) at each change, oldest first, covering the observation history:
     # a utilisation sample only says how much load there was once we know how many replicas served it.
     # Empty means "assume the current ``ready`` throughout".

@@ -103,12 +103,27 @@ class _BoundedComposer(Composer):
         return super().compose_node(parent, index)
 
 
+# the parser's words for the usual slips, and what to look at
+_HINTS = (
+    ("mapping values are not allowed", (" (hint: this line is indented deeper than the key above it, or a "
+                                        "value holds ': ' and needs quotes)")),
+    ("expected <block end>", (" (hint: this line's indentation matches none of the keys above it; keys of "
+                              "one block start in the same column)")),
+    ("did not find expected key", (" (hint: this line's indentation matches none of the keys above it, or "
+                                   "a list item '- ' is mixed with keys)")),
+    ("could not find expected ':'", " (hint: a key without its ':', or a quote that is not closed)"),
+    ("found unexpected end of stream", " (hint: a quote or bracket that is not closed)"),
+)
+
+
 def _syntax_message(exc: MarkedYAMLError) -> str:
     if isinstance(exc, _LimitError):
         return str(exc.problem)
     problem = (exc.problem or exc.context or "malformed YAML").strip()
     if "\\t" in problem or "'\\t'" in problem or "\t" in problem:
         problem += " (indent with spaces, not tabs)"
+    else:
+        problem += next((hint for key, hint in _HINTS if key in problem), "")
     context = (exc.context or "").strip()
     if context and exc.problem and exc.context_mark is not None and exc.context_mark is not exc.problem_mark:
         where = _mark_pos(exc.context_mark)

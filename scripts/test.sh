@@ -15,8 +15,9 @@ eval "$(scripts/services.sh env | sed 's/^/export /')"
 # spend most of their time waiting (boots, drains, time-outs), the rest mostly computes; together they fit
 # the CI budget on 2 cores. Each group runs its tests one at a time, as the lab tests assume.
 LAB_TESTS=(tests/controller/test_e2e.py tests/controller/test_e2e_roll.py tests/controller/test_ha_pair.py
+           tests/controller/test_node_faults.py
            tests/controller/test_demo_cli.py tests/controller/test_dashboard_e2e.py tests/reliability
-           tests/deploy/test_bridge_mac.py)
+           tests/deploy/test_bridge_mac.py tests/adapters/test_booted_nodes.py tests/controller/test_e2e_config_files.py)
 fail_on_no_tests() { if [ "$1" = 5 ]; then echo "test.sh: pytest collected no tests ($2): failing" >&2; echo 1; else echo "$1"; fi; }
 if [ $# -gt 0 ]; then
   .venv/bin/python -m pytest "$@"

@@ -1,8 +1,10 @@
 """A real Prometheus (Debian's 2.42) per test module: our own config on a free loopback port, scraping every
-second a small exporter the fixture serves on loopback (prometheus_client), whose gauges the test sets."""
+second a small exporter the fixture serves on loopback (prometheus_client), whose gauges the test sets, and
+any loopback target a test adds (``PrometheusProcess.scrape``, job ``extra``, through a file_sd file)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +32,10 @@ scrape_configs:
   - job_name: exporter
     static_configs:
       - targets: ['127.0.0.1:{exporter}']
+  - job_name: extra
+    file_sd_configs:
+      - files: ['{targets}']
+        refresh_interval: 1s
 """
 
 
@@ -38,6 +44,12 @@ class PrometheusProcess:
     url: str
     load: Gauge  # burst_test_load{instance_group=...}: set it, Prometheus scrapes it within ~1 s
     exporter_port: int
+    targets_file: Path
+
+    def scrape(self, target: str) -> None:
+        """Have Prometheus scrape ``target`` (``127.0.0.1:PORT``, path /metrics) every second as job ``extra``."""
+        assert target.startswith("127."), "tests scrape loopback only"
+        self.targets_file.write_text(json.dumps([{"targets": [target]}]))
 
     def wait_value(self, query: str, expected: float, timeout: float = 20.0) -> None:
         """Until Prometheus answers ``query`` with ``expected`` (the exporter got scraped)."""
@@ -65,7 +77,9 @@ def prometheus() -> Iterator[PrometheusProcess]:
                                     ThreadingWSGIServer, handler_class=_SilentHandler)
     threading.Thread(target=httpd.serve_forever, daemon=True, name="test-exporter").start()
     workdir = Path(tempfile.mkdtemp(prefix="bc-prom-"))
-    (workdir / "prometheus.yml").write_text(_CONFIG.format(exporter=exporter_port))
+    targets_file = workdir / "targets.json"
+    targets_file.write_text("[]")
+    (workdir / "prometheus.yml").write_text(_CONFIG.format(exporter=exporter_port, targets=targets_file))
     port = free_port()
     log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - outlives this block, closed in finally
     proc = subprocess.Popen(
@@ -82,7 +96,8 @@ def prometheus() -> Iterator[PrometheusProcess]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        yield PrometheusProcess(url=f"http://127.0.0.1:{port}", load=load, exporter_port=exporter_port)
+        yield PrometheusProcess(url=f"http://127.0.0.1:{port}", load=load, exporter_port=exporter_port,
+                                targets_file=targets_file)
     finally:
         proc.terminate()
         try:

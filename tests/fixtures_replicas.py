@@ -42,6 +42,12 @@ def _cleanup(client: docker.DockerClient, run_id: str) -> None:
             c.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
+    # the volumes of copied mounts (the node runtime removes them with their replica)
+    for v in client.volumes.list(filters={"label": f"{TEST_LABEL}.run={run_id}"}):
+        try:
+            v.remove(force=True)
+        except docker.errors.NotFound:
+            pass
 
 
 @pytest.fixture(scope="session")

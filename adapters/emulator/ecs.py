@@ -175,6 +175,13 @@ class _Handlers:
             client_token=token,
             fingerprint=_fingerprint(req.params),
         )
+        if req.get_bool("DryRun"):
+            # as the real API: the request was checked (above) and the instance type is offered; nothing is
+            # created, and the "error" DryRunOperation says the real call would have been accepted
+            if itype not in self.state.config.prices:
+                raise ApiError("InvalidInstanceType.NotSupported",
+                               f"The specified InstanceType {itype} is not supported in zone {launch.zone}.", 403)
+            raise ApiError("DryRunOperation", "Request validation has been passed with DryRun flag set.")
         ids, trade_price = self.state.run_instances(launch)
         if self.faults.take_timeout_after_create():
             # the instances exist; the answer arrives after the client has given up

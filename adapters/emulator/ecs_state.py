@@ -338,12 +338,17 @@ class EcsState:
                 found.append(rec)
         return found, missing
 
+    def existing(self, region: str, ids: Iterable[str]) -> list[InstanceRecord]:
+        """The live instances ``ids`` of ``region``; ``InvalidInstanceId.NotFound`` (404) if any is not."""
+        found, missing = self.find(region, ids)
+        if missing:
+            raise ApiError("InvalidInstanceId.NotFound",
+                           f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+        return found
+
     def delete(self, region: str, ids: list[str], force: bool, dry_run: bool = False) -> None:
         with self.lock:
-            found, missing = self.find(region, ids)
-            if missing:
-                raise ApiError("InvalidInstanceId.NotFound",
-                               f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+            found = self.existing(region, ids)
             now = self.clock()
             if not force:
                 busy = [r.id for r in found if self.status(r, now) != "Stopped"]
@@ -365,10 +370,7 @@ class EcsState:
 
     def stop(self, region: str, ids: list[str]) -> list[dict[str, str]]:
         with self.lock:
-            found, missing = self.find(region, ids)
-            if missing:
-                raise ApiError("InvalidInstanceId.NotFound",
-                               f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+            found = self.existing(region, ids)
             now = self.clock()
             out = []
             for rec in found:
@@ -388,10 +390,7 @@ class EcsState:
     def start(self, region: str, ids: list[str]) -> list[dict[str, str]]:
         """StartInstances: a Stopped instance boots again (same disk, same address)."""
         with self.lock:
-            found, missing = self.find(region, ids)
-            if missing:
-                raise ApiError("InvalidInstanceId.NotFound",
-                               f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+            found = self.existing(region, ids)
             now = self.clock()
             out = []
             for rec in found:

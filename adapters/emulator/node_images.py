@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,14 +119,14 @@ class NodeImageCache:
 
     # ------------------------------------------------------------------ build
 
-    def ensure_built(self, recipe: SuiteRecipe, say: object = None) -> Path:
+    def ensure_built(self, recipe: SuiteRecipe, say: Callable[[str], object] | None = None) -> Path:
         if self.is_built(recipe):
             return self.suite_dir(recipe)
         with self._lock():
             if self.is_built(recipe):
                 return self.suite_dir(recipe)
             started = time.monotonic()
-            (say or logger.info)(f"building the Debian {recipe.version} node images (debootstrap {recipe.suite}; "  # type: ignore[operator]
+            (say or logger.info)(f"building the Debian {recipe.version} node images (debootstrap {recipe.suite}; "
                                  "once per machine, cached by content)")
             work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.suite}-", dir=self.root))
             try:
@@ -223,7 +223,7 @@ def _tar(rootfs: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _chroot(rootfs: Path) -> Iterator[object]:
+def _chroot(rootfs: Path) -> Iterator[Callable[..., None]]:
     """apt-get inside the root file system, with the host's resolver and Debian's archive, no daemons
     started by package scripts (policy-rc.d), /proc mounted while it runs."""
     resolv = rootfs / "etc/resolv.conf"

@@ -28,6 +28,7 @@ import http.server
 import io
 import ipaddress
 import logging
+import subprocess
 import tarfile
 import threading
 import time
@@ -39,6 +40,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from adapters.bootstrap import PIN_BRIDGE_MAC
 from adapters.emulator.node_disks import NodeDisks
 from adapters.emulator.node_images import IMAGES, MIRROR_HOST, NodeImageCache, image_by_id
 
@@ -83,6 +85,10 @@ class _Node:
     faults: list[str] = field(default_factory=list)
 
 
+# /proc/sys outside net/: the host kernel's own settings, not namespaced
+_SHARED_SYSCTL_DIRS = ("abi", "crypto", "debug", "dev", "fs", "kernel", "user", "vm")
+
+
 class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: apt fetches hundreds of files
         logger.debug("mirror: " + fmt, *args)
@@ -104,6 +110,7 @@ class NodeHost:
         self._stop = threading.Event()
         self._mirrors: list[http.server.ThreadingHTTPServer] = []
         self._armed: list[str] = []  # faults for the next launches (cloud-init-fail)
+        self._threads: list[threading.Thread] = []  # machines being created or deleted
         self._watcher = threading.Thread(target=self._watch, name="ecs-nodes", daemon=True)
         self.disks = NodeDisks(self.client, scope, LABEL_SCOPE)
 
@@ -122,6 +129,8 @@ class NodeHost:
     def stop(self, remove: bool) -> None:
         """Stop watching; with ``remove`` also delete every machine and network of this scope."""
         self._stop.set()
+        for thread in list(self._threads):  # launches and deletions under way finish (or give up) first
+            thread.join(timeout=120)
         for srv in self._mirrors:
             srv.shutdown()
             srv.server_close()
@@ -146,6 +155,12 @@ class NodeHost:
         self.client.networks.create(name, driver="bridge", ipam=ipam, labels={LABEL_SCOPE: self.scope},
                                     options={"com.docker.network.bridge.name": vsw.bridge_name(self.scope),
                                              "com.docker.network.bridge.enable_ip_masquerade": "false"})
+        # one MAC for the VSwitch's bridge while nodes come and go, or the nodes' replies to the host (the
+        # controller, HAProxy) stall whenever another node joins or leaves (deploy/pin-bridge-mac.sh says why)
+        done = subprocess.run(["sh", str(PIN_BRIDGE_MAC), vsw.bridge_name(self.scope)], capture_output=True,
+                              text=True, check=False, timeout=15)
+        if done.returncode:
+            logger.warning("could not pin %s's MAC address: %s", vsw.bridge_name(self.scope), done.stderr.strip())
 
     def _serve_mirror(self, vsw: VSwitch) -> None:
         """The region's package mirror on the VSwitch gateway, port 80 (the node images' apt source)."""
@@ -198,8 +213,9 @@ class NodeHost:
         node = _Node(instance_id, start_at=self.clock() + self.boot_delay, faults=[fault] if fault else [])
         with self._lock:
             self._nodes[instance_id] = node
-        threading.Thread(target=self._create, args=(node, image_id, vswitch_id, ip, hostname, user_data),
-                         name=f"boot-{instance_id}", daemon=True).start()
+        thread = threading.Thread(target=self._create, args=(node, image_id, vswitch_id, ip, hostname, user_data),
+                                  name=f"boot-{instance_id}", daemon=True)
+        self._track(thread)
 
     def _create(self, node: _Node, image_id: str, vswitch_id: str, ip: str, hostname: str,
                 user_data: bytes) -> None:
@@ -224,6 +240,11 @@ class NodeHost:
                 extra_hosts={MIRROR_HOST: vsw.gateway},
                 dns=[vsw.gateway],
             )
+            # /proc/sys/net writable, as on a VM: Docker 26 (Debian 13) sets the IPv6 sysctls of each container
+            # interface it adds and fails the start when it cannot. Those are per network namespace; the rest
+            # of /proc/sys (the host's kernel, shared) stays read-only as Docker's default has it.
+            host_config["ReadonlyPaths"] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger",
+                                            *(f"/proc/sys/{d}" for d in _SHARED_SYSCTL_DIRS)]
             networking = api.create_networking_config({
                 vsw.docker_name(self.scope): api.create_endpoint_config(ipv4_address=ip)})
             created = api.create_container(
@@ -232,6 +253,8 @@ class NodeHost:
                 environment={"container": "docker"}, stop_signal="SIGRTMIN+3", host_config=host_config,
                 networking_config=networking, detach=True)
             node.container_id = created["Id"]
+            if self._stop.is_set():  # the emulator stopped meanwhile: stop() removes what exists now
+                return
             if "cloud-init-fail" in node.faults:
                 user_data = b"#cloud-config\nruncmd: [ [ sh, -c, 'exit 3' ] ]\nbootcmd: [ [ false ] ]\nwrite_files: 7\n"
             seed = _seed_tar(user_data, node.instance_id, hostname)
@@ -310,9 +333,15 @@ class NodeHost:
     def delete_instance(self, instance_id: str) -> None:
         with self._lock:
             node = self._nodes.pop(instance_id, None)
-        if node is not None:
-            threading.Thread(target=self._remove_node, args=(node,), name=f"delete-{instance_id}",
-                             daemon=True).start()
+        if node is not None:  # stop() waits for it, like for a launch: no machine outlives the emulator
+            thread = threading.Thread(target=self._remove_node, args=(node,), name=f"delete-{instance_id}",
+                                      daemon=True)
+            self._track(thread)
+
+    def _track(self, thread: threading.Thread) -> None:
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _remove_node(self, node: _Node) -> None:
         for _ in range(600):  # a launch still creating its machine: wait for it, then remove
@@ -354,8 +383,15 @@ class NodeHost:
         node = self._nodes.get(str(body.get("instance_id", "")))
         if node is None or not node.container_id:
             raise ValueError(f"instance_id: no machine for {body.get('instance_id')!r}")
-        if kind == "docker-dies":  # the engine is killed and stays down (its containers die with it)
-            script = "systemctl mask --runtime docker.service docker.socket; systemctl kill -s KILL docker.service"
+        if kind == "docker-dies":  # the engine is killed and stays down, and its containers die with it
+            # containerd's shims would keep the containers running (and serving, through the engine's NAT
+            # rules) without the engine: their processes are killed too, by the PIDs the engine reported, and
+            # the call returns once they are gone (a loaded machine takes a moment to tear a container down)
+            script = ("pids=$(docker ps -q | xargs -r docker inspect -f '{{.State.Pid}}'); "
+                      "systemctl mask --runtime docker.service docker.socket; systemctl kill -s KILL docker.service; "
+                      'if [ -n "$pids" ]; then kill -KILL $pids; '
+                      "for p in $pids; do for _ in $(seq 200); do kill -0 $p 2>/dev/null || break; sleep 0.05; done; "
+                      "done; fi")
             out = self.client.api.exec_create(node.container_id, ["sh", "-c", script])
             self.client.api.exec_start(out["Id"])
         else:  # network-drop: the machine loses its VSwitch

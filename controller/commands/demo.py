@@ -118,7 +118,7 @@ def _wait(until: Callable[[], bool], timeout: float, tick: Callable[[], None]) -
 
 def burst_cycle(lab: Lab, service: ControllerService | None, load: LoadGenerator, *, hold: float = 8.0,
                 tick: Callable[[], None] = lambda: None, phase: Callable[[str], None] = lambda s: None,
-                timeout: float = 300.0) -> CycleResult:
+                timeout: float = 600.0) -> CycleResult:
     """One burst and drain against a running controller (in-process ``service`` or a separate process)."""
     prefix = f"{lab.controller_id}-"
     result = CycleResult()

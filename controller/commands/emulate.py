@@ -4,6 +4,7 @@ and anything that wants a separate process). Tests start it in-process with ``Ec
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 from types import FrameType
@@ -31,7 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stop-delay", default="1s", help="time spent Stopping after StopInstances (default 1s)")
     e.add_argument("--address-pool", default="127.0.1.0/24", help="loopback CIDR instances get addresses from")
     e.add_argument("--docker-endpoint", default="tcp://127.0.0.1:2376",
-                   help="every instance's Docker endpoint (the local engine's mutual-TLS endpoint)")
+                   help="shared-engine nodes: every instance's Docker endpoint (the local engine's mutual-TLS one)")
+    e.add_argument("--node-engine", metavar="URL",
+                   help="booted nodes: every instance is a Debian machine (systemd, cloud-init running the "
+                   "UserData) on this Docker Engine, e.g. unix:///var/lib/burst-controller-dev/docker.sock")
+    e.add_argument("--vswitch", action="append", default=[], metavar="ID=CIDR",
+                   help="booted nodes: a VSwitch and its CIDR (repeatable); instances get addresses there")
     e.add_argument("--price", action="append", default=[], metavar="TYPE=CNY_PER_HOUR",
                    help="offer TYPE at this hourly price (repeatable; adds to the built-in list)")
     e.add_argument("--quota", action="append", default=[], metavar="TYPE|*=N",
@@ -99,6 +105,20 @@ def build_emulator(args: argparse.Namespace) -> EcsEmulator:
         except ValueError as exc:
             problems.append(f"--{flag.replace('_', '-')}: {exc}")
     prices = {**DEFAULT_PRICES, **_pairs("--price", args.price, problems, as_float=True)}
+    vswitches: dict[str, str] = {}
+    for raw in args.vswitch:
+        vid, sep, cidr = raw.partition("=")
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if not sep or not vid or net.version != 4 or not 8 <= net.prefixlen <= 28:
+                raise ValueError
+            vswitches[vid] = str(net)
+        except ValueError:
+            problems.append(f"--vswitch {raw!r}: expected ID=CIDR with an IPv4 /8../28, e.g. vsw-a=10.214.1.0/24")
+    if args.vswitch and not args.node_engine:
+        problems.append("--vswitch needs --node-engine (VSwitches are where booted nodes get their addresses)")
+    if args.node_engine and not vswitches:
+        problems.append("--node-engine needs at least one --vswitch ID=CIDR")
     quotas = {k: int(v) for k, v in _pairs("--quota", args.quota, problems).items()}
     stock = {k: int(v) for k, v in _pairs("--stock", args.stock, problems).items()}
     for flag in ("throttle_rate", "error_rate", "spike_rate", "timeout_after_create_rate"):
@@ -116,7 +136,8 @@ def build_emulator(args: argparse.Namespace) -> EcsEmulator:
     )
     config = EcsConfig(boot_delay=durations["boot_delay"], stop_delay=durations["stop_delay"],
                        address_pool=args.address_pool, docker_endpoint=args.docker_endpoint, prices=prices,
-                       quotas=quotas, stock=stock, state_file=args.state)
+                       quotas=quotas, stock=stock, state_file=args.state, node_engine=args.node_engine,
+                       vswitches=vswitches)
     try:
         return EcsEmulator(host=host, port=int(port_text), access_keys=keys or None, config=config,
                            faults=faults, seed=args.seed)
@@ -136,8 +157,9 @@ def _run_ecs(args: argparse.Namespace) -> int:
         url = emulator.start()
     except OSError as exc:
         raise ConfigError(str(exc), [f"burstctl emulate ecs: cannot listen on {args.listen}: {exc}"]) from exc
-    print(f"ECS emulator listening on {url} (endpoint {emulator.endpoint}, docker {emulator.docker_endpoint})",
-          flush=True)
+    nodes = (f"booted nodes on {', '.join(f'{k}={v}' for k, v in emulator.config.vswitches.items())}"
+             if emulator.nodes is not None else f"docker {emulator.docker_endpoint}")
+    print(f"ECS emulator listening on {url} (endpoint {emulator.endpoint}, {nodes})", flush=True)
     try:
         while not emulator.server.stopping.wait(0.5):
             pass

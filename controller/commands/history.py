@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.config import DEFAULT_PATH, load_config
+from controller.config import add_config_argument, load_config
 from controller.errors import BurstError
 from controller.history import format_timestamp, read_samples, trace_rows, write_trace
 from controller.simtrace import parse_timestamp
@@ -54,8 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", metavar="CSV", help="write the trace to this file ('-' for standard output)")
     p.add_argument("--since", type=_since, default=None, metavar="WHEN",
                    help="how far back: a duration (24h, 7d) or a time (ISO 8601, epoch seconds); default 24h")
-    p.add_argument("--config", default=os.environ.get("BURST_CONFIG", DEFAULT_PATH), metavar="FILE",
-                   help=f"controller config naming the state database (default {DEFAULT_PATH})")
+    add_config_argument(p, "controller config naming the state database")
     p.add_argument("--state-url", metavar="URL",
                    help="read this database instead of the config's state.url (e.g. a backup: "
                         "sqlite:////var/backups/state.db)")

@@ -4,8 +4,10 @@ emulation, a server certificate for the local Docker Engine's TLS endpoint)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from adapters.pki import CertificateAuthority
+from controller.config import add_config_argument, load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,14 +15,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     psub = p.add_subparsers(dest="pki_command", metavar="ACTION")
     psub.required = True
     init = psub.add_parser("init", help="create the CA and certificates if missing")
-    init.add_argument("--dir", default="/var/lib/burst-controller/pki", help="where the CA lives")
+    init.add_argument("--dir", help="where the CA lives (default: pki_dir of --config, else "
+                                    "/var/lib/burst-controller/pki)")
+    add_config_argument(init)
     init.add_argument("--server-ip", action="append", default=[],
                       help="also issue a node server certificate for this IP (repeatable)")
     init.set_defaults(func=_init)
 
 
 def _init(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority(args.dir)
+    directory = args.dir
+    if directory is None:
+        directory = (load_config(args.config).pki_path if os.path.exists(args.config)
+                     else "/var/lib/burst-controller/pki")
+    ca = CertificateAuthority(directory)
     print(f"ca: {ca.ensure()}")
     client = ca.client_files()
     print(f"client: {client.cert}")

@@ -14,7 +14,9 @@ import threading
 from collections import Counter
 from typing import Any
 
-from controller.config import DEFAULT_PATH, load_config, parse_listen, status_token
+from controller import __version__
+from controller.config import add_config_argument, load_config, parse_listen, status_token
+from controller.confinement import shield_daemon
 from controller.daemon import Daemon
 from controller.edges import Edges
 from controller.ha import HaDaemon, build_ha_daemon
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run the controller daemon (what the systemd unit starts)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_PATH), help=f"controller config (default {DEFAULT_PATH})")
+    add_config_argument(p)
     p.set_defaults(func=_run)
 
 
@@ -44,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
 class ControllerService:
     """The daemon plus its status endpoint and systemd notifications; also run in-process by the demo."""
 
-    def __init__(self, cfg: Any, *, edges: Edges | None = None, version: str = "0.1.0") -> None:
+    def __init__(self, cfg: Any, *, edges: Edges | None = None, version: str = __version__) -> None:
         from controller.wiring import build_daemon, build_edges, build_store
 
         self.cfg = cfg
@@ -68,8 +70,10 @@ class ControllerService:
     def start(self) -> None:
         self.daemon.start()
         host, port = parse_listen(self.cfg.status.listen)
+        shield_daemon()  # the status process (same user) cannot read this one's memory or environment
         # its own process, serving snapshots the daemon publishes: status traffic cannot slow the loop
-        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format)
+        self.server = StatusProcess(self.daemon, self.token, host, port, log_format=self.cfg.log_format,
+                                    allowed_hosts=self.cfg.status.allowed_hosts)
         self.server.start()
         self.notifier.ready(self.summary())
         logger.info("controller %s running: %s", self.cfg.controller_id, self.summary())

@@ -16,9 +16,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from controller.config import DEFAULT_PATH, load_config, read_secret_file, status_token
+from controller.config import (
+    CONFIG_ENV,
+    DEFAULT_PATH,
+    add_config_argument,
+    load_config,
+    read_secret_file,
+    status_token,
+)
 from controller.errors import AuthError, BurstError, ConfigError, FencedError, NotFoundError, TransientError
-from controller.status_models import POLICY_NAME_PATTERN, ControllerStatus, Event, EventPage, PolicyStatus
+from controller.status_models import (
+    POLICY_NAME_PATTERN,
+    ControllerStatus,
+    DecisionStatus,
+    Event,
+    EventPage,
+    PolicyStatus,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9180"
 
@@ -26,8 +40,7 @@ DEFAULT_URL = "http://127.0.0.1:9180"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help=f"status endpoint (default: status.listen from --config, else {DEFAULT_URL})")
-        p.add_argument("--config", default=os.environ.get("BURSTCTL_CONFIG", DEFAULT_PATH),
-                       help="controller config, for the URL and token (default %(default)s)")
+        add_config_argument(p, "controller config, for the URL and token")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
 
     st = sub.add_parser("status", help="what the running controller is doing and why")
@@ -41,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     common(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object per event (JSON lines)")
     ev.add_argument("--policy", help="only this policy's events")
-    ev.add_argument("--limit", type=int, default=50, help="how many events (1-1000, default %(default)s)")
+    ev.add_argument("--limit", type=int, default=100, help="how many events (1-1000, default %(default)s)")
     ev.add_argument("--cursor", type=int, help="events after this id (default: the latest)")
     ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events (Ctrl-C stops)")
     ev.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow")
@@ -64,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace) -> Any:
     """The config if it can be read; a missing default config is fine (the CLI may run elsewhere)."""
     if not os.path.exists(args.config):
-        if args.config != DEFAULT_PATH and args.config != os.environ.get("BURSTCTL_CONFIG"):
+        if args.config != DEFAULT_PATH and args.config != os.environ.get(CONFIG_ENV):
             raise ConfigError(f"{args.config}: not found", [f"{args.config}: no such file"])
         return None
     return load_config(args.config)
@@ -154,13 +167,21 @@ def _policy_row(p: PolicyStatus) -> list[Text | str]:
     if d is None:
         decision = Text("-", style="dim")
     else:
-        style = {"out": "bold yellow", "in": "cyan", "hold": ""}.get(d.direction, "")
-        decision = Text(f"{d.direction} -> {d.desired}", style=style)
-    spend_style = "bold red" if p.budget_per_hour and p.spend_this_hour >= p.budget_per_hour else ""
-    spend = Text(f"{p.spend_this_hour:.2f}/{p.budget_per_hour:.2f}", style=spend_style)
+        style = "cyan" if p.draining else {"out": "bold yellow", "in": "cyan", "hold": ""}.get(d.direction, "")
+        decision = Text(_decision_words(p, d), style=style)
+    spend_style = "bold red" if p.budget_per_hour and p.spend_per_hour >= p.budget_per_hour else ""
+    spend = Text(f"{p.spend_per_hour:.2f}/h of {p.budget_per_hour:.2f}/h", style=spend_style)
     state = "draining" if p.draining else ("paused" if p.paused else "active")
     state_text = Text(state, style="bold yellow" if state != "active" else "green")
-    return [Text(p.name, style="bold"), metric, age, decision, _replicas(p.replicas), spend, state_text]
+    return [Text(p.name, style="bold"), metric, age, decision, _replicas(p.replicas), spend,
+            f"{p.spent_today:.2f}", state_text]
+
+
+def _decision_words(p: PolicyStatus, d: DecisionStatus) -> str:
+    if p.draining:
+        return "operator drain to 0"
+    return {"out": f"scale out to {d.desired}", "in": f"scale in to {d.desired}"}.get(d.direction,
+                                                                                     f"hold at {d.desired}")
 
 
 def _policy_notes(p: PolicyStatus, now: float) -> list[Text]:
@@ -168,8 +189,9 @@ def _policy_notes(p: PolicyStatus, now: float) -> list[Text]:
     notes = []
     if p.decision is not None:
         d = p.decision
-        notes.append(Text.assemble((p.name, "bold"), f": {d.direction} -> {d.desired}: {d.reason} "
-                                   f"({_ago(now - d.at)} ago)"))
+        why = (f"all cloud replicas leave and stay at 0 until `burstctl resume {p.name}`" if p.draining
+               else d.reason)
+        notes.append(Text.assemble((p.name, "bold"), f": {_decision_words(p, d)}: {why} ({_ago(now - d.at)} ago)"))
     if p.metric is not None and (not p.metric.ok or p.metric.value is None):
         notes.append(Text.assemble((p.name, "bold"), (f": metric {p.metric.source} failed: {p.metric.error or 'no value'}", "red")))
     for err in p.last_errors[:3]:
@@ -191,7 +213,7 @@ def render_status(status: ControllerStatus, console: Console, *, instances: bool
         console.print(Text("no policies loaded", style="yellow"))
         return
     table = Table(header_style="bold")
-    for col in ("POLICY", "METRIC", "AGE", "DECISION", "REPLICAS", "SPEND/H", "STATE"):
+    for col in ("POLICY", "METRIC", "AGE", "DECISION", "REPLICAS", "SPEND RATE", "SPENT TODAY", "STATE"):
         table.add_column(col, overflow="fold", no_wrap=col in ("AGE", "DECISION", "STATE"))
     for p in status.policies:
         table.add_row(*_policy_row(p))

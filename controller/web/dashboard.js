@@ -11,6 +11,7 @@
   const MAX_EVENTS = 500;
   const TOKEN_KEY = "burst-controller.status-token";
   const RANGE_KEY = "burst-controller.chart-range";
+  const HISTORY_PAGE = 5000; // the endpoint's largest history answer (controller/status.py)
   const { fmtNumber, fmtClock } = window.BurstChartFormat;
 
   const state = {
@@ -21,12 +22,13 @@
     events: [],
     cards: new Map(),      // policy name -> card object
     history: new Map(),    // policy name -> {points, lastAt}
-    range: Number(localStorage.getItem(RANGE_KEY)) || 10800,
+    range: Number(localStorage.getItem(RANGE_KEY)) || 0,  // seconds; 0: fit the data (up to FIT_MAX)
     token: sessionStorage.getItem(TOKEN_KEY) || null,
     pending: null,         // {policy, action} awaiting the token dialog
   };
 
   const $ = (id) => document.getElementById(id);
+  const FIT_MAX = 86400, FIT_MIN = 300;  // "fit the data": from the oldest sample of the last day, 5 min at least
 
   /* h("td", {class: "x"}, "text", childNode, ...): DOM built without innerHTML. */
   function h(tag, attrs, ...children) {
@@ -158,6 +160,7 @@
       metric: h("dd", { class: "metric" }),
       replicas: h("dd", { class: "replica-chips" }),
       spend: h("dd", { class: "spend" }),
+      spentToday: h("dd", { class: "spent-today" }),
       fleetBody: h("tbody"),
       fleetEmpty: h("p", { class: "empty", text: "No cloud instances." }),
       fleetCount: h("span", { class: "muted" }),
@@ -179,7 +182,8 @@
       h("dl", { class: "facts-grid" },
         h("div", {}, h("dt", {}, "Load"), card.metric),
         h("div", {}, h("dt", {}, "Cloud replicas"), card.replicas),
-        h("div", {}, h("dt", {}, "Spend this hour"), card.spend)),
+        h("div", {}, h("dt", {}, "Spend rate"), card.spend),
+        h("div", {}, h("dt", {}, "Spent today (UTC)"), card.spentToday)),
       h("figure", { class: "chart-figure" },
         chartBox,
         h("figcaption", { class: "legend" },
@@ -214,11 +218,14 @@
     const d = p.decision;
     const now = Date.now() / 1000;
     if (d) {
-      const words = { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" }[d.direction] || d.direction;
-      card.decision.className = "decision dir-" + d.direction;
+      const words = p.draining ? "▼ Operator drain"
+        : { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" }[d.direction] || d.direction;
+      const desired = p.draining ? " to 0 cloud replicas, kept there until resumed"
+        : ` ${d.direction === "hold" ? "at" : "to"} ${d.desired} cloud replica${d.desired === 1 ? "" : "s"}`;
+      card.decision.className = "decision dir-" + (p.draining ? "in" : d.direction);
       card.decision.replaceChildren(
         h("span", { class: "direction" }, words),
-        h("span", { class: "desired" }, ` ${d.direction === "hold" ? "at" : "to"} ${d.desired} cloud replica${d.desired === 1 ? "" : "s"}`),
+        h("span", { class: "desired" }, desired),
         h("p", { class: "reason", text: d.reason }),
         h("span", { class: "muted when" }, "decided ", timeEl(d.at), ` (${fmtAge(now - d.at)} ago)`));
     } else {
@@ -243,12 +250,14 @@
       : [h("span", { class: "muted" }, "none")]));
 
     const budget = p.budget_per_hour || 0;
-    const share = budget > 0 ? Math.min(1, p.spend_this_hour / budget) : 0;
+    const share = budget > 0 ? Math.min(1, p.spend_per_hour / budget) : 0;
     const meter = h("meter", { min: 0, max: 1, low: 0.7, high: 0.9, optimum: 0, value: share.toFixed(3),
       "aria-label": "share of the hourly budget" });
     card.spend.replaceChildren(
-      h("strong", {}, fmtMoney(p.spend_this_hour)),
-      h("span", { class: "muted" }, budget > 0 ? ` of ${fmtMoney(budget)} per hour` : " (no budget)"), meter);
+      h("strong", {}, fmtMoney(p.spend_per_hour) + "/h"),
+      h("span", { class: "muted" }, budget > 0 ? ` of ${fmtMoney(budget)}/h budget` : " (no budget)"), meter);
+    card.spentToday.replaceChildren(h("strong", {}, fmtMoney(p.spent_today || 0)),
+      h("span", { class: "muted" }, " since 00:00 UTC"));
 
     const rows = (p.instances || []).map((i) => h("tr", { "data-instance": i.id },
       h("td", { class: "mono" }, i.id),
@@ -305,14 +314,20 @@
 
   async function refreshHistory(name) {
     const now = Date.now() / 1000;
-    const from = now - state.range;
+    const fit = state.range === 0;
+    const from = now - (fit ? FIT_MAX : state.range);
     const h0 = state.history.get(name) || { points: [], lastAt: 0, range: state.range };
     if (h0.range !== state.range) { h0.points = []; h0.lastAt = 0; h0.range = state.range; }
-    const since = h0.lastAt > from ? h0.lastAt + 0.001 : from;
     try {
-      const fresh = await getJSON(`/v1/policies/${encodeURIComponent(name)}/history?since=${since.toFixed(3)}`);
-      h0.points = h0.points.concat(fresh.filter((p) => p.at > h0.lastAt)).filter((p) => p.at >= from);
-      if (h0.points.length) h0.lastAt = h0.points[h0.points.length - 1].at;
+      // pages of at most HISTORY_PAGE points, oldest first: a full page means more follow
+      for (let page = 0; page < 10; page += 1) {
+        const since = h0.lastAt > from ? h0.lastAt + 0.001 : from;
+        const fresh = await getJSON(
+          `/v1/policies/${encodeURIComponent(name)}/history?since=${since.toFixed(3)}&limit=${HISTORY_PAGE}`);
+        h0.points = h0.points.concat(fresh.filter((p) => p.at > h0.lastAt)).filter((p) => p.at >= from);
+        if (h0.points.length) h0.lastAt = h0.points[h0.points.length - 1].at;
+        if (fresh.length < HISTORY_PAGE) break;
+      }
       state.history.set(name, h0);
     } catch (e) {
       if (!String(e.message).startsWith("404")) console.warn("history of", name, e.message);
@@ -321,7 +336,9 @@
     if (card) {
       const pol = state.status && state.status.policies.find((x) => x.name === name);
       card.chart.label = pol && pol.metric && pol.metric.source ? `load · ${pol.metric.source}` : "load";
-      card.chart.update(h0.points, { from, to: now, unit: "" });
+      // fitted: the chart starts at the first sample, so a burst of minutes is not a sliver of a fixed window
+      const shown = fit ? Math.min(now - FIT_MIN, h0.points.length ? h0.points[0].at : now) : from;
+      card.chart.update(h0.points, { from: shown, to: now, unit: "" });
       card.capacityKey.hidden = !card.chart.hasCapacity;
     }
   }
@@ -451,7 +468,7 @@
     });
     const range = $("range-select");
     range.value = String(state.range);
-    if (range.value !== String(state.range)) { state.range = 10800; range.value = "10800"; }
+    if (range.value !== String(state.range)) { state.range = 0; range.value = "0"; }
     range.addEventListener("change", () => {
       state.range = Number(range.value);
       localStorage.setItem(RANGE_KEY, range.value);

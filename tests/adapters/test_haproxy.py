@@ -13,6 +13,7 @@ import pytest
 from adapters.haproxy import HaproxyLoadBalancer, HaproxyMetricsSource
 from controller.errors import NotFoundError
 from controller.ports import Server
+from tests.support.net import wait_port
 
 
 def _server(name: str, container) -> Server:
@@ -28,8 +29,16 @@ def _host(container) -> str:
     return container.id[:12]
 
 
+def _serving(*containers) -> None:
+    """Each replica answers itself: before that, HAProxy's retry and redispatch send its share to the other
+    one, and a round-robin assertion would see a single server (a busy machine starts httpd late)."""
+    for c in containers:
+        wait_port(c.address, c.port, timeout=60)
+
+
 def test_add_drain_weight_remove(haproxy, web_replicas):
     (_, a), (_, b) = web_replicas(2)
+    _serving(a, b)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     lb.add("web", _server("s-a", a))
     lb.add("web", _server("s-a", a))  # idempotent
@@ -61,6 +70,7 @@ def test_add_drain_weight_remove(haproxy, web_replicas):
 
 def test_reload_drops_servers_and_reapply_restores_them(haproxy, web_replicas):
     (_, a), (_, b) = web_replicas(2)
+    _serving(a, b)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     wanted = [_server("s-a", a), Server(name="s-b", address=b.address, port=b.port, state="drain")]
     assert lb.reapply("web", wanted) == ["s-a", "s-b"]
@@ -77,6 +87,7 @@ def test_reload_drops_servers_and_reapply_restores_them(haproxy, web_replicas):
 def test_tcp_runtime_api(haproxy_factory, web_replicas):
     hp = haproxy_factory(tcp_admin=True)
     ((_, a),) = web_replicas(1)
+    _serving(a)
     lb = HaproxyLoadBalancer(hp.admin_tcp)
     lb.add("web", _server("s-a", a))
     assert _ids(hp.url, 2) == [_host(a)] * 2
@@ -86,6 +97,7 @@ def test_tcp_runtime_api(haproxy_factory, web_replicas):
 
 def test_sessions_and_metrics_source(haproxy, web_replicas):
     ((_, a),) = web_replicas(1)
+    _serving(a)
     lb = HaproxyLoadBalancer(str(haproxy.socket))
     lb.add("web", _server("s-a", a))
     source = HaproxyMetricsSource(str(haproxy.socket), "web", "sessions")
@@ -123,3 +135,24 @@ def test_metrics_source_failure_is_an_observation(tmp_path: Path):
 def test_metrics_source_unknown_backend(haproxy):
     obs = HaproxyMetricsSource(str(haproxy.socket), "nope", "queue").query(60)
     assert obs.ok is False and "nope" in (obs.error or "")
+
+
+def test_a_replica_gets_the_onprem_servers_weight_unless_the_policy_sets_one(haproxy_factory):
+    """Traffic share: a cloud server joins with the weight the backend's own (on-prem) servers have, read
+    from HAProxy, so it takes the share of one of them; a weight given (traffic.haproxy.weight) wins."""
+    hp = haproxy_factory(backends=("web", "empty"),
+                         static_servers={"web": ["onprem-1 127.0.0.1:9 weight 7", "onprem-2 127.0.0.1:9 weight 7",
+                                                 "spare 127.0.0.1:9 weight 2"]})
+    lb = HaproxyLoadBalancer(str(hp.socket), own_prefix="dc1-")
+    lb.add("web", Server(name="dc1-web-r1", address="127.0.0.1", port=10))
+    lb.add("web", Server(name="dc1-web-r2", address="127.0.0.1", port=11, weight=3))
+
+    def weights(backend: str) -> dict[str, int]:
+        return {s.name: s.weight for s in lb.list(backend)}
+
+    assert weights("web") == {"onprem-1": 7, "onprem-2": 7, "spare": 2, "dc1-web-r1": 7, "dc1-web-r2": 3}
+    lb.set_weight("web", "dc1-web-r1", 50)  # our own servers' weights never set the default
+    lb.add("web", Server(name="dc1-web-r3", address="127.0.0.1", port=12))
+    assert weights("web")["dc1-web-r3"] == 7
+    lb.add("empty", Server(name="dc1-web-r4", address="127.0.0.1", port=13))
+    assert weights("empty") == {"dc1-web-r4": 1}  # nothing to follow: HAProxy's default

@@ -44,7 +44,9 @@ def workload(docker_client: docker.DockerClient, busybox_image: str) -> Iterator
     try:
         started.append(docker_client.containers.run(
             busybox_image, ["sh", "-c", "while :; do :; done"], name=f"{app}-busy", labels=labels,
-            nano_cpus=500_000_000, detach=True))
+            # ten times other containers' CPU weight: on a loaded shared machine it still gets its half CPU
+            # (at load average 40 the default weight got it a tenth of that), which the cap still bounds
+            nano_cpus=500_000_000, cpu_shares=10_000, detach=True))
         started.append(docker_client.containers.run(
             busybox_image, ["sleep", "3600"], name=f"{app}-idle", labels=labels, nano_cpus=500_000_000,
             detach=True))

@@ -129,6 +129,8 @@ class FakeRuntime:
                 and (owner.policy is None or c.labels.get(LABEL_POLICY) == owner.policy)]
 
     def stop(self, node: Node, container_id: str, signal: str, timeout: float) -> None:
+        if node.instance_id in self.unreachable:
+            raise TransientError(f"node {node.instance_id} unreachable")
         self.stopped.append(container_id)
 
     def remove(self, node: Node, container_id: str) -> None:
@@ -199,6 +201,9 @@ class FakeHealth:
     def probe(self, address: str, port: int, path: str, timeout: float) -> bool:
         self.probes += 1
         return self.healthy
+
+    def probe_many(self, targets: Sequence[tuple[str, int, str, float]]) -> list[bool]:
+        return [self.probe(*t) for t in targets]
 
 
 class World:

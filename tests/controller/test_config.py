@@ -115,10 +115,21 @@ def test_every_problem_at_its_line_and_column() -> None:
      "c.yaml:2:25: cloud.node_networks[0]: '10.0.1.5' is an address, not a network"),
     ("controller_id: x\nstatus: {listen: 'example.com:80'}\n",
      "c.yaml:2:18: status.listen: 'example.com:80': listen on an IP address"),
+    ("controller_id: x\nstatus: {allowed_hosts: [ok.example.net, '*.example.net']}\n",
+     "c.yaml:2:42: status.allowed_hosts[1]: '*.example.net' is not a host name: write the bare name"),
+    ("controller_id: x\nstatus: {allowed_hosts: ['status.example.net:9180']}\n",
+     "c.yaml:2:26: status.allowed_hosts[0]: 'status.example.net:9180' is not a host name"),
+    ("controller_id: x\nstatus: {allowed_hosts: [bad_name.example]}\n",
+     "c.yaml:2:26: status.allowed_hosts[0]: 'bad_name.example' is not a DNS name"),
 ])
 def test_single_mistakes(text: str, expected: str) -> None:
     got = problems(text, "c.yaml")
     assert got[0].startswith(expected), got
+
+
+def test_allowed_hosts_are_normalised() -> None:
+    got = load_config_text("controller_id: x\nstatus: {allowed_hosts: [Status.Example.NET., '[::1]', 10.0.0.5]}\n")
+    assert got.status.allowed_hosts == ("status.example.net", "::1", "10.0.0.5")
 
 
 def test_secrets_never_appear_in_problems() -> None:

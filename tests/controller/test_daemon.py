@@ -117,8 +117,8 @@ def test_status_source_answers_and_operator_actions(h: Harness) -> None:
     [web] = st.policies
     assert web.replicas == {"serving": 1} and len(web.instances) == 1 and web.instances[0].state == "serving"
     assert web.metric is not None and web.metric.ok and web.decision is not None
-    assert web.budget_per_hour == 10.0 and abs(web.spend_this_hour - 0.62) < 1e-9
-    assert d.history("web", 0)
+    assert web.budget_per_hour == 10.0 and abs(web.spend_per_hour - 0.62) < 1e-9
+    assert d.history("web", 0, 100)
     page = d.events(cursor=None, limit=100, policy="web")
     assert any(e.kind == "admit" for e in page.events)
     with pytest.raises(NotFoundError):
@@ -161,19 +161,29 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
     d = h.daemon()
     assert d.ready() == (True, "")
     d.scheduler.pause()  # drive the job by hand from here
+    # the rounds in flight (one dispatched just before the pause starts a moment later), and the policy's
+    # steps they left running in the background, finish first: a policy whose steps still run sits the next
+    # round out, and would not touch the locked store
+    def idle() -> bool:
+        return not d._running and all(f.done() for f in [*d.rounds._stepping.values(),
+                                                         *d.rounds._sampling.values()])
+
+    for _ in range(2):
+        wait_for("the rounds' work done", idle)
+        time.sleep(0.3)
     busy = StateStore(h.url, busy_timeout=0.1)
     d.store.close()
-    d.store = d.runtimes["web"].store = d.reconciler.store = busy
+    d.store = d.runtimes["web"].store = d.reconciler.store = d.rounds.store = busy
     lock = sqlite3.connect(h.url.removeprefix("sqlite:///"), isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")
-        d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # held, not raised
+        d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # held, not raised
         ok, why = d.ready()
         assert not ok and "state store" in why
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    d._guard("tick:web", lambda: d.runtimes["web"].tick(force_evaluate=True))  # resumes once the lock is gone
+    d._guard("step", lambda: d.step_round(force_evaluate=True, timeout=None))  # resumes once the lock is gone
     assert len(busy.live_replicas("web")) == 1
 
 
@@ -248,3 +258,53 @@ def test_the_ha_pair_waits_for_its_active_daemons_gap_and_a_standby_does_not(h: 
     t0 = time.monotonic()
     ha.wait_between_steps(room=5.0, max_wait=0.3)
     assert time.monotonic() - t0 < 0.1
+
+
+def test_a_rejected_reload_says_what_stays_in_force(h: Harness) -> None:
+    write_policy(h.dir, "web")
+    d = h.daemon()
+
+    def reloads() -> list[str]:
+        return [e.message for e in d.events(cursor=None, limit=100, policy=None).events if e.kind == "reload"]
+
+    (h.dir / "web.yaml").write_text((h.dir / "web.yaml").read_text().replace("service_port: 80", "service_port: x"))
+    wait_for("a rejected reload", lambda: any("rejected" in m for m in reloads()))
+    [message] = [m for m in reloads() if "rejected" in m]
+    assert "the last good version of web stays in force" in message and "kept for -" not in message
+    (h.dir / "new.yaml").write_text("name: new\n")
+    wait_for("the new file rejected", lambda: any("nothing loaded from new.yaml (no earlier good version)" in m
+                                                 for m in reloads()))
+
+
+def test_spend_rate_and_spent_today_from_the_journals_instance_lifetimes(h: Harness) -> None:
+    """spend_per_hour is the run rate of what is held now; spent_today integrates each instance's price
+    over its lifetime since 00:00 UTC: yesterday's part of an instance and released instances are counted
+    as they should be."""
+    from controller.ports import Instance, InstanceState
+
+    midnight = 20_000 * 86400.0
+    now = [midnight + 2 * 3600]  # 02:00 UTC
+    write_policy(h.dir, "web")
+    store = StateStore(h.url, clock=lambda: now[0])
+    d = Daemon(options=OPTIONS, store=store, edges=h.world.edges, policies_dir=h.dir, clock=lambda: now[0])
+    try:
+        d.reload(initial=True)
+
+        def instance(iid: str, created: float, price: float) -> None:
+            store.record_instance(Instance(id=iid, state=InstanceState.RUNNING, instance_type="ecs.c6.large",
+                                           zone="cn-hangzhou-h", private_ip=None, tags={}, created_at=created,
+                                           price_per_hour=price), policy="web", replica_id=None, intent_id=None)
+
+        instance("i-old", midnight - 3600, 1.0)      # since 23:00 yesterday, released at 01:00: 1 h today
+        instance("i-gone", midnight - 7200, 2.0)     # released yesterday at 23:30: nothing today
+        now[0] = midnight - 1800
+        store.mark_released(["i-gone"])
+        now[0] = midnight + 3600
+        store.mark_released(["i-old"])
+        now[0] = midnight + 2 * 3600
+        instance("i-live", midnight + 1800, 0.5)      # since 00:30, held: 1.5 h today
+        [web] = d.status().policies
+        assert web.spent_today == pytest.approx(1.0 * 1 + 0.5 * 1.5)
+        assert web.spend_per_hour == pytest.approx(0.62)  # what is held now, at the policy's budget.prices
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ banner when the controller cannot be reached. Bounded: about 10 s."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -53,6 +54,9 @@ def test_the_page_shows_each_policy_and_acts_with_the_token(served: tuple[Memory
         assert web.locator(".key-capacity").is_visible()  # the source reports capacity
         label = web.locator(".chart-svg").get_attribute("aria-label") or ""
         assert "samples" in label and "replicas now 1" in label
+        # the window fits the data by default: the source's 10 minutes of samples fill it (not a 3-hour sliver)
+        assert page.locator("#range-select").input_value() == "0"
+        assert re.search(r"Chart of the last (9|10|11) minutes", label), label
 
         # markup in an event message is shown as text, never run
         page.locator("#events-table tbody tr").first.wait_for()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import psutil
@@ -37,10 +38,13 @@ def lab_things(client: docker.DockerClient) -> set[str]:
         cmdline = " ".join(p.info["cmdline"] or ())
         if "/burst-lab-" in cmdline:
             procs.add(f"pid {p.info['pid']}: {cmdline[:120]}")
-    containers = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LAB_LABEL})}
-    cloud = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": LABEL_CONTROLLER})
+    def listed(label: str) -> list[Any]:  # a container removed between the list and its inspect is left out
+        return list(client.containers.list(all=True, filters={"label": label}, ignore_removed=True))
+
+    containers = {f"container {c.name}" for c in listed(LAB_LABEL)}
+    cloud = {f"container {c.name}" for c in listed(LABEL_CONTROLLER)
              if c.labels.get(LABEL_CONTROLLER, "").startswith("lab-")}  # shared-engine cloud replicas
-    machines = {f"node {c.name}" for c in client.containers.list(all=True, filters={"label": SCOPE})}
+    machines = {f"node {c.name}" for c in listed(SCOPE)}
     networks = {f"network {n.name}" for n in client.networks.list(filters={"label": SCOPE})}
     return procs | containers | cloud | machines | networks
 
@@ -83,6 +87,6 @@ def test_demo_stopped_by_sigterm_removes_everything_it_started(docker_client: do
     assert any("haproxy" in t for t in during) and any("docker-registry" in t for t in during), during
     proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=90) == 130, rest[-2000:]
+    assert proc.wait(timeout=300) == 130, rest[-2000:]  # booted machines are removed before it exits
     assert "interrupted; cleaning up" in rest and "Traceback" not in rest
     assert lab_things(docker_client) - before == set()

@@ -40,7 +40,7 @@ def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadSta
     controller.start()
     load = LoadGenerator(lab.url)
     try:
-        result = burst_cycle(lab, None, load, hold=3.0, timeout=240.0)
+        result = burst_cycle(lab, None, load, hold=3.0, timeout=480.0)
     finally:
         load.stop()
     print(result.line())

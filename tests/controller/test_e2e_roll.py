@@ -5,7 +5,6 @@ load generator keeps sending requests: none fails."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +38,15 @@ def _running_hashes(lab: Lab) -> list[str]:
     return [str(r["Labels"].get(LABEL_SPEC_HASH, "")) for r in lab.replica_rows(running_only=True)]
 
 
+def _onprem_in_flight(lab: Lab) -> int:
+    """Requests queued for or being served by HAProxy's on-prem server (``show stat``: qcur, scur)."""
+    for line in lab.haproxy_command("show stat").splitlines():
+        parts = line.split(",")
+        if len(parts) > 4 and parts[:2] == ["web", "onprem"]:
+            return int(parts[2] or 0) + int(parts[4] or 0)
+    raise AssertionError("HAProxy has no web/onprem server")
+
+
 def _replace_onprem(lab: Lab, env: dict[str, str]) -> None:
     """A rolling update on-prem: out of HAProxy (drain, wait for requests in flight), swap, back in."""
     assert lab.docker is not None
@@ -46,7 +54,8 @@ def _replace_onprem(lab: Lab, env: dict[str, str]) -> None:
     old.reload()
     port = int(old.attrs["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"])
     lab.haproxy_command("set server web/onprem state drain")
-    time.sleep(1.5)  # requests take 0.3 s
+    # its requests in flight done (0.3 s each on a quiet machine; a fixed wait was too short on a loaded one)
+    wait_for("the on-prem server's requests in flight", lambda: _onprem_in_flight(lab) == 0, 60)
     old.stop(timeout=5)
     old.remove()
     lab.onprem_container = lab.docker.containers.run(

@@ -97,10 +97,10 @@ def pair_env(tmp_path_factory: pytest.TempPathFactory, ha_pg_database: str) -> I
     log = CallLog()
     handle = lab.emulator.server.handle
 
-    def recording(method: str, params: dict[str, str], host: str) -> Any:
+    def recording(method: str, params: dict[str, str], host: str, *more: Any) -> Any:
         with log.lock:
             log.calls.append((time.monotonic(), params.get("AccessKeyId", ""), params.get("Action", "")))
-        return handle(method, params, host)
+        return handle(method, params, host, *more)  # more: the V3 signature's request, when one came
 
     lab.emulator.server.handle = recording  # type: ignore[method-assign]
     try:

@@ -1,5 +1,7 @@
-"""The control loop on in-memory fakes of the ports: a replica's whole life, journaled; failure paths and
-timeouts at each step; crash-resume without duplicate launches; the budget guard at launch time."""
+"""The control loop on in-memory fakes of the ports, driven through the daemon's own step path (the sample and
+step rounds of controller/rounds.py): a replica's whole life, journaled; failure paths and timeouts at each
+step; crash-resume without duplicate launches; the budget guard at launch time; the engine's rules (missing
+data, replacing a failed replica inside the cooldown) on that path."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
+from controller.budget import hourly_spend
 from controller.edges import LoopOptions
 from controller.errors import CapacityError, TransientError
 from controller.lifecycle import launch_spec
 from controller.ports import TAG_INTENT
+from controller.rounds import FleetRounds
 from controller.state import StateStore, sqlite_url
 from controller.state_models import IntentKind, IntentState, ReplicaState
-from controller.tick import PolicyRuntime
+from controller.tick import Decide, PolicyRuntime
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import World, make_policy
 
@@ -40,12 +44,25 @@ class Env:
     world: World
     rt: PolicyRuntime
     want: dict[str, int]
+    rounds: FleetRounds
 
     def tick(self, dt: float = 1.0, times: int = 1) -> None:
+        """``dt`` seconds later, one sample round and one step round that evaluates, as the daemon runs them."""
         for _ in range(times):
             self.clock.advance(dt)
-            self.rt.sample()
-            self.rt.tick(force_evaluate=True)
+            self.rounds.sample({"web": self.rt}, timeout=None)
+            self.rounds.step({"web": self.rt}, force_evaluate=True, timeout=None)
+
+    def restart(self) -> None:
+        """A new controller process on the same journal and the same outside world."""
+        self.rounds.close()
+        self.rt = PolicyRuntime(self.rt.policy, store=self.store, edges=self.world.edges, options=OPTIONS,
+                                decide=self.rt.decide, clock=self.clock)
+        self.rounds = FleetRounds(self.store, self.world.edges, OPTIONS, self.clock)
+
+    def close(self) -> None:
+        self.rounds.close()
+        self.store.close()
 
     def states(self) -> list[str]:
         return [r.state for r in self.store.live_replicas("web")]
@@ -55,27 +72,30 @@ OPTIONS = LoopOptions(controller_id="dc1", evaluate_interval=0, step_interval=1,
                       start_timeout=30, launch_timeout=30, orphan_grace=100)
 
 
-def make_env(tmp_path, **policy_overrides: object) -> Env:
+def make_env(tmp_path, engine: bool = False, **policy_overrides: object) -> Env:
+    """The loop on the fakes. The decision is the test's ``want["n"]`` (the lifecycle under test, whatever the
+    rules would say), or with ``engine`` the real ``policies.engine.decide`` on the fake metric's value."""
     clock = Clock()
     store = StateStore(sqlite_url(tmp_path / "state.db"), clock=clock)
     world = World(clock)
     want = {"n": 0}
 
-    def decide(policy: object, obs: Observation, fleet: Fleet, now: float) -> Decision:
+    def wanted(policy: object, obs: Observation, fleet: Fleet, now: float) -> Decision:
         n = want["n"]
         d = Direction.OUT if n > fleet.active else Direction.IN if n < fleet.active else Direction.HOLD
         return Decision(n, d, f"test wants {n}")
 
+    decide: Decide | None = None if engine else wanted
     rt = PolicyRuntime(make_policy(**policy_overrides), store=store, edges=world.edges, options=OPTIONS,
                        decide=decide, clock=clock)
-    return Env(clock, store, world, rt, want)
+    return Env(clock, store, world, rt, want, FleetRounds(store, world.edges, OPTIONS, clock))
 
 
 @pytest.fixture
 def env(tmp_path) -> Iterator[Env]:
     e = make_env(tmp_path)
     yield e
-    e.store.close()
+    e.close()
 
 
 def serve_one(env: Env) -> None:
@@ -114,9 +134,7 @@ def test_a_launch_that_landed_before_a_crash_is_not_duplicated(env: Env, tmp_pat
     [(replica, intent)] = env.store.plan_replicas("web", 1, spec_hash="", reason="before the crash")
     # the old process called RunInstances and died before writing the outcome
     env.world.compute.launch(launch_spec(env.rt.policy, "dc1", replica.id, intent.id, ""), 1, intent.token)
-    restarted = PolicyRuntime(env.rt.policy, store=env.store, edges=env.world.edges, options=OPTIONS,
-                              decide=env.rt.decide, clock=env.clock)
-    env.rt = restarted
+    env.restart()
     env.tick()
     assert env.world.compute.created == 1 and env.world.compute.launch_calls == 2
     assert env.store.intent(intent.id).state == IntentState.DONE  # type: ignore[union-attr]
@@ -173,8 +191,26 @@ def test_container_that_never_turns_healthy_is_stopped_and_released(env: Env) ->
     assert env.world.runtime.containers == {} and r.instance_id not in env.world.compute.instances
 
 
-def test_unhealthy_serving_replica_is_drained_and_replaced(env: Env) -> None:
-    serve_one(env)
+def engine_serves_one(env: Env) -> None:
+    """With the real engine (threshold 75/40, step 1): 90% adds one replica, 50% holds while it comes up."""
+    env.world.metrics.value = 90.0
+    env.tick()
+    env.world.metrics.value = 50.0
+    env.tick(dt=5)
+    env.tick(dt=1)
+    assert env.states() == [S.SERVING]
+
+
+def test_unhealthy_serving_replica_is_drained_and_replaced_inside_the_cooldown(tmp_path) -> None:
+    env = make_env(tmp_path, engine=True)
+    try:
+        engine_serves_one(env)
+        replica_fails_and_is_replaced(env)
+    finally:
+        env.close()
+
+
+def replica_fails_and_is_replaced(env: Env) -> None:
     [r] = env.store.live_replicas("web")
     env.world.health.healthy = False
     env.tick(dt=1)
@@ -187,8 +223,40 @@ def test_unhealthy_serving_replica_is_drained_and_replaced(env: Env) -> None:
     env.tick(dt=1)  # second failure: drained
     env.tick(dt=1.5)
     assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
-    env.tick(dt=1)  # the next evaluation replaces it, without waiting for the scale-out cooldown
+    # the load rises (its capacity is gone): 12.5 s after the scale-out, inside its 30 s cooldown, the engine
+    # replaces the failed replica (the last target was 1), and goes no further than that target
+    env.world.metrics.value = 90.0
+    env.tick(dt=1)
     assert [x.state for x in env.store.live_replicas("web")] == [S.BOOTING]
+    last = env.store.last_decision("web")
+    assert last is not None and "replacing failed replicas" in last.reason, last
+    env.tick(dt=1)
+    assert len(env.store.live_replicas("web")) == 1
+    last = env.store.last_decision("web")
+    assert last is not None and "scale-out cooldown" in last.reason, last
+
+
+def test_a_failed_replica_on_an_unreachable_node_is_released_after_its_stop_timeout(tmp_path) -> None:
+    """A node that dies after admission (Docker Engine or network gone): its replica fails its health checks,
+    the stop cannot reach the node, and the instance is released once drain.stop_timeout (5 s) has passed,
+    not after the boot timeout as well (60 s): until then it holds the only place under replicas.max 1."""
+    env = make_env(tmp_path, replicas={"min": 0, "max": 1, "max_step_up": 1, "max_step_down": 1})
+    try:
+        serve_one(env)
+        [r] = env.store.live_replicas("web")
+        env.world.health.healthy = False
+        env.world.runtime.unreachable.add(str(r.instance_id))
+        env.tick(dt=1, times=3)  # two failed probes: drained; removed (no sessions): stopping, unreachable
+        assert env.store.replica(r.id).state == S.STOPPING  # type: ignore[union-attr]
+        assert [x.id for x in env.store.live_replicas("web")] == [r.id]  # replicas.max 1: no replacement yet
+        env.tick(dt=1, times=6)  # past the stop timeout: released anyway
+        assert env.store.replica(r.id).state == S.GONE  # type: ignore[union-attr]
+        assert r.instance_id not in env.world.compute.instances
+        assert any(e.kind == "stop-skipped" for e in env.store.events()[0])
+        env.tick(dt=1)  # the next evaluation replaces it
+        assert [x.state for x in env.store.live_replicas("web")] == [S.BOOTING]
+    finally:
+        env.store.close()
 
 
 def test_drain_waits_for_sessions_then_is_forced_at_its_timeout(env: Env) -> None:
@@ -220,24 +288,32 @@ def test_drain_finishes_as_soon_as_sessions_end(env: Env) -> None:
 def test_budget_guard_at_launch_stops_a_runaway_plan(tmp_path) -> None:
     env = make_env(tmp_path, budget={"max_per_hour": 1.3, "prices": {"ecs.c6.large": 0.62, "ecs.c5.large": 0.55}})
     try:
-        # a "bug elsewhere": four replicas planned straight into the journal, bypassing the planner
+        # a "bug elsewhere": four replicas planned straight into the journal, bypassing the planner (which
+        # then holds: the decision wants the four there are)
         env.store.plan_replicas("web", 4, spec_hash="", reason="runaway")
-        env.rt.advance()
+        env.want["n"] = 4
+        env.tick(dt=0)
         assert env.world.compute.created == 2
         failed = [r for r in env.store.replicas("web") if r.state == S.GONE]
         assert len(failed) == 2 and all("budget guard" in (r.failure or "") for r in failed)
     finally:
-        env.store.close()
+        env.close()
 
 
-def test_missing_metric_never_scales_in(env: Env) -> None:
-    serve_one(env)
-    env.world.metrics.value = None
-    env.want["n"] = 0
-    env.tick(dt=61)
-    assert env.states() == [S.SERVING]
-    last = env.store.last_decision("web")
-    assert last is not None and "missing" in last.reason
+def test_missing_metric_never_scales_in(tmp_path) -> None:
+    env = make_env(tmp_path, engine=True)
+    try:
+        engine_serves_one(env)
+        env.world.metrics.value = None  # the source fails: hold, past the scale-in cooldown
+        env.tick(dt=61)
+        assert env.states() == [S.SERVING]
+        last = env.store.last_decision("web")
+        assert last is not None and "missing" in last.reason and last.desired == 1
+        env.world.metrics.value = 10.0  # back, and low: the scale-in the reading now supports
+        env.tick(dt=1)
+        assert env.states() == [S.DRAINING]
+    finally:
+        env.close()
 
 
 def test_paused_policy_does_not_scale(env: Env) -> None:
@@ -272,8 +348,7 @@ def test_after_a_restart_steps_in_progress_get_their_full_timeout(env: Env) -> N
     assert env.states() == [S.BOOTING]
     env.clock.advance(300)  # the controller was down for longer than the boot timeout (60s)
     env.world.compute.never_boot = False
-    env.rt = PolicyRuntime(env.rt.policy, store=env.store, edges=env.world.edges, options=OPTIONS,
-                           decide=env.rt.decide, clock=env.clock)
+    env.restart()
     env.tick(dt=0)
     assert env.states() == [S.STARTING]  # looked at, found booted: not failed on sight
     assert env.world.compute.created == 1
@@ -326,7 +401,7 @@ def test_scale_in_drains_the_least_busy_replica_read_from_the_load_balancer(tmp_
         assert env.store.replica(busy.id).state == S.SERVING  # type: ignore[union-attr]
         assert env.world.lb.lists == lists + 1
     finally:
-        env.store.close()
+        env.close()
 
 
 def test_captured_secret_env_values_are_registered_for_redaction(env: Env, monkeypatch) -> None:
@@ -377,7 +452,7 @@ def test_drift_rolls_every_replica_to_the_new_spec_one_at_a_time(tmp_path) -> No
         assert len(rolls) == 4 and all("to spec hash2" in e.message for e in rolls)  # 2 surges, 2 drains
         assert env.world.compute.launch_calls == 4
     finally:
-        env.store.close()
+        env.close()
 
 
 # ---------------------------------------------------------------------- several replicas per instance
@@ -420,9 +495,9 @@ def test_replicas_per_node_packs_replicas_onto_shared_instances(tmp_path) -> Non
         assert sorted(len(v) for v in by_instance(env).values()) == [2, 2]
         assert env.states() == [S.SERVING] * 4
         # the budget counts instances: two of them at the policy's price, not four replicas
-        assert env.rt.spend_per_hour() == pytest.approx(2 * 0.62)
+        assert hourly_spend(env.rt.policy, env.rt.holdings()) == pytest.approx(2 * 0.62)
     finally:
-        env.store.close()
+        env.close()
 
 
 def test_replicas_per_node_scale_in_empties_whole_instances_and_releases_each_once(tmp_path) -> None:
@@ -454,7 +529,7 @@ def test_replicas_per_node_scale_in_empties_whole_instances_and_releases_each_on
         assert sum(1 for o in outcomes if o.get("kept_for")) == 2
         assert env.store.intents(state=IntentState.PENDING) == []
     finally:
-        env.store.close()
+        env.close()
 
 
 def test_replicas_per_node_budget_counts_instances_not_replicas(tmp_path) -> None:
@@ -472,7 +547,7 @@ def test_replicas_per_node_budget_counts_instances_not_replicas(tmp_path) -> Non
         assert decision is not None and "budget" in decision.reason, decision
         assert env.world.compute.created == 1 and len(env.store.live_replicas("web")) == 2
     finally:
-        env.store.close()
+        env.close()
 
 
 # ---------------------------------------------------------------------- Docker health
@@ -494,3 +569,16 @@ def test_a_workload_healthcheck_gates_admission_and_evicts_on_docker_unhealthy(e
     env.tick(dt=1, times=2)  # two failures (health.failures 2): out of traffic
     [r] = env.store.live_replicas("web")
     assert r.state in (S.DRAINING, S.STOPPING, S.RELEASING) and "health check failures" in (r.failure or "")
+
+
+@pytest.mark.parametrize("weight", [None, 5])
+def test_a_replica_joins_with_the_policys_weight_or_the_load_balancers_default(tmp_path, weight) -> None:
+    """traffic.haproxy.weight reaches the load balancer; without it the server carries none, and the
+    HAProxy adapter gives it the on-prem servers' weight (tests/adapters/test_haproxy.py)."""
+    e = make_env(tmp_path, traffic={"haproxy": {"socket": "/run/haproxy.sock", "backend": "web", "weight": weight}})
+    try:
+        serve_one(e)
+        [server] = e.world.lb.servers.values()
+        assert server.weight == weight
+    finally:
+        e.store.close()

@@ -12,7 +12,7 @@ from controller.status_models import ControllerStatus, DecisionStatus, PolicySta
 
 def _status(policies: dict[str, dict[str, int]], spend: float = 1.0) -> ControllerStatus:
     return ControllerStatus(controller_id="m", version="1", started_at=time.time(), policies=[
-        PolicyStatus(name=name, replicas=replicas, spend_this_hour=spend, budget_per_hour=10.0,
+        PolicyStatus(name=name, replicas=replicas, spend_per_hour=spend, budget_per_hour=10.0,
                      decision=DecisionStatus(desired=sum(replicas.values()), direction="hold", reason="r", at=1.0))
         for name, replicas in policies.items()])
 
@@ -26,13 +26,13 @@ def test_gauges_follow_the_status_and_lose_what_is_gone() -> None:
     assert _value("replicas", policy="m-web", state="serving") == 2
     assert _value("replicas", policy="m-web", state="booting") == 1
     assert _value("desired_replicas", policy="m-web") == 3
-    assert _value("spend_this_hour", policy="m-api") == 1.0
+    assert _value("spend_per_hour", policy="m-api") == 1.0
 
     metrics.observe_status(_status({"m-web": {"serving": 3}}, spend=2.5))
     assert _value("replicas", policy="m-web", state="serving") == 3
     assert _value("replicas", policy="m-web", state="booting") is None  # no booting replica any more
-    assert _value("spend_this_hour", policy="m-web") == 2.5
-    assert _value("spend_this_hour", policy="m-api") is None  # the policy is gone: all its series
+    assert _value("spend_per_hour", policy="m-web") == 2.5
+    assert _value("spend_per_hour", policy="m-api") is None  # the policy is gone: all its series
     assert _value("replicas", policy="m-api", state="serving") is None
     assert _value("budget_per_hour", policy="m-api") is None
 

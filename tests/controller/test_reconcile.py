@@ -21,7 +21,7 @@ S = ReplicaState
 def env(tmp_path) -> Iterator[Env]:
     e = make_env(tmp_path)
     yield e
-    e.store.close()
+    e.close()
 
 
 def reconciler(env: Env) -> Reconciler:

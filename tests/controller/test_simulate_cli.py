@@ -136,3 +136,59 @@ def test_report_is_one_self_contained_html_file(capsys, trace, tmp_path):
     data = json.loads(text.split('<script type="application/json" id="data">')[1].split("</script>")[0])
     assert len(data["t"]) == len(data["demand"]) == len(data["replicas"]) == len(data["hpa_capacity"]) > 4000
     assert "policy web" in text and "penalized cost" in text
+
+
+def _policy_file(tmp_path: Path, **overrides) -> Path:
+    from ruamel.yaml import YAML
+
+    from tests.controller.fakes import policy_dict
+
+    path = tmp_path / "ops.yaml"
+    with path.open("w") as fh:
+        YAML().dump(policy_dict("ops", **overrides), fh)
+    return path
+
+
+def test_capacities_come_from_the_policy_and_cost_from_its_prices(capsys, tmp_path, trace):
+    cpu = tmp_path / "cpu.csv"  # the ELB counts scaled to a CPU percentage peaking near 160
+    rows = [r.split(",") for r in trace.read_text().splitlines()[1:]]
+    peak = max(float(v) for _, v in rows)
+    cpu.write_text("timestamp,cpu\n" + "".join(f"{t},{160 * float(v) / peak:.2f}\n" for t, v in rows))
+    policy = _policy_file(tmp_path, metric={"source": "workload_cpu", "window": "1m"},
+                          strategy={"type": "target", "target": 70, "onprem_replicas": 4})
+    rc, out, err = run(capsys, "--policy", str(policy), "--trace", str(cpu), "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    # a CPU percentage of on-prem: on-prem saturates at 100; a replica is a quarter of it (onprem_replicas 4)
+    assert data["settings"]["onprem_capacity"] == 100 and data["settings"]["replica_capacity"] == 25
+    assert data["price_per_replica_hour"] == 0.62  # budget.prices of the first instance type
+    assert data["cost"] == pytest.approx(data["instance_hours"] * 0.62)
+    assert data["baselines"]["hpa"]["cost"] == pytest.approx(data["baselines"]["hpa"]["instance_hours"] * 0.62)
+    assert data["verdict"].startswith(("verdict: PASS: ", "verdict: FAIL: "))
+
+    rc, out, _ = run(capsys, "--policy", str(policy), "--trace", str(cpu))
+    assert rc == 0
+    assert "X=100 (the metric (workload_cpu) is a percentage of on-prem capacity)" in out
+    assert "Y=25 (X / strategy.onprem_replicas 4)" in out and "cost at 0.62 per replica-hour" in out
+    verdicts = [line for line in out.splitlines() if line.startswith("verdict: ")]
+    assert len(verdicts) == 1 and verdicts[0] == data["verdict"]
+
+
+def test_a_csv_with_several_value_columns_needs_column(capsys, tmp_path, trace):
+    rows = [r.split(",") for r in trace.read_text().splitlines()[1:]]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("timestamp,requests,errors\n" + "".join(f"{t},{v},1\n" for t, v in rows))
+    rc, _, err = run(capsys, "--policy", str(WEB), "--trace", str(wide), "--json")
+    assert rc == 2
+    assert f"{wide}:1: the trace has 2 value columns (requests, errors): choose one with --column" in err
+    rc, out, err = run(capsys, "--policy", str(WEB), "--trace", str(wide), "--json", "--column", "requests")
+    assert rc == 0, err
+    by_name = json.loads(out)
+    rc, out, _ = run(capsys, "--policy", str(WEB), "--trace", str(wide), "--json", "--column", "2")
+    assert rc == 0 and json.loads(out) == by_name
+    rc, out, _ = run(capsys, "--policy", str(WEB), "--trace", str(trace), "--json")
+    assert json.loads(out)["instance_hours"] == by_name["instance_hours"]  # the same demand as the 2-column file
+    rc, _, err = run(capsys, "--policy", str(WEB), "--trace", str(wide), "--column", "latency")
+    assert rc == 2 and "--column 'latency': no such column (columns: requests, errors)" in err
+    rc, _, err = run(capsys, "--policy", str(WEB), "--trace", str(wide), "--column", "9")
+    assert rc == 2 and "--column 9: the value columns are 2 to 3" in err

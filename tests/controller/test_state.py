@@ -132,6 +132,14 @@ def test_decisions_and_samples(store: StateStore) -> None:
     for t in (10.0, 20.0, 30.0):
         store.record_sample("web", at=t, value=t, ok=True, source="haproxy", replicas=1)
     assert [s.at for s in store.samples("web", since=15.0)] == [20.0, 30.0]
+    assert [s.at for s in store.samples("web", since=0.0, limit=2)] == [10.0, 20.0]
+    store.record_sample("api", at=25.0, value=None, ok=False, source="haproxy", capacity=4.0, replicas=2)
+    # the status process's window: every policy, by id, the newest `limit`, oldest first
+    rows = store.sample_rows(after=0, since=15.0, limit=10)
+    assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
+        ("web", 20.0, 20.0, None, 1), ("web", 30.0, 30.0, None, 1), ("api", 25.0, None, 4.0, 2)]
+    assert store.sample_rows(after=0, since=0.0, limit=2) == rows[-2:]
+    assert store.sample_rows(after=rows[-1][0], since=0.0, limit=10) == []
 
 
 def test_prune_keeps_pending_intents_and_live_replicas() -> None:

@@ -58,8 +58,8 @@ def test_status_table(capsys: pytest.CaptureFixture[str], server: StatusServer,
     assert rc == 0, err
     assert "controller dc1-burst" in out and "active" in out and "ready" in out
     assert "policy error: /etc/p/bad.yaml:3:5" in out
-    for text in ("web", "api", "80 workload_cpu", "out -> 2", "booting=1 serving=2", "1.24/20.00",
-                 "web: out -> 2: cpu 81% > 75% for 2m", "DescribeInstances throttled", "i-web0"):
+    for text in ("web", "api", "80 workload_cpu", "scale out to 2", "booting=1 serving=2", "1.24/h of 20.00/h",
+                 "web: scale out to 2: cpu 81% > 75% for 2m", "DescribeInstances throttled", "i-web0"):
         assert text in out, text
 
 

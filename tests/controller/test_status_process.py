@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -73,7 +74,9 @@ READS = [
     "/v1/events?cursor=1500&limit=3", "/v1/events?limit=0", "/v1/events?cursor=-1", "/v1/events?limit=abc",
     "/v1/events?policy=Bad_Name", "/v1/events?limit=5&limit=7", "/v1/events?limit=05&other=1",
     "/v1/status?x=1", "/openapi.json", "/", "/ui/dashboard.js", "/ui/nope.js", "/v1/policies/web/history",
-    "/v1/policies/nope/history",
+    "/v1/policies/nope/history", "/v1/policies/web/history?limit=3", "/v1/policies/web/history?since=1&limit=4",
+    "/v1/policies/web/history?limit=0", "/v1/policies/web/history?limit=5001", "/v1/policies/web/history?since=x",
+    "/v1/policies/api/history?since=0&limit=5000", "/v1/policies/web/history?limit=2&limit=3",
 ]
 
 
@@ -85,6 +88,41 @@ def test_answers_as_the_in_thread_app(pair: tuple[MemoryStatusSource, httpx.Clie
     m = proc.get("/metrics")  # the daemon's exposition, rendered into the snapshot
     assert m.status_code == 200 and 'burst_replicas{policy="web",state="serving"} 2.0' in m.text
     assert "burst_api_calls_total" in m.text and m.headers["content-type"] == ref.get("/metrics").headers["content-type"]
+
+
+def test_history_is_answered_from_the_status_process_window() -> None:
+    """Bounded (24 h, pages of at most ``limit``), fed by the snapshots: the daemon's ``history`` is never
+    called, and a sample recorded after start is served once the next snapshot came."""
+    class NoHistory(MemoryStatusSource):
+        def history(self, policy: str, since: float, limit: int) -> list[Any]:
+            raise AssertionError("history was read in the daemon")
+
+    source = NoHistory()
+    source.samples.append((500, "web", time.time() - 90_000, 1.0, 1.0, 1))  # older than the 24 h served
+    sp = StatusProcess(source, TOKEN, "127.0.0.1", free_port(), interval=0.1)
+    sp.start()
+    try:
+        with httpx.Client(base_url=sp.url, trust_env=False, timeout=10) as c:
+            everything = c.get("/v1/policies/web/history?since=1").json()
+            assert len(everything) == 10 and all(p["at"] > time.time() - 86_400 for p in everything)
+            pages, since = [], 1.0
+            while True:  # paging: since just after the last point
+                page = c.get(f"/v1/policies/web/history?since={since:.6f}&limit=4").json()
+                pages += page
+                if len(page) < 4:
+                    break
+                since = page[-1]["at"] + 1e-6
+            assert pages == everything
+            # odd spellings go through the app, which reads the same window
+            assert c.get("/v1/policies/web/history?since=1e0&limit=4").json() == everything[:4]
+            source.samples.append((501, "web", time.time(), 99.0, 100.0, 3))
+            deadline = time.monotonic() + 10
+            while c.get("/v1/policies/web/history?limit=5000").json()[-1]["value"] != 99.0:
+                assert time.monotonic() < deadline, "a new sample never reached the status process"
+                time.sleep(0.1)
+            assert c.get("/v1/policies/nope/history").status_code == 404
+    finally:
+        sp.stop()
 
 
 def test_operator_actions_and_tokens(pair: tuple[MemoryStatusSource, httpx.Client, httpx.Client,

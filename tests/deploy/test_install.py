@@ -1,6 +1,6 @@
 """deploy/install.sh staged into a temporary DESTDIR: the virtual environment with burstctl, the unit (which
-then passes `systemd-analyze verify` against the staged tree), the config, a 0600 token and the example
-policies; a second run keeps what ops changed."""
+then passes `systemd-analyze verify` against the staged tree), the sysusers.d file, the config (0640 in a 0750
+directory), a 0600 token and the example policies; a second run keeps what ops changed."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def test_install_into_destdir_is_complete_and_idempotent(tmp_path: Path) -> None
     share = dest / "opt/burst-controller/share"
     assert (share / "node-bootstrap.yaml.tmpl").read_text() == (REPO / "deploy/node-bootstrap.yaml.tmpl").read_text()
     assert os.access(share / "pin-bridge-mac.sh", os.X_OK)
+    for shipped in ("prometheus/burst-controller.rules.yml", "grafana/burst-controller.json"):
+        assert (share / shipped).read_text() == (REPO / "deploy" / shipped).read_text(), shipped
+    version = subprocess.run([str(burstctl), "--version"], capture_output=True, text=True, env=env, timeout=120,
+                             check=False, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("burstctl "), version.stderr
     python = dest / "opt/burst-controller/venv/bin/python"
     probe = ("import adapters.bootstrap as b; from adapters.pki import CertificateAuthority; import sys, pathlib; "
              "ca = CertificateAuthority(pathlib.Path(sys.argv[1])); ca.ensure(); "
@@ -56,6 +61,12 @@ def test_install_into_destdir_is_complete_and_idempotent(tmp_path: Path) -> None
     assert cfg.controller_id == "dc1-burst"
     token = etc / "status.token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) == 64
+    # modes here; the owners (root:burst-controller, the token the user's) only on a real install, which
+    # tests/deploy/test_systemd_service.py does on a booted machine
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o750
+    assert stat.S_IMODE((etc / "controller.yaml").stat().st_mode) == 0o640
+    sysusers = dest / "etc/sysusers.d/burst-controller.conf"
+    assert sysusers.read_text() == (REPO / "deploy/burst-controller.sysusers").read_text()
     examples = sorted(p.name for p in (etc / "policies.d").iterdir())
     assert examples and all(n.endswith(".yaml.example") for n in examples)  # none loaded before it is edited
     assert not list((etc / "policies.d").glob("*.yaml"))

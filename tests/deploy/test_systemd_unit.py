@@ -73,10 +73,17 @@ def test_the_options_the_daemon_relies_on() -> None:
     assert s["ExecStart"] == ["/opt/burst-controller/venv/bin/burstctl run --config /etc/burst-controller/controller.yaml"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"] and s["KillSignal"] == ["SIGTERM"]
     assert int(s["WatchdogSec"][0]) >= 30 and int(s["TimeoutStopSec"][0]) >= 60
-    assert s["Restart"] == ["on-failure"] and s["DynamicUser"] == ["yes"]
-    assert s["SupplementaryGroups"] == ["docker"]  # the Docker socket, nothing more
+    assert s["Restart"] == ["on-failure"]
+    # the static user of deploy/burst-controller.sysusers: its group reads the root-owned config (a dynamic
+    # user cannot), and the docker group comes from /etc/group only where install.sh added it
+    assert s["User"] == ["burst-controller"] and s["Group"] == ["burst-controller"] and "DynamicUser" not in s
+    assert "SupplementaryGroups" not in s and "LoadCredential" not in s
+    sysusers = (REPO / "deploy/burst-controller.sysusers").read_text()
+    assert re.search(r"^u burst-controller - .* /var/lib/burst-controller ", sysusers, re.MULTILINE), sysusers
     assert s["StateDirectory"] == ["burst-controller"] and s["ConfigurationDirectory"] == ["burst-controller"]
-    assert s["LoadCredential"] == ["status.token:/etc/burst-controller/status.token"]
+    assert s["StateDirectoryMode"] == ["0700"] and s["ConfigurationDirectoryMode"] == ["0750"]
     assert s["ProtectSystem"] == ["strict"] and s["CapabilityBoundingSet"] == [""] and s["UMask"] == ["0077"]
     assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+    # room above the status endpoint's connection cap (1,000) and a bound on memory
+    assert int(s["LimitNOFILE"][0]) >= 4096 and s["MemoryMax"] == ["1G"]
     assert "ProcSubset" not in s  # host metrics read /proc/stat, /proc/meminfo, /proc/loadavg

@@ -64,6 +64,17 @@ def test_threshold(name, value, history, fleet, desired, reason):
     ("below replicas.min: raised at once", {"min": 3}, {}, Fleet(active=0), 50, 3, "replicas.min 3 sets 3"),
     ("above a lowered max: cut at once", {"max": 1}, {}, Fleet(active=4, ready=4, launched_at=OLD * 4), 50, 1,
      "replicas.max 1"),
+    # issue 16's example: the last target 2, one active (one failed), 10 s into a 30 s scale-out cooldown
+    ("a failed replica is replaced inside the cooldown", {}, {"scale_out": "30s"},
+     Fleet(active=1, ready=1, launched_at=OLD, last_scale_out=NOW - 10, target=2), 95, 2,
+     "+1 (replacing failed replicas up to the last target 2: no cooldown, more waits for the scale-out cooldown"),
+    ("beyond the last target waits for the cooldown", {}, {"scale_out": "30s"},
+     Fleet(active=2, ready=2, launched_at=OLD * 2, last_scale_out=NOW - 10, target=2), 95, 2,
+     "scale-out cooldown, 20s of 30s left"),
+    ("a replacement keeps to the step limit", {"max_step_up": 1}, {"scale_out": "30s"},
+     Fleet(active=1, ready=1, launched_at=OLD, last_scale_out=NOW - 10, target=4), 95, 2, "step limit 1"),
+    ("no replacement when the strategy wants no more", {}, {"scale_out": "30s"},
+     Fleet(active=1, ready=1, launched_at=OLD, last_scale_out=NOW - 10, target=2), 50, 1, "between 40% and 75%"),
 ])
 def test_engine_rules(name, replicas, cooldown, fleet, value, desired, reason):
     strategy = dict(THRESHOLD, sustained_out="0s", sustained_in="0s", step_out=5, step_in=5)

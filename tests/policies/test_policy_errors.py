@@ -145,6 +145,10 @@ CASES: list[tuple[str, str, str, list[str]]] = [
      ["4:11: workload.hosts[0]: '/var/run/docker.sock' needs a scheme: write unix:///var/run/docker.sock"]),
     ("relative mount destination", "  selector: {app: web}", "  selector: {app: web}\n  mounts: {data: drop}",
      ["4:12: workload.mounts.data: 'data' is not a mount destination..."]),
+    ("mount action misspelt", "  selector: {app: web}",
+     "  selector: {app: web}\n  mounts: {/etc/app.conf: copy, /run/secrets/db: copy-secrte}",
+     [('4:50: workload.mounts["/run/secrets/db"]: expected one of drop, tmpfs, copy, copy-secret; '
+       "got 'copy-secrte'; did you mean 'copy-secret'?")]),
     ("neither selector nor names", "  selector: {app: web}", "  selector: {}",
      ["2:1: workload: give a label selector or container names (or both)..."]),
     ("missing section", "budget:", "old_budget:",

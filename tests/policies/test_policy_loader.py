@@ -94,9 +94,16 @@ def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
                         "not a list"]),
     ("\n\njust some words\n", ["3:1: a policy document must be a mapping..."]),
     ("name: [web\n", ["2:1: YAML syntax error: expected ',' or ']', but got '<stream end>'..."]),
-    ("a: b: c\n", ["1:5: YAML syntax error: mapping values are not allowed here"]),
-    ("name: web\n  x: 1\n", ["2:4: YAML syntax error: mapping values are not allowed here"]),
-    ("name: \"unterminated\n", ["2:1: YAML syntax error: found unexpected end of stream..."]),
+    ("a: b: c\n", [("1:5: YAML syntax error: mapping values are not allowed here (hint: this line is indented "
+                   "deeper than the key above it, or a value holds ': ' and needs quotes)")]),
+    ("name: web\n  x: 1\n", ["2:4: YAML syntax error: mapping values are not allowed here (hint: ..."]),
+    ("a:\n  b: 1\n c: 2\n", [("3:2: YAML syntax error: expected <block end>, but found '<block mapping "
+                               "start>' (hint: this line's indentation matches none of the keys above it; keys "
+                               "of one block start in the same column)...")]),
+    ("a:\n\tb: 1\n", [("2:1: YAML syntax error: found character '\\t' that cannot start any token (indent "
+                      "with spaces, not tabs)")]),
+    ("name: \"unterminated\n", [("2:1: YAML syntax error: found unexpected end of stream (hint: a quote or "
+                                "bracket that is not closed)...")]),
     ("{a: 1, a: 2}\n", ["1:8: a: duplicate key 'a' (first at line 1, column 2)", "1:1: ..."]),
     ("*nothing\n", ["1:1: YAML syntax error: found undefined alias 'nothing'"]),
     ("? [a, b]\n: c\n", ["1:3: a key must be a plain word, not a list or mapping"]),

@@ -97,8 +97,9 @@ class PrivateDockerd:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 with self.client(timeout=10) as c:
-                    for container in c.containers.list(all=True):
-                        container.remove(force=True)
+                    for container in c.containers.list(all=True, ignore_removed=True):
+                        with contextlib.suppress(docker.errors.NotFound):  # gone meanwhile: the rest still go
+                            container.remove(force=True)
             except Exception:  # noqa: BLE001, S110 - best effort: the engine may be half-started or gone
                 pass
         self.stop()

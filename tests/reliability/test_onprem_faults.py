@@ -16,9 +16,12 @@ and at the end the workload goes idle and the controller scales in and releases 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,33 +109,66 @@ def _exclusive_lock(db: Path) -> Iterator[None]:
         conn.close()
 
 
-def _fill(directory: Path) -> Path:
+@contextlib.contextmanager
+def _disk_full(directory: Path) -> Iterator[None]:
+    """The file system of ``directory`` full for the duration: a filler file written until ENOSPC, and topped
+    up every 0.2 s while the phase lasts (SQLite may free space, e.g. a WAL file deleted when its last
+    connection closes); removed at the end. A file system already full is a valid start: the filler then
+    stays empty, or is not even created when no inode is left. The writes are unbuffered: a buffered file
+    keeps the bytes the disk refused and raises ENOSPC again when it is closed."""
     filler = directory / "filler"
-    with filler.open("wb") as fh, contextlib.suppress(OSError):  # ENOSPC: full
-        while True:
-            fh.write(b"\0" * 65536)
-            fh.flush()
-    return filler
+    try:
+        fd: int | None = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        fd = None
+    stop = threading.Event()
+
+    def top_up() -> None:
+        while fd is not None:
+            try:
+                os.write(fd, bytes(1 << 20))  # short writes just go round again
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if stop.wait(0.2):
+                    return
+
+    top_up_thread = threading.Thread(target=top_up, name="disk-filler", daemon=True)
+    top_up_thread.start()
+    try:
+        wait_for("the state file system full", lambda: os.statvfs(directory).f_bavail == 0, 30, 0.1)
+        yield
+    finally:
+        stop.set()
+        top_up_thread.join()
+        if fd is not None:
+            os.close(fd)
+        filler.unlink(missing_ok=True)
 
 
 def test_holds_reports_and_resumes_through_onprem_faults(rlab: Lab, rcontroller: ControllerProcess,
                                                          private_engine: PrivateDockerd, statefs: Path) -> None:
     # the workload on the private engine: the lab's image, pulled from the on-prem registry (so it has a
-    # registry digest to replicate), limited to half a CPU, restarted with its engine
+    # registry digest to replicate), limited to half a CPU, restarted with its engine; busy above 20%
     app = f"prv-{rlab.id}"
     with private_engine.client() as c:
         image = f"{rlab.onprem_registry}/lab/web:1"
         c.images.pull(image)
         c.containers.run(image, ["sh", "-c", BUSY_CMD], name=f"burst-rel-{rlab.id}", detach=True,
                          labels={"app": app}, network_mode="none", nano_cpus=500_000_000,
-                         restart_policy={"Name": "always"})
+                         # ten times the CPU weight of other containers (the lab's, other tests' booted
+                         # nodes), so that it still gets its half CPU on a loaded machine: measured at load
+                         # average 43, the default weight got it 5% of its limit, this one 60%
+                         cpu_shares=10_000, restart_policy={"Name": "always"})
     text = reliability_policy(rlab)
     sock = rlab.haproxy_socket
     text = text.replace(f'hosts: ["{DOCKER_HOST}"]', f'hosts: ["{private_engine.url}"]')
     text = text.replace(f"selector: {{app: web-{rlab.id}}}", f"selector: {{app: {app}}}")
     text = text.replace("  source: haproxy\n", "  source: workload_cpu\n")
     text = text.replace(f"  haproxy: {{socket: {sock}, backend: web, stat: sessions}}\n", "")
-    text = text.replace("scale_out_above: 6", "scale_out_above: 40").replace("scale_in_below: 2", "scale_in_below: 10")
+    text = text.replace("scale_out_above: 6", "scale_out_above: 20").replace("scale_in_below: 2", "scale_in_below: 10")
     assert "workload_cpu" in text and private_engine.url in text and "stat: sessions" not in text
     rlab.policy_path.write_text(text)
     db = statefs / "state.db"
@@ -183,14 +219,11 @@ def test_holds_reports_and_resumes_through_onprem_faults(rlab: Lab, rcontroller:
     _hold_two(rlab, 2.0, "database lock released")
 
     # 4. the state database's disk full
-    filler = _fill(statefs)
-    full_at = time.time()
-    try:
+    with _disk_full(statefs):
+        full_at = time.time()
         wait_for("samples to stop (disk full)", lambda: _last_sample(journal) < time.time() - 3, 30, 0.5)
         assert _ready(rlab)[0] == 503
         _hold_two(rlab, HOLD, "disk full")
-    finally:
-        filler.unlink()
     freed_at = time.time()
     figures["disk_full_s"] = freed_at - full_at
     wait_for("writes again after the disk is freed", lambda: _last_sample(journal) > freed_at, 30, 0.5)

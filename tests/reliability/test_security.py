@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import datetime as dt
 import inspect
 import os
@@ -32,7 +33,6 @@ from adapters.emulator.rpc import AccessKey
 from adapters.pki import CertificateAuthority
 from controller import status as status_module
 from controller.config import load_config_text, parse_listen
-from controller.errors import ConfigError
 from controller.lab import _WORKLOAD_CMD, LAB_LABEL, Lab
 from controller.loadgen import LoadGenerator
 from tests.conftest import DOCKER_TLS_ENDPOINT, PKI_DIR
@@ -85,8 +85,14 @@ def _plant(lab: Lab) -> Path:
 
 
 def _process_args(pid: int) -> str:
+    """The command lines of a process and its children; a child that exits after the listing is left out
+    (checking is_running() first would leave that window open)."""
     proc = psutil.Process(pid)
-    return "\n".join(" ".join(p.cmdline()) for p in [proc, *proc.children(recursive=True)] if p.is_running())
+    args = []
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # ZombieProcess included
+            args.append(" ".join(p.cmdline()))
+    return "\n".join(args)
 
 
 def test_planted_secrets_never_leak(rlab: Lab, rcontroller: ControllerProcess) -> None:

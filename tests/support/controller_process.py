@@ -59,8 +59,9 @@ class ControllerProcess:
                 [sys.executable, "-m", "controller.cli", "run", "--config", str(self.config)],
                 cwd=ROOT, env={**self.lab.env(), **self.extra_env}, stdout=log, stderr=subprocess.STDOUT)
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start it and wait until /readyz answers 200."""
+    def start(self, timeout: float = 180.0) -> None:
+        """Start it and wait until /readyz answers 200 (at most ``timeout``: on a loaded shared machine the
+        interpreter's start and imports alone have taken over 30 s; a quick start still returns at once)."""
         self.spawn()
         assert self.proc is not None
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from controller.status_models import (
     MetricPoint,
     MetricStatus,
     PolicyStatus,
+    SampleRow,
 )
 
 
@@ -36,7 +37,7 @@ class MemoryStatusSource:
                 replicas={"serving": 2, "booting": 1},
                 instances=[InstanceStatus(id=f"i-{name}{k}", zone="cn-hangzhou-h", type="ecs.c6.large",
                                           state="serving", age_seconds=120.0, spend=0.02) for k in range(2)],
-                spend_this_hour=1.24, budget_per_hour=20.0,
+                spend_per_hour=1.24, spent_today=0.04, budget_per_hour=20.0,
                 last_errors=[ErrorEntry(at=now - 60, message="DescribeInstances throttled")],
             )
         self.events_log = [
@@ -45,6 +46,9 @@ class MemoryStatusSource:
             for i in range(events)
         ]
         self.calls: list[tuple[str, str]] = []
+        # ten minutes of samples a minute apart for each policy: (id, policy, at, value, capacity, replicas)
+        self.samples = [(k * len(policies) + i + 1, name, now - 600 + 60 * k, 50.0 + k % 7, 100.0, 1)
+                        for k in range(10) for i, name in enumerate(policies)]
 
     def status(self) -> ControllerStatus:
         with self._lock:
@@ -103,9 +107,12 @@ class MemoryStatusSource:
     def drain(self, policy: str) -> None:
         self._act("drain", policy)
 
-    def history(self, policy: str, since: float) -> list[MetricPoint]:
+    def history(self, policy: str, since: float, limit: int) -> list[MetricPoint]:
         if policy not in self.policies:
             raise NotFoundError(f"no policy named {policy!r}")
-        now = time.time()
-        return [MetricPoint(at=t, value=50.0 + (t % 7), capacity=100.0, replicas=1)
-                for t in range(int(max(since, now - 600)), int(now), 60)]
+        return [MetricPoint(at=at, value=v, capacity=c, replicas=r)
+                for _, name, at, v, c, r in self.samples if name == policy and at >= since][:limit]
+
+    def history_rows(self, *, after: int, since: float, limit: int) -> list[SampleRow]:
+        rows = [s for s in self.samples if s[0] > after and s[2] >= since]
+        return rows[-limit:]
