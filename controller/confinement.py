@@ -5,8 +5,12 @@ host), its capabilities (none under the unit; all when run as root by hand), the
 Unix socket (the Docker socket is one), no ptrace or reading another process's memory (the daemon, same
 user, holds the cloud credentials and the Docker client), no io_uring (it would bypass the filter).
 
-Under the unit ``setgroups`` is refused (no CAP_SETGID, and ``SystemCallFilter=~@privileged``): the groups
-stay listed in /proc/PID/status, and the filter is what keeps the Docker socket out of reach.
+Under the unit the groups can only be dropped with CAP_SETGID and the ``setgroups`` call, which the unit
+grants only where the service user is in the docker group (deploy/burst-controller-docker-group.conf, installed
+with the membership by deploy/install.sh). The daemon receives CAP_SETGID as an ambient capability, lowers it
+from its own effective set at once (``shield_daemon``) and only passes it on to the status process, which
+drops the groups and then every capability. Without that drop-in the groups stay listed in /proc/PID/status,
+and the filter is what keeps the Docker socket out of reach.
 """
 
 from __future__ import annotations
@@ -61,11 +65,34 @@ def _filter() -> bytes:
 def shield_daemon() -> bool:
     """For the daemon (``burstctl run``), before it starts the status process: not dumpable, so that another
     process of the same user (the status process) cannot read its memory, environment or open files through
-    /proc (they become root's), and no core dump carries its credentials. True when it took effect."""
+    /proc (they become root's), and no core dump carries its credentials. Its effective capabilities are
+    lowered (a capability it holds only to pass on, CAP_SETGID under the unit, stays permitted, inheritable
+    and ambient, so the status process receives it). True when not dumpable took effect."""
     libc = ctypes.CDLL(None, use_errno=True)
+    _lower_effective(libc)
     if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         logger.warning("could not make the controller's process undumpable: %s", os.strerror(ctypes.get_errno()))
     return int(libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0)) == 0
+
+
+_CAP_V3 = 0x20080522
+
+
+def _lower_effective(libc: ctypes.CDLL) -> None:
+    """Effective capabilities: none; permitted and inheritable (and so the ambient set) unchanged. Only when
+    not root: root's capabilities come from its uid, which the daemon does not give up (run by hand)."""
+    if os.geteuid() == 0:
+        return
+    header = struct.pack("=Ii", _CAP_V3, 0)
+    data = ctypes.create_string_buffer(24)
+    if libc.capget(ctypes.c_char_p(header), data) != 0:
+        return
+    words = list(struct.unpack("=6I", data.raw))  # (effective, permitted, inheritable) x 2
+    if words[0] == 0 and words[3] == 0:
+        return
+    words[0] = words[3] = 0
+    if libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(struct.pack("=6I", *words))) != 0:
+        logger.warning("could not lower the controller's effective capabilities: %s", os.strerror(ctypes.get_errno()))
 
 
 def _held_capabilities() -> bool:
@@ -81,9 +108,11 @@ def confine() -> list[str]:
         os.setgroups([])
     except OSError:
         if os.getgroups():
-            missed.append("supplementary groups (no CAP_SETGID: the seccomp filter keeps the Docker socket out)")
+            missed.append(f"supplementary groups {os.getgroups()} (no CAP_SETGID: the seccomp filter keeps "
+                          "the Docker socket out; deploy/install.sh installs a drop-in that grants it with the "
+                          "docker group)")
     # capset(v3, all zero): nothing effective, permitted or inheritable
-    header = struct.pack("=Ii", 0x20080522, 0)
+    header = struct.pack("=Ii", _CAP_V3, 0)
     data = bytes(24)
     if libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(data)) != 0 and _held_capabilities():
         missed.append(f"capabilities ({os.strerror(ctypes.get_errno())})")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,49 @@ def test_the_daemon_shields_its_memory_from_the_status_process() -> None:
             assert os.stat(f"/proc/{p.pid}/environ").st_uid == 0  # root's, whoever runs it
         finally:
             p.kill()
+
+
+_AS_SERVICE = """
+import subprocess, sys
+from confinement import shield_daemon
+def caps():
+    rows = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+    return {k: rows[k].strip() for k in ("Groups", "CapEff", "CapPrm", "CapAmb")}
+shield_daemon()
+print("daemon", caps(), flush=True)
+child = "from confinement import confine; missed = confine(); " \\
+        "rows = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines()); " \\
+        "print('status', missed, {k: rows[k].strip() for k in ('Groups', 'CapEff', 'CapPrm', 'CapAmb')})"
+subprocess.run([sys.executable, "-c", child], check=True)
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: readable by any user, unlike a venv under /root
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to a service-like identity with an ambient capability "
+                                               "takes root (CI runs as root)")
+def test_with_the_docker_group_drop_in_the_status_process_drops_the_groups_and_the_daemon_lowers_setgid() -> None:
+    """What the unit plus deploy/burst-controller-docker-group.conf give the daemon: a non-root user with a
+    supplementary group (docker's stand-in) and CAP_SETGID as an ambient capability. The daemon lowers it from
+    its effective set and passes it on; the status process drops the group, then every capability.
+    controller/confinement.py needs only the standard library: a copy in a directory any user can read runs
+    under Debian's python3 as nobody."""
+    where = Path(tempfile.mkdtemp(prefix="confinement-"))
+    try:
+        where.chmod(0o755)
+        shutil.copy(Path(__file__).resolve().parents[2] / "controller" / "confinement.py", where)
+        (where / "confinement.py").chmod(0o644)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--groups=4242", "--inh-caps=+setgid",
+               "--ambient-caps=+setgid", "--bounding-set=-all,+setgid", SYSTEM_PYTHON, "-c", _AS_SERVICE]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=where,
+                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(where)})
+    finally:
+        shutil.rmtree(where)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
+    setgid = f"{1 << 6:016x}"  # CAP_SETGID is capability 6
+    daemon = lines["daemon"]
+    assert "'Groups': '4242'" in daemon and "'CapEff': '0000000000000000'" in daemon, daemon
+    assert f"'CapPrm': '{setgid}'" in daemon and f"'CapAmb': '{setgid}'" in daemon, daemon
+    status = lines["status"]
+    assert status.startswith("status [] ") and "'Groups': ''" in status, status
+    assert "'CapEff': '0000000000000000'" in status and "'CapPrm': '0000000000000000'" in status, status

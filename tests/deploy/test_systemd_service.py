@@ -393,3 +393,49 @@ def test_upgrade_in_place_keeps_config_token_and_state(machine: Machine) -> None
     new_ids = {e["id"] for e in json.loads(machine.sh("curl -sf 'http://127.0.0.1:9180/v1/events?limit=500'"))["events"]}
     assert old_ids and old_ids <= new_ids  # the journal in the state database survived
     assert [p["name"] for p in machine.status()["policies"]] == ["web"]
+
+
+def _proc_status(machine: Machine, pid: int | str) -> dict[str, str]:
+    rows = machine.sh(f"cat /proc/{pid}/status").splitlines()
+    return {k: v.strip() for k, v in (r.split(":", 1) for r in rows if ":" in r)}
+
+
+def test_with_the_docker_group_the_status_process_drops_it(machine: Machine) -> None:
+    """The service user in the docker group (root-equivalent), as install.sh makes it where the config names a
+    local socket: install.sh adds the drop-in that grants CAP_SETGID; the daemon keeps the group but no
+    effective capability, the status process has neither the group nor any capability. Without the group the
+    drop-in is removed again."""
+    machine.sh("getent group docker || groupadd -r docker")
+    out = machine.sh(INSTALL, env=OFFLINE)
+    assert "added to the docker group" in out and "lets the status process drop it" in out, out
+    dropin = "/etc/systemd/system/burst-controller.service.d/docker-group.conf"
+    try:
+        mark = machine.cursor()
+        machine.sh(f"systemctl restart {UNIT}")
+        pid = _wait("active with the docker group", machine.active_pid, 300, 2)
+        gid = machine.sh("getent group docker | cut -d: -f3").strip()
+        daemon = _proc_status(machine, pid)
+        assert gid in daemon["Groups"].split(), daemon["Groups"]
+        assert int(daemon["CapEff"], 16) == 0 and int(daemon["CapAmb"], 16) == 1 << 6, daemon  # CAP_SETGID
+        child = _wait("the status process", lambda: machine.sh(f"pgrep -P {pid} -f status_child").split(), 60)
+        status = _proc_status(machine, child[0])
+        assert status["Groups"] == "", status["Groups"]
+        assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+        assert int(status["CapAmb"], 16) == 0 and status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+        assert machine.status()["controller_id"]  # it serves
+        journal = machine.journal(mark)
+        assert "kept supplementary groups" not in journal, journal[-2000:]
+        for word in ("SIGSYS", "Operation not permitted", "status=31/SYS", "Traceback"):
+            assert word not in journal, [line for line in journal.splitlines() if word in line][:5]
+        out = machine.sh(f"systemd-analyze security {UNIT} --no-pager")
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", out)
+        assert m, out[-2000:]
+        print(f"systemd-analyze security with the docker-group drop-in: {m.group(1)} {m.group(2)}")
+        assert float(m.group(1)) <= 2.0, out
+    finally:
+        machine.sh("gpasswd -d burst-controller docker", check=False)
+        out = machine.sh(INSTALL, env=OFFLINE)
+        machine.sh(f"systemctl restart {UNIT}")
+        _wait("active again without the group", machine.active_pid, 300, 2)
+    assert f"{dropin} removed" in out, out
+    assert machine.rc(f"test -e {dropin}") != 0
