@@ -1,8 +1,10 @@
 """`burstctl bake` on booted nodes (controller/bake.py through the wiring, against the lab's ECS emulator,
-registries and on-prem workload): a builder booted from the stock Debian image installs Docker, pulls the
-workload's image and becomes a custom image; a node launched from it has Docker and the workload image
-already (its replica starts without a pull and serves); the builder is released on success and when it
-never comes up. Needs the private Docker Engine and the node images (scripts/services.sh)."""
+registries and on-prem workload): a builder booted from the policy's image pulls the workload's image and
+becomes a custom image; a node launched from it has the workload image already (its replica starts without
+a pull and serves) and none of the builder's identity; the builder is released on success and when it
+never comes up. The policy's image is Debian 12 with Docker (the lab's default): the stock image's Docker
+install is the bootstrap's, tested in tests/adapters/test_booted_nodes.py and by `burstctl demo`, and would
+add minutes per bake here. Needs the private Docker Engine and the node images (scripts/services.sh)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from adapters.ecs_api import EcsApiSettings
 from controller.bake import SEAL_FILES, TAG_BAKE, BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError, TransientError
-from controller.lab import STOCK_IMAGE, Lab, LabSettings
+from controller.lab import BAKED_IMAGE, Lab, LabSettings
 from controller.lifecycle import launch_spec
 from controller.ports import TAG_CONTROLLER, Node
 from controller.wiring import build_baker
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.timeout(2400)  # booted nodes: a bake is minutes on a s
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    the_lab = Lab(settings=LabSettings(node_image=STOCK_IMAGE, boot_delay=1.0)).start()
+    the_lab = Lab(settings=LabSettings(node_image=BAKED_IMAGE, boot_delay=1.0)).start()
     yield the_lab
     the_lab.stop()
 
@@ -81,7 +83,7 @@ def test_a_baked_image_boots_nodes_with_docker_and_the_workload_image_and_no_pul
     real_launch = baker.compute.launch
 
     def launch(spec, count, token):  # the builder: with the policy's image and settings, tagged as a builder
-        assert spec.image_id == STOCK_IMAGE and spec.tags[TAG_BAKE] == "web" and spec.user_data
+        assert spec.image_id == BAKED_IMAGE and spec.tags[TAG_BAKE] == "web" and spec.user_data
         found = real_launch(spec, count, token)
         seen.update(i.id for i in found)
         return found
