@@ -1,6 +1,7 @@
 """End to end on the real components: `burstctl run` as its own process against the lab (ECS emulator over
 the real SDK, two docker-registry instances, HAProxy, the local Docker Engine over mutual TLS, SQLite):
-a burst and drain driven by real load through HAProxy; SIGKILL mid-burst and a restart that adopts its
+a burst and drain driven by real load through HAProxy, with the on-prem server's share of the requests
+measured against its weight's share while cloud replicas serve; SIGKILL mid-burst and a restart that adopts its
 instances and launches no duplicate; an invalid policy edit that leaves the last good one in force; the
 status endpoint and its token."""
 
@@ -35,12 +36,52 @@ def controller(lab: Lab) -> Iterator[ControllerProcess]:
         yield c
 
 
-def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadStats]:
+class ShareMeter:
+    """The on-prem server's share of the requests answered while cloud replicas serve beside it, against the
+    share its HAProxy weight gives it: w(onprem) / the sum of the weights of the servers taking new requests
+    (status UP or "no check"; a draining one takes none). Called between the cycle's waits: an interval
+    counts only when the same servers, with the same weights, were ready at both of its ends."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.load: LoadGenerator | None = None
+        self._last: tuple[dict[str, int], LoadStats] | None = None
+        self.total = self.onprem = 0
+        self.expected = 0.0  # requests x the on-prem weight share at the time
+
+    def _ready(self) -> dict[str, int]:
+        lines = self.lab.haproxy_command("show stat").splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        status, weight = header.index("status"), header.index("weight")
+        out = {}
+        for line in lines[1:]:
+            p = line.split(",")
+            if len(p) > weight and p[0] == "web" and p[1] not in ("FRONTEND", "BACKEND") \
+                    and p[status] in ("UP", "no check"):
+                out[p[1]] = int(p[weight])
+        return out
+
+    def __call__(self) -> None:
+        assert self.load is not None
+        ready, snap = self._ready(), self.load.snapshot()
+        if self._last is not None and self._last[0] == ready and "onprem" in ready and len(ready) > 1:
+            before = self._last[1]
+            counts = {name: snap.by_server[name] - before.by_server[name] for name in ready}
+            n = sum(counts.values())
+            self.total += n
+            self.onprem += counts["onprem"]
+            self.expected += n * ready["onprem"] / sum(ready.values())
+        self._last = (ready, snap)
+
+
+def burst(lab: Lab, controller: ControllerProcess, meter: ShareMeter | None = None) -> tuple[CycleResult, LoadStats]:
     """Start the controller and drive one burst-and-drain cycle with real load through HAProxy."""
     controller.start()
     load = LoadGenerator(lab.url)
+    if meter is not None:
+        meter.load = load
     try:
-        result = burst_cycle(lab, None, load, hold=3.0, timeout=480.0)
+        result = burst_cycle(lab, None, load, hold=3.0, timeout=480.0, tick=meter or (lambda: None))
     finally:
         load.stop()
     print(result.line())
@@ -49,7 +90,8 @@ def burst(lab: Lab, controller: ControllerProcess) -> tuple[CycleResult, LoadSta
 
 
 def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerProcess) -> None:
-    result, stats = burst(lab, controller)
+    meter = ShareMeter(lab)
+    result, stats = burst(lab, controller, meter)
     errors = stats.errors
     # no request may go unanswered: client time-outs here were docker0 changing its MAC address while the cloud
     # containers started and stopped on the shared engine (deploy/pin-bridge-mac.sh, docs/replicas.md)
@@ -57,6 +99,13 @@ def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerPro
     assert stats.failed == 0 and not errors, errors
     assert result.launched == 2  # replicas.max
     assert lab.live_instances() == [] and lab.cloud_servers() == []
+    # the peak overflows into the cloud, it does not move there: each replica takes the on-prem server's weight,
+    # so on-prem keeps its share of the requests (1/2 beside one replica, 1/3 beside two)
+    share, expected = meter.onprem / max(meter.total, 1), meter.expected / max(meter.total, 1)
+    print(f"on-prem share while cloud replicas served: {share:.3f} of {meter.total} requests, "
+          f"expected {expected:.3f} from the HAProxy weights")
+    assert meter.total >= 50, "too few requests while cloud replicas served beside on-prem to measure a share"
+    assert abs(share - expected) <= 0.10 * expected, (share, expected, meter.total)
     events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
     kinds = [e["kind"] for e in events["events"]]
     for kind in ("replicate", "scale-out", "launch", "start", "admit", "scale-in", "drain", "release"):
