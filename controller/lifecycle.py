@@ -10,6 +10,7 @@ step sends the replica down its failure path, which always ends in releasing its
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -268,8 +269,19 @@ class Lifecycle:
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
         spec = launch_spec(ctx.policy, ctx.options.controller_id, r.id, intent.token,
                            ctx.edges.user_data(ctx.policy, r.id))
+        # a node image baked for this workload spec (`burstctl bake`): Docker and the image are on its disk
+        baked = ctx.store.baked_image(r.policy, r.spec_hash, spec.image_id) if r.spec_hash else None
+        if baked:
+            spec = dataclasses.replace(spec, image_id=baked)
         try:
             instances = ctx.edges.compute.launch(spec, 1, intent.token)
+        except NotFoundError as exc:
+            if baked and (exc.code or "").startswith("InvalidImageId"):
+                # deleted outside the controller: forget it, so the next launch boots cloud.image_id
+                ctx.store.mark_node_image_deleted(baked)
+                ctx.event("launch", f"replica {r.id}: baked image {baked} is gone ({exc}); launching from "
+                          f"{ctx.policy.cloud.image_id} from now on", replica=r.id)
+            return self._failed(r, S.RELEASING, f"launch failed: {exc}", intent.id)
         except TransientError as exc:
             ctx.store.note_error(intent.id, str(exc))
             if self._age_in_state(r) > ctx.options.launch_timeout:
@@ -286,8 +298,9 @@ class Lifecycle:
             ctx.edges.compute.release([extra.id])
         with ctx.store.transaction():  # the call's outcome in one commit (PERF)
             ctx.store.record_instance(inst, policy=r.policy, replica_id=r.id, intent_id=intent.id)
-            ctx.event("launch", f"replica {r.id}: launched {inst.id} ({inst.instance_type} in {inst.zone})",
-                      replica=r.id, instance=inst.id, token=intent.token)
+            baked_note = f", baked image {baked}" if baked else ""
+            ctx.event("launch", f"replica {r.id}: launched {inst.id} ({inst.instance_type} in {inst.zone}"
+                      f"{baked_note})", replica=r.id, instance=inst.id, token=intent.token)
             return ctx.store.complete(intent.id, outcome={"instances": [i.id for i in instances]}, to=S.BOOTING,
                                       instance_id=inst.id) or r
 

@@ -558,9 +558,11 @@ class StateStore:
                 q = q.where(col(NodeImageRow.deleted_at).is_(None))
             return list(s.exec(q.order_by(col(NodeImageRow.created_at).desc())))
 
-    def baked_image(self, policy: str, spec_hash: str) -> str | None:
-        """The newest live baked image of this policy for this workload spec, if any."""
-        return next((r.image_id for r in self.node_images(policy) if r.spec_hash == spec_hash), None)
+    def baked_image(self, policy: str, spec_hash: str, base_image_id: str | None = None) -> str | None:
+        """The newest live baked image of this policy for this workload spec (and, if given, baked from this
+        base image: after an edit of ``cloud.image_id`` the older bakes no longer apply), if any."""
+        return next((r.image_id for r in self.node_images(policy) if r.spec_hash == spec_hash
+                     and (base_image_id is None or r.base_image_id == base_image_id)), None)
 
     def mark_node_image_deleted(self, image_id: str) -> None:
         with self._write() as (s, _):

@@ -52,7 +52,7 @@ class FakeCompute:
                 n = next(self._ids)
                 iid = f"i-{n:04d}"
                 self.instances[iid] = {"type": spec.instance_types[0], "zone": spec.zones[0], "tags": dict(spec.tags),
-                                       "created": self.clock(), "ip": f"127.0.1.{n}"}
+                                       "created": self.clock(), "ip": f"127.0.1.{n}", "image": spec.image_id}
                 ids.append(iid)
                 self.created += 1
             self.by_token[token] = ids

@@ -13,12 +13,12 @@ import pytest
 
 from controller.budget import hourly_spend
 from controller.edges import LoopOptions
-from controller.errors import CapacityError, TransientError
+from controller.errors import CapacityError, NotFoundError, TransientError
 from controller.lifecycle import launch_spec
 from controller.ports import TAG_INTENT
 from controller.rounds import FleetRounds
 from controller.state import StateStore, sqlite_url
-from controller.state_models import IntentKind, IntentState, ReplicaState
+from controller.state_models import IntentKind, IntentState, NodeImageRow, ReplicaState
 from controller.tick import Decide, PolicyRuntime
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import World, make_policy
@@ -582,3 +582,35 @@ def test_a_replica_joins_with_the_policys_weight_or_the_load_balancers_default(t
         assert server.weight == weight
     finally:
         e.store.close()
+
+
+def test_a_node_image_baked_for_the_spec_is_launched_and_forgotten_once_it_is_gone(env: Env) -> None:
+    """`burstctl bake` recorded an image for the workload's spec hash (and the policy's base image): launches
+    boot it instead of cloud.image_id. An image deleted outside the controller (InvalidImageId.NotFound) fails
+    that launch once and is forgotten: the replacement boots cloud.image_id."""
+    serve_one(env)
+    [first] = env.store.live_replicas("web")
+    base = env.rt.policy.cloud.image_id
+    assert env.world.compute.instances[first.instance_id]["image"] == base  # nothing baked yet
+    env.store.record_node_image(NodeImageRow(image_id="m-baked0001", policy="web", spec_hash=first.spec_hash,
+                                             workload_image="reg/web@sha256:1", base_image_id=base,
+                                             created_at=env.clock()))
+    env.store.record_node_image(NodeImageRow(image_id="m-otherbase", policy="web", spec_hash=first.spec_hash,
+                                             workload_image="reg/web@sha256:1", base_image_id="other_base.vhd",
+                                             created_at=env.clock() + 1))  # newer, from another base: not used
+    env.want["n"] = 2
+    env.tick()
+    [second] = [r for r in env.store.live_replicas("web") if r.id != first.id]
+    assert env.world.compute.instances[second.instance_id]["image"] == "m-baked0001"
+    assert any("baked image m-baked0001" in e.message for e in env.store.events()[0] if e.kind == "launch")
+    # the image is deleted in the console: the next launch fails on it, and the one after boots the base image
+    env.world.compute.fail_next = [NotFoundError("The specified ImageId does not exist.",
+                                                 code="InvalidImageId.NotFound")]
+    env.want["n"] = 3
+    env.tick()
+    failed = [r for r in env.store.replicas("web") if r.state == S.GONE]
+    assert len(failed) == 1 and "InvalidImageId.NotFound" in (failed[0].failure or "")
+    assert env.store.baked_image("web", first.spec_hash, base) is None
+    env.tick(dt=61, times=2)  # the replacement, after the failed launch
+    third = [r for r in env.store.live_replicas("web") if r.id not in (first.id, second.id)]
+    assert third and third[0].instance_id and env.world.compute.instances[third[0].instance_id]["image"] == base
