@@ -8,6 +8,7 @@ edit to active and a reload launch at the next evaluation; back to shadow drains
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -64,8 +65,8 @@ class Harness:
         self.world.edges.metrics = lambda p: self.load
         self.daemon: Daemon | None = None
 
-    def start(self) -> Daemon:
-        self.daemon = Daemon(options=OPTIONS, store=StateStore(self.url), edges=self.world.edges,
+    def start(self, options: LoopOptions = OPTIONS) -> Daemon:
+        self.daemon = Daemon(options=options, store=StateStore(self.url), edges=self.world.edges,
                              policies_dir=self.dir)
         self.daemon.start()
         return self.daemon
@@ -128,6 +129,8 @@ def test_shadow_decides_and_records_but_never_acts_then_active_launches_and_shad
     d.request_reload()
     wait_for("RunInstances reached ECS", lambda: h.runs() >= 1, timeout=60)
     wait_for("a replica serving", lambda: d.replica_counts("web").get("serving", 0) == 1, timeout=60)
+    [mode] = h.events("mode")
+    assert mode.message == "policy web is now active: it acts on its decisions from the next evaluation"
     assert len(h.emulator.live_instances()) == 1 and h.world.registry.copies >= 1
     [web] = d.status().policies
     assert web.mode == "active" and web.spend_per_hour > 0
@@ -145,7 +148,23 @@ def test_shadow_decides_and_records_but_never_acts_then_active_launches_and_shad
     time.sleep(1.0)
     assert h.runs() == runs and d.replica_counts("web") == {}
     assert len(h.events("shadow")) == 2  # deciding again, from an empty would-be fleet
+    assert [e.details["mode"] for e in h.events("mode")] == ["active", "shadow"]
     assert d.status().policies[0].mode == "shadow"
+
+
+def test_a_mode_switch_is_evaluated_at_the_next_round_not_at_the_next_interval(h: Harness) -> None:
+    write_policy(h.dir, "shadow")
+    d = h.start(dataclasses.replace(OPTIONS, evaluate_interval=3600.0))  # one evaluation at start, then none
+    # the evaluation at start (before the first sample: it holds), then a sample
+    wait_for("the first evaluation", lambda: d.store.last_decision("web") is not None, timeout=60)
+    wait_for("a sample", lambda: d.runtimes["web"].last_observation is not None, timeout=60)
+    write_policy(h.dir, "active")
+    d.request_reload()
+    wait_for("RunInstances reached ECS", lambda: h.runs() >= 1, timeout=60)
+    write_policy(h.dir, "shadow")
+    d.request_reload()
+    wait_for("the replica drained", lambda: any("shadow mode" in e.message for e in h.events("scale-in")),
+             timeout=60)
 
 
 def test_the_mode_field_is_checked_like_any_other(tmp_path: Path) -> None:
