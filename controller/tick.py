@@ -16,7 +16,7 @@ from controller import metrics
 from controller.budget import Holding
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.lifecycle import AnyReplica, Lifecycle
+from controller.lifecycle import AnyReplica, Lifecycle, in_shadow
 from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
@@ -144,7 +144,7 @@ class PolicyRuntime:
     @property
     def in_shadow(self) -> bool:
         """``mode: shadow``: decide and record, never act (controller/shadow.py)."""
-        return getattr(self.policy, "mode", "active") == "shadow"
+        return in_shadow(self.policy)
 
     def refresh_workload(self) -> None:
         """Pre-replication: copy the image ahead of any burst, and pick up a changed on-prem spec. A policy in

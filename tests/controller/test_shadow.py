@@ -23,6 +23,7 @@ from controller import metrics
 from controller.daemon import Daemon
 from controller.edges import LoopOptions
 from controller.state import StateStore, sqlite_url
+from controller.state_models import ReplicaState
 from policies.loader import load_policy_text
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 from tests.controller.test_daemon import wait_for
@@ -221,3 +222,22 @@ def test_the_would_be_fleet_decides_step_by_step_as_the_active_policy_does(tmp_p
     assert [m.split(",")[0] for m in shadow_events] == [
         "would scale out to 1 (0 -> 1)", "would scale out to 2 (1 -> 2)", "would scale out to 3 (2 -> 3)",
         "would scale in to 2 (3 -> 2)", "would scale in to 1 (2 -> 1)", "would scale in to 0 (1 -> 0)"]
+
+
+def test_a_replica_planned_anyway_is_neither_copied_nor_launched_in_shadow(tmp_path: Path) -> None:
+    """A second line, like the budget guard at launch: whatever planned a replica of a shadow policy (a bug,
+    a journal from an active spell), its replicating and launching steps refuse and it is released."""
+    env = make_env(tmp_path, mode="shadow")
+    try:
+        [(copied, _), (launched, _)] = env.store.plan_replicas("web", 2, spec_hash="", reason="a bug elsewhere")
+        env.store.transition(launched.id, ReplicaState.REPLICATING)
+        env.store.transition(launched.id, ReplicaState.LAUNCHING)
+        for r in env.store.live_replicas("web"):
+            env.rt.lifecycle.advance(r)
+        assert env.world.registry.copies == 0 and env.world.compute.launch_calls == 0
+        assert env.store.live_replicas("web") == []
+        gone = {r.id: r.failure for r in env.store.replicas("web")}
+        assert "shadow mode: no image is copied" in (gone[copied.id] or "")
+        assert "launch refused: the policy is in shadow mode" in (gone[launched.id] or "")
+    finally:
+        env.close()
