@@ -277,8 +277,11 @@ class Daemon(StatusReport):
                 self.store.save_policy(name, spec=policy.model_dump_json(),
                                        source_file=self.policy_set.files.get(name), removed=False)
                 if name in self.runtimes:
+                    was = self.runtimes[name].policy.mode
                     self.runtimes[name].replace_policy(policy)
                     self.runtimes[name].removed = False
+                    if was != policy.mode:  # evaluated at the next step round, not at its next interval
+                        self._mode_changed(name, policy.mode)
                 else:
                     self.runtimes[name] = PolicyRuntime(policy, store=self.store, edges=self.edges,
                                                         options=self.options, decide=self.decide,
@@ -302,6 +305,15 @@ class Daemon(StatusReport):
                                        "(no earlier good version)")
                     message += f"; rejected {len(result.problems)} problem(s): " + "; ".join(outcome or ["see them"])
                 self.store.record_event("reload", message, details={"problems": result.problems[:50]})
+
+    def _mode_changed(self, name: str, mode: str) -> None:
+        if mode == "shadow":
+            message = (f"policy {name} is now in shadow mode: it decides and records what it would do, and acts "
+                       "on nothing; its replicas, if any, are drained")
+        else:
+            message = f"policy {name} is now active: it acts on its decisions from the next evaluation"
+        self.store.record_event("mode", message, policy=name, details={"mode": mode})
+        self.kick(name)
 
     def _restore_removed(self) -> None:
         """A policy removed while its replicas were live (maybe before a restart) is drained from its last

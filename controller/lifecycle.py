@@ -42,7 +42,8 @@ from controller.snapshot import LiveReplica
 from controller.state import StateStore
 from controller.state_models import JOINABLE_STATES, IntentKind, IntentState, Replica, ReplicaState
 
-__all__ = ["NO_FACTS", "Lifecycle", "PolicyContext", "RoundFacts", "launch_spec", "replica_weight", "server_name"]
+__all__ = ["NO_FACTS", "Lifecycle", "PolicyContext", "RoundFacts", "in_shadow", "launch_spec", "replica_weight",
+           "server_name"]
 
 logger = logging.getLogger(__name__)
 S = ReplicaState
@@ -92,6 +93,11 @@ def replica_weight(policy: Any) -> int | None:
     balancer's default (HAProxy: the on-prem servers' weight)."""
     haproxy = policy.traffic.haproxy
     return None if haproxy is None else haproxy.weight
+
+
+def in_shadow(policy: Any) -> bool:
+    """``mode: shadow`` (docs/daemon.md "Shadow mode"): nothing is copied or launched for the policy."""
+    return getattr(policy, "mode", "active") == "shadow"
 
 
 def launch_spec(policy: Any, controller_id: str, replica_id: str, intent_id: str, user_data: str) -> LaunchSpec:
@@ -245,6 +251,8 @@ class Lifecycle:
         return self.ctx.store.transition(r.id, S.REPLICATING)
 
     def _replicating(self, r: AnyReplica) -> AnyReplica:
+        if in_shadow(self.ctx.policy):  # the evaluation drains such a replica first; a bug must not copy
+            return self._cancel_launch(r, "the policy is in shadow mode: no image is copied")
         try:
             spec = self.ctx.workload()  # copies the image when pre-replication has not yet
         except PermanentError as exc:
@@ -264,6 +272,8 @@ class Lifecycle:
             if placed is not None:
                 return placed
         intent = ctx.store.step_intent(r, IntentKind.LAUNCH)
+        if in_shadow(ctx.policy):  # as the budget guard below: whatever planned it, nothing launches
+            return self._failed(r, S.RELEASING, "launch refused: the policy is in shadow mode", intent.id)
         check = check_launch(ctx.policy, self._ahead_of(r), 1, new_instance=True)
         if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)

@@ -42,6 +42,7 @@ __all__ = [
     "METRIC_VALUE",
     "PAUSED",
     "POLICY_ERRORS",
+    "POLICY_SHADOW",
     "REGISTRY",
     "REPLICAS",
     "REPLICATION_SECONDS",
@@ -115,6 +116,8 @@ BUDGET_HOUR = Gauge("budget_per_hour", "The policy's hourly spend cap", ["policy
                     registry=REGISTRY)
 PAUSED = Gauge("policy_paused", "1 when the policy is paused by an operator", ["policy"], namespace=_NS,
                registry=REGISTRY)
+POLICY_SHADOW = Gauge("policy_shadow", "1 when the policy is in shadow mode: its decisions and desired_replicas "
+                      "say what it would do, it acts on none", ["policy"], namespace=_NS, registry=REGISTRY)
 POLICY_ERRORS = Gauge("policy_errors", "Problems found in policy files at the last reload", namespace=_NS,
                       registry=REGISTRY)
 LEADER = Gauge("leader", "1 when this controller is the active one, 0 on a standby", namespace=_NS,
@@ -193,6 +196,7 @@ def observe_status(status: ControllerStatus) -> None:
             _count_spend(p.name, day, p.spent_today)
             put(BUDGET_HOUR, (p.name,), p.budget_per_hour)
             put(PAUSED, (p.name,), 1 if p.paused else 0)
+            put(POLICY_SHADOW, (p.name,), 1 if p.mode == "shadow" else 0)
         for gone in [name for name in _spent if (SPENT_TODAY, (name,)) not in seen]:
             del _spent[gone]
             with suppress(KeyError):

@@ -82,6 +82,9 @@ class PolicyStatus(_Model):
     """Everything ops need to know about one policy at a glance."""
 
     name: str
+    mode: Literal["active", "shadow"] = Field(
+        default="active", description="the policy's mode: in shadow, `decision` is what it would do; it "
+        "launches, routes and drains nothing (replicas from an active spell leave)")
     paused: bool = False
     draining: bool = Field(default=False, description="an operator drain is in progress")
     metric: MetricStatus | None = Field(default=None, description="null until the first sample")

@@ -81,7 +81,7 @@ class StatusReport:
                                             spend=round(price * age / 3600.0, 4), address=row.private_ip,
                                             spot=row.spot))
         return PolicyStatus(
-            name=runtime.name, paused=paused, draining=drain_requested or removed,
+            name=runtime.name, mode="shadow" if runtime.in_shadow else "active", paused=paused, draining=drain_requested or removed,
             metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
             instances=instances,
             # the rows just read, no query of its own (the status is built up to 4 times a second)

@@ -16,10 +16,11 @@ from controller import metrics
 from controller.budget import Holding
 from controller.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.lifecycle import AnyReplica, Lifecycle
+from controller.lifecycle import AnyReplica, Lifecycle, in_shadow
 from controller.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
+from controller.shadow import ShadowFleet
 from controller.snapshot import Costing, FleetSnapshot, PolicyFlags
 from controller.state import HistorySink, StateStore
 from controller.state_models import (
@@ -57,6 +58,7 @@ class PolicyRuntime:
         self.decide = decide or _engine_decide
         self.started_at = clock()  # step timeouts count from here at the earliest (see Lifecycle)
         self.removed = False  # the policy file is gone: drain everything, then forget the policy
+        self.shadow = ShadowFleet()  # mode: shadow: the replicas it would have (controller/shadow.py)
         self.lifecycle = Lifecycle(self)
         self.errors: deque[tuple[float, str]] = deque(maxlen=20)
         self.last_observation: Observation | None = None
@@ -102,6 +104,8 @@ class PolicyRuntime:
     def replace_policy(self, policy: Any) -> None:
         """A new valid version of the file: edges that depend on changed sections are rebuilt."""
         old, self.policy = self.policy, policy
+        if old.mode != policy.mode:  # a shadow spell starts from an empty would-be fleet
+            self.shadow.reset()
         if old.metric != policy.metric and self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -137,8 +141,16 @@ class PolicyRuntime:
                    f"{result.skipped_blobs} present, {result.seconds:.2f}s)", digest=result.digest)
         return spec
 
+    @property
+    def in_shadow(self) -> bool:
+        """``mode: shadow``: decide and record, never act (controller/shadow.py)."""
+        return in_shadow(self.policy)
+
     def refresh_workload(self) -> None:
-        """Pre-replication: copy the image ahead of any burst, and pick up a changed on-prem spec."""
+        """Pre-replication: copy the image ahead of any burst, and pick up a changed on-prem spec. A policy in
+        shadow mode copies nothing (its replicate job runs and returns)."""
+        if self.in_shadow:
+            return
         spec = self._prepare()
         with self._workload_lock:
             self._workload, self._workload_at = spec, self.clock()
@@ -299,6 +311,9 @@ class PolicyRuntime:
         obs = self.observation(now)
         if drain_all:
             decision = Decision(0, Direction.IN, "policy removed" if self.removed else "operator drain")
+            self.shadow.reset()
+        elif self.in_shadow:
+            return self._evaluate_shadow(now, obs, fleet, views, live, into)
         else:
             decision = self.decide(self.policy, obs, fleet, now)
         p = plan(self.policy, PlanInput(decision=decision, active=views, holdings=self.holdings(live, costing), now=now,
@@ -320,6 +335,39 @@ class PolicyRuntime:
         elif p.held and decision.direction != Direction.HOLD:
             logger.info("policy %s: %s", self.name, reason)
         return None if p.launch or p.drain else live
+
+    def _evaluate_shadow(self, now: float, obs: Observation, real: Fleet, views: list[ReplicaView],
+                         live: Sequence[AnyReplica], into: HistorySink | None) -> Sequence[AnyReplica] | None:
+        """``mode: shadow``: the same decide -> plan on the would-be fleet; the decision row, and a ``shadow``
+        event when the plan would launch or drain; nothing journaled, nothing done. Replicas left from an
+        active spell are drained as an operator drain would (docs/daemon.md "Shadow mode")."""
+        shadow = self.shadow
+        decision = self.decide(self.policy, obs, shadow.fleet(real), now)
+        would = shadow.views()
+        p = plan(self.policy, PlanInput(decision=decision, active=would, holdings=shadow.holdings(), now=now,
+                                        paused=real.paused, sessions=dict, leaving=0))
+        reason = p.reason + (f" (held: {p.held})" if p.held else "")
+        direction = (Direction.OUT if p.launch else Direction.IN if p.drain else Direction.HOLD)
+        self.store.record_decision(self.name, value=obs.value, desired=p.desired, actual=len(would),
+                                   direction=str(direction), reason=reason,
+                                   details={**decision.details, "mode": "shadow"}, into=into)
+        if p.launch or p.drain:
+            after = len(would) + p.launch - len(p.drain)
+            verb = "scale out" if p.launch else "scale in"
+            self.event("shadow", f"would {verb} to {after} ({len(would)} -> {after}), shadow mode: nothing "
+                       f"launched or drained: {reason}", would_launch=p.launch, would_drain=len(p.drain),
+                       desired=p.desired, value=obs.value)
+        shadow.apply(p, now)
+        if not views:
+            return live
+        with self.store.transaction():  # replicas from an active spell: they leave, as on an operator drain
+            for r in views:
+                self.store.transition(r.id, ReplicaState.DRAINING, reason="policy in shadow mode")
+            self.store.save_policy(self.name, target=0)
+            self.event("scale-in", f"draining {len(views)} replica(s) ({len(views)} -> 0): the policy is in "
+                       "shadow mode, its replicas leave (drained, then released); it acts again once its "
+                       "mode is active", replicas=[r.id for r in views], value=obs.value)
+        return None
 
     def _act(self, p: Plan, now: float, views: list[ReplicaView], ps: PolicyState | PolicyFlags | None,
              drain_all: bool, reason: str, value: float | None) -> None:

@@ -306,6 +306,11 @@ class Policy(_Section):
 
     name: PolicyName = Field(description="unique policy name: lowercase letters, digits and dashes, at most 40")
     description: str = Field(default="", description="free text for people")
+    mode: Literal["active", "shadow"] = Field(
+        default="active",
+        description="active: the controller acts on its decisions; shadow: it samples, decides and records what "
+                    "it would do (decisions, status, 'shadow' events) but never copies images, launches, routes "
+                    "or drains; replicas left from an active spell are drained. A reload switches modes")
     workload: Workload = Field(description="which on-prem containers to replicate")
     metric: Metric = Field(description="the load figure the strategy decides on")
     strategy: StrategyConfig = Field(description="when to scale: threshold, target or predictive")

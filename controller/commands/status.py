@@ -172,6 +172,8 @@ def _policy_row(p: PolicyStatus) -> list[Text | str]:
     spend_style = "bold red" if p.budget_per_hour and p.spend_per_hour >= p.budget_per_hour else ""
     spend = Text(f"{p.spend_per_hour:.2f}/h of {p.budget_per_hour:.2f}/h", style=spend_style)
     state = "draining" if p.draining else ("paused" if p.paused else "active")
+    if p.mode == "shadow":  # decides, acts on nothing: says so wherever the state is read
+        state = "shadow" if state == "active" else f"shadow, {state}"
     state_text = Text(state, style="bold yellow" if state != "active" else "green")
     return [Text(p.name, style="bold"), metric, age, decision, _replicas(p.replicas), spend,
             f"{p.spent_today:.2f}", state_text]
@@ -180,8 +182,9 @@ def _policy_row(p: PolicyStatus) -> list[Text | str]:
 def _decision_words(p: PolicyStatus, d: DecisionStatus) -> str:
     if p.draining:
         return "operator drain to 0"
-    return {"out": f"scale out to {d.desired}", "in": f"scale in to {d.desired}"}.get(d.direction,
-                                                                                     f"hold at {d.desired}")
+    words = {"out": f"scale out to {d.desired}", "in": f"scale in to {d.desired}"}.get(d.direction,
+                                                                                      f"hold at {d.desired}")
+    return f"would {words} (shadow)" if p.mode == "shadow" else words
 
 
 def _policy_notes(p: PolicyStatus, now: float) -> list[Text]:

@@ -208,10 +208,14 @@
     let label = "active", cls = "ok";
     if (p.draining) { label = "draining"; cls = "leaving"; }
     else if (p.paused) { label = "paused"; cls = "warn"; }
+    // shadow mode: it decides and records, and acts on nothing; said in the badge and the decision
+    const shadow = p.mode === "shadow";
+    if (shadow) { label = label === "active" ? "shadow" : "shadow · " + label; cls = "shadow"; }
     if (p.metric && !p.metric.ok) { label += " · metric failing"; cls = "bad"; }
     card.badge.textContent = label;
     card.badge.className = "badge badge-" + cls;
     card.root.dataset.paused = String(p.paused);
+    card.root.dataset.mode = p.mode || "active";
     card.buttons.pause.disabled = p.paused;
     card.buttons.resume.disabled = !p.paused && !p.draining;
 
@@ -219,13 +223,14 @@
     const now = Date.now() / 1000;
     if (d) {
       const words = p.draining ? "▼ Operator drain"
-        : { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" }[d.direction] || d.direction;
+        : (shadow ? { out: "▲ Would scale out", in: "▼ Would scale in", hold: "● Would hold" }
+          : { out: "▲ Scale out", in: "▼ Scale in", hold: "● Hold" })[d.direction] || d.direction;
       const desired = p.draining ? " to 0 cloud replicas, kept there until resumed"
         : ` ${d.direction === "hold" ? "at" : "to"} ${d.desired} cloud replica${d.desired === 1 ? "" : "s"}`;
       card.decision.className = "decision dir-" + (p.draining ? "in" : d.direction);
       card.decision.replaceChildren(
         h("span", { class: "direction" }, words),
-        h("span", { class: "desired" }, desired),
+        h("span", { class: "desired" }, desired + (shadow && !p.draining ? " (shadow mode: nothing launched or drained)" : "")),
         h("p", { class: "reason", text: d.reason }),
         h("span", { class: "muted when" }, "decided ", timeEl(d.at), ` (${fmtAge(now - d.at)} ago)`));
     } else {

@@ -35,6 +35,7 @@ def served() -> Iterator[tuple[MemoryStatusSource, StatusServer]]:
 
 def test_the_page_shows_each_policy_and_acts_with_the_token(served: tuple[MemoryStatusSource, StatusServer]) -> None:
     source, server = served
+    source.policies["api"] = source.policies["api"].model_copy(update={"mode": "shadow"})
     with chromium_page() as (page, problems):
         page.goto(server.url + "/")
         web = page.locator('article.policy[data-policy="web"]')
@@ -50,7 +51,13 @@ def test_the_page_shows_each_policy_and_acts_with_the_token(served: tuple[Memory
         assert "1 booting" in web.locator(".replica-chips").inner_text()
         assert "DescribeInstances throttled" in web.locator(".errors").inner_text()
         assert "replicas.max: must be >= min" in page.locator("#policy-errors-list").inner_text()
-        assert page.locator('article.policy[data-policy="api"]').count() == 1
+        api = page.locator('article.policy[data-policy="api"]')
+        assert api.count() == 1
+        # a policy in shadow mode says so: badge, and a decision in the conditional
+        assert api.locator(".badge").inner_text() == "shadow" and web.locator(".badge").inner_text() == "active"
+        assert "Would scale out" in api.locator(".decision .direction").inner_text()
+        assert "nothing launched or drained" in api.locator(".decision .desired").inner_text()
+        assert "Would" not in web.locator(".decision .direction").inner_text()
         assert web.locator(".key-capacity").is_visible()  # the source reports capacity
         label = web.locator(".chart-svg").get_attribute("aria-label") or ""
         assert "samples" in label and "replicas now 1" in label

@@ -63,6 +63,22 @@ def test_status_table(capsys: pytest.CaptureFixture[str], server: StatusServer,
         assert text in out, text
 
 
+def test_a_shadow_policy_reads_as_shadow_with_what_it_would_do(capsys: pytest.CaptureFixture[str],
+                                                                server: StatusServer, source: MemoryStatusSource,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    source.policies["api"] = source.policies["api"].model_copy(update={"mode": "shadow"})
+    rc, out, err = run(capsys, "status", "--url", server.url)
+    assert rc == 0, err
+    [api_row] = [line for line in out.splitlines() if line.startswith("│ api")]
+    [web_row] = [line for line in out.splitlines() if line.startswith("│ web")]
+    assert "would scale out to 2 (shadow)" in api_row and api_row.rstrip(" │").endswith("shadow"), api_row
+    assert "would" not in web_row and "shadow" not in web_row, web_row
+    assert "api: would scale out to 2 (shadow): cpu 81% > 75% for 2m" in out
+    rc, out, _ = run(capsys, "status", "--url", server.url, "--policy", "api", "--json")
+    assert rc == 0 and json.loads(out)["mode"] == "shadow"
+
+
 def test_status_json_and_one_policy(capsys: pytest.CaptureFixture[str], server: StatusServer,
                                     config: Path) -> None:
     rc, out, _ = run(capsys, "status", "--config", str(config), "--json")  # URL from the config
