@@ -26,7 +26,6 @@ from controller.ports import TAG_CONTROLLER, LaunchSpec
 from tests.fixtures_ecs import KEY_SECRET, REGION
 from tests.support.net import free_port
 
-NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
@@ -39,6 +38,7 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: CertificateAuthority) -> None:
     boot = NodeBootstrap(BootstrapSettings(ca=ca, node_networks=("127.0.1.0/24",),
                                            insecure_registries=("10.0.0.1:5002",)))
+    rendered_at = dt.datetime.now(dt.UTC)  # not at import: other modules' tests may run for minutes between
     text = boot.render("intent-42")
     assert len(text.encode()) < 32 * 1024
     assert text.startswith("#cloud-config\n")
@@ -60,7 +60,7 @@ def test_rendered_user_data_is_small_valid_and_carries_no_long_lived_secret(ca: 
     assert not any("/run/burst" in f for f in files)
 
     cert = x509.load_pem_x509_certificate(files["/etc/docker/tls/server-cert.pem"]["content"].encode())
-    assert cert.not_valid_after_utc - NOW <= dt.timedelta(days=7, minutes=1)
+    assert cert.not_valid_after_utc - rendered_at <= dt.timedelta(days=7, minutes=1)
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert len(sans.get_values_for_type(x509.IPAddress)) == 254
 
