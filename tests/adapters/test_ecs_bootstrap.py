@@ -27,7 +27,6 @@ from tests.fixtures_ecs import KEY_SECRET, REGION
 from tests.support.net import free_port
 
 
-
 @pytest.fixture
 def ca(tmp_path: Path) -> CertificateAuthority:
     authority = CertificateAuthority(tmp_path / "pki")
