@@ -466,15 +466,33 @@ log_level: INFO
         except docker.errors.DockerException as exc:
             logger.warning("lab cleanup: images: %s", exc)
 
+    def _remove_containers(self, flt: dict[str, str]) -> None:
+        """Every container matching ``flt``, each on its own (one that fails does not keep the others), a few
+        tries each: on a loaded machine a removal can time out or still be in progress when listed again."""
+        assert self.docker is not None
+        for attempt in range(4):
+            try:
+                left = self.docker.containers.list(all=True, filters=flt, ignore_removed=True)
+            except docker.errors.DockerException as exc:
+                logger.warning("lab cleanup: listing containers: %s", exc)
+                left = []
+            if not left:
+                return
+            for c in left:
+                try:
+                    c.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.DockerException as exc:
+                    if attempt == 3:
+                        logger.warning("lab cleanup: container %s: %s", c.name, exc)
+            time.sleep(1.0 * attempt)
+
     def stop(self) -> None:
         """Remove everything this lab started; safe to call twice and after a partial start."""
         if self.docker is not None:
             for flt in ({"label": f"{LABEL_CONTROLLER}={self.controller_id}"}, {"label": f"{LAB_LABEL}={self.id}"}):
-                try:
-                    for c in self.docker.containers.list(all=True, filters=flt, ignore_removed=True):
-                        c.remove(force=True)
-                except docker.errors.DockerException as exc:
-                    logger.warning("lab cleanup: %s", exc)
+                self._remove_containers(flt)
             try:  # the volumes of the replicas' copied mounts (on booted nodes they go with the node)
                 for volume in self.docker.volumes.list(filters={"label": f"{LABEL_CONTROLLER}={self.controller_id}"}):
                     volume.remove(force=True)
