@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from controller.commands.demo import CycleResult, burst_cycle
 from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator, LoadStats
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
+from tests.support.haproxy_log import haproxy_log, log_size
 
 pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine
 
@@ -37,17 +39,18 @@ def controller(lab: Lab) -> Iterator[ControllerProcess]:
 
 
 class ShareMeter:
-    """The on-prem server's share of the requests answered while cloud replicas serve beside it, against the
-    share its HAProxy weight gives it: w(onprem) / the sum of the weights of the servers taking new requests
-    (status UP or "no check"; a draining one takes none). Called between the cycle's waits: an interval
-    counts only when the same servers, with the same weights, were ready at both of its ends."""
+    """The on-prem server's share of the requests HAProxy sent while cloud replicas served beside it, against
+    the share its weight gives it: w(onprem) / the sum of the weights of the servers taking new requests
+    (status UP or "no check"; a draining one takes none). Called between the cycle's waits, it samples which
+    servers were ready (HAProxy's `show stat`); afterwards each request in HAProxy's own log counts at the
+    moment its connection to a server was made, and only when it falls between two samples that saw the same
+    servers with the same weights (requests still completing from before a change count where they were sent).
+    """
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.load: LoadGenerator | None = None
-        self._last: tuple[dict[str, int], LoadStats] | None = None
-        self.total = self.onprem = 0
-        self.expected = 0.0  # requests x the on-prem weight share at the time
+        self.offset = log_size(lab)
+        self.samples: list[tuple[float, dict[str, int]]] = []  # (epoch, ready server -> weight)
 
     def _ready(self) -> dict[str, int]:
         lines = self.lab.haproxy_command("show stat").splitlines()
@@ -62,24 +65,30 @@ class ShareMeter:
         return out
 
     def __call__(self) -> None:
-        assert self.load is not None
-        ready, snap = self._ready(), self.load.snapshot()
-        if self._last is not None and self._last[0] == ready and "onprem" in ready and len(ready) > 1:
-            before = self._last[1]
-            counts = {name: snap.by_server[name] - before.by_server[name] for name in ready}
-            n = sum(counts.values())
-            self.total += n
-            self.onprem += counts["onprem"]
-            self.expected += n * ready["onprem"] / sum(ready.values())
-        self._last = (ready, snap)
+        before = time.time()
+        ready = self._ready()
+        after = time.time()
+        self.samples.append(((before + after) / 2, ready))
+
+    def share(self) -> tuple[int, float, float]:
+        """(requests counted, on-prem's share of them, the share its weight gave it)."""
+        logged = [r for r in haproxy_log(self.lab, self.offset) if r.connected is not None and r.server != "<NOSRV>"]
+        total, onprem, expected = 0, 0, 0.0
+        for (t0, ready), (t1, ready_after) in zip(self.samples, self.samples[1:], strict=False):
+            if ready != ready_after or "onprem" not in ready or len(ready) < 2:
+                continue
+            for r in logged:
+                if t0 <= (r.connected or 0) < t1 and r.server in ready:
+                    total += 1
+                    onprem += r.server == "onprem"
+                    expected += ready["onprem"] / sum(ready.values())
+        return total, onprem / max(total, 1), expected / max(total, 1)
 
 
 def burst(lab: Lab, controller: ControllerProcess, meter: ShareMeter | None = None) -> tuple[CycleResult, LoadStats]:
     """Start the controller and drive one burst-and-drain cycle with real load through HAProxy."""
     controller.start()
     load = LoadGenerator(lab.url)
-    if meter is not None:
-        meter.load = load
     try:
         result = burst_cycle(lab, None, load, hold=3.0, timeout=480.0, tick=meter or (lambda: None))
     finally:
@@ -101,11 +110,11 @@ def test_burst_and_drain_driven_by_real_load(lab: Lab, controller: ControllerPro
     assert lab.live_instances() == [] and lab.cloud_servers() == []
     # the peak overflows into the cloud, it does not move there: each replica takes the on-prem server's weight,
     # so on-prem keeps its share of the requests (1/2 beside one replica, 1/3 beside two)
-    share, expected = meter.onprem / max(meter.total, 1), meter.expected / max(meter.total, 1)
-    print(f"on-prem share while cloud replicas served: {share:.3f} of {meter.total} requests, "
+    total, share, expected = meter.share()
+    print(f"on-prem share while cloud replicas served: {share:.3f} of {total} requests, "
           f"expected {expected:.3f} from the HAProxy weights")
-    assert meter.total >= 50, "too few requests while cloud replicas served beside on-prem to measure a share"
-    assert abs(share - expected) <= 0.10 * expected, (share, expected, meter.total)
+    assert total >= 50, "too few requests while cloud replicas served beside on-prem to measure a share"
+    assert abs(share - expected) <= 0.10 * expected, (share, expected, total)
     events = httpx.get(f"{lab.status_url}/v1/events", params={"limit": 500}, timeout=5, trust_env=False).json()
     kinds = [e["kind"] for e in events["events"]]
     for kind in ("replicate", "scale-out", "launch", "start", "admit", "scale-in", "drain", "release"):

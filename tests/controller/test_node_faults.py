@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from controller.lab import Lab, LabSettings
 from controller.loadgen import LoadGenerator, LoadStats
 from tests.reliability.harness import Journal
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
+from tests.support.haproxy_log import haproxy_log, log_size
 
 pytestmark = pytest.mark.timeout(1200)  # booted nodes: minutes each on a shared machine
 
@@ -110,44 +110,6 @@ def released(env: Env, instance_id: str) -> bool:
             and bool(row) and row[0]["released_at"] is not None)
 
 
-# ---------------------------------------------------------------------------- HAProxy's request log
-
-_LOG = re.compile(r"^\S+ \[(?P<date>[^\]]+)\] \S+ (?P<backend>[^/\s]+)/(?P<server>\S+) "
-                  r"(?P<TR>-?\d+)/(?P<Tw>-?\d+)/(?P<Tc>-?\d+)/(?P<Tr>-?\d+)/\+?(?P<Ta>-?\d+) (?P<status>-?\d+) "
-                  r"\S+ \S+ \S+ (?P<tsc>\S{4}) \d+/\d+/\d+/\d+/(?P<retries>\+?\d+) ")
-
-
-@dataclass
-class Logged:
-    server: str
-    received: float  # epoch seconds HAProxy received the request (``%tr``)
-    connected: float | None  # when its connection to ``server`` was made (None: never)
-    finished: float  # when HAProxy was done with it (``%tr`` + ``Ta``)
-    status: int
-    termination: str
-    retries: str  # "+N" when redispatched to another server
-
-    @property
-    def failed(self) -> bool:
-        return not (0 < self.status < 500 and self.termination.startswith("--"))
-
-
-def haproxy_log(lab: Lab, offset: int) -> list[Logged]:
-    out = []
-    for line in (lab.root / "haproxy.log").read_bytes()[offset:].decode(errors="replace").splitlines():
-        m = _LOG.match(line)
-        if m is None:
-            continue
-        received = datetime.strptime(m["date"], "%d/%b/%Y:%H:%M:%S.%f").timestamp()  # local time, like HAProxy
-        tr, tw, tc = int(m["TR"]), int(m["Tw"]), int(m["Tc"])
-        connected = received + (tr + tw + tc) / 1000 if min(tr, tw, tc) >= 0 else None
-        out.append(Logged(m["server"], received, connected, received + int(m["Ta"]) / 1000, int(m["status"]),
-                          m["tsc"], m["retries"]))
-    return out
-
-
-def log_size(lab: Lab) -> int:
-    return (lab.root / "haproxy.log").stat().st_size
 
 
 # ---------------------------------------------------------------------------- the faults
