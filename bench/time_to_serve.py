@@ -58,6 +58,7 @@ from controller.lifecycle import launch_spec
 from controller.ports import LABEL_CONTROLLER, Node
 from controller.wiring import build_baker
 from policies.loader import load_policies
+from tests.support.wait import wait_until
 
 MB = 1 << 20
 IMAGE = "local/burst-bench-serve:200m"
@@ -87,17 +88,7 @@ def build_image(client: docker.DockerClient, layer_mb: int, layers: int = 3) -> 
 
 
 def wait(what: str, check: Any, timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (BurstError, httpx.HTTPError, OSError) as exc:
-            last = exc
-        time.sleep(every)
-    raise RuntimeError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+    return wait_until(what, check, timeout, every, retry=(BurstError, httpx.HTTPError, OSError))
 
 
 def one_run(lab: Lab, baker: Any, policy: Any, workload: Any, image_id: str, vm_boot: float, n: int) -> dict[str, float]:

@@ -33,6 +33,7 @@ from adapters.pki import CertificateAuthority, TlsFiles
 from controller.errors import BurstError
 from controller.ports import TAG_CONTROLLER, LaunchSpec, Node, WorkloadSpec
 from tests.fixtures_ecs import REGION, new_pool
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(1200)  # a machine boots in ~30-90 s alone, minutes on a loaded 2-core machine
 
@@ -43,17 +44,8 @@ USER, PASSWORD = "burst", "pull-secret-5519"
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (BurstError, docker.errors.DockerException, OSError, httpx.HTTPError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+    return wait_until(what, check, timeout, every,
+                      retry=(BurstError, docker.errors.DockerException, OSError, httpx.HTTPError))
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ from adapters.localimage import ensure_busybox_image
 from adapters.localregistry import LocalRegistry
 from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, LaunchSpec, Owner
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_pool
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(2400)  # the first test boots and installs the machine: minutes when loaded
 
@@ -71,18 +72,8 @@ runcmd:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, ValueError) as exc:  # a command that failed, an answer not yet JSON: again
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+    # a command that failed (AssertionError), an answer not yet JSON (ValueError): again
+    return wait_until(what, check, timeout, every, retry=(AssertionError, ValueError))
 
 
 class Machine:
