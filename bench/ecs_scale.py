@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInstancesRequest
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.ecs_state import EcsConfig
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_state import EcsConfig
 from controller.ports import TAG_CONTROLLER, TAG_POLICY, LaunchSpec, Owner
 
 REGION = "cn-bench"

@@ -14,7 +14,7 @@ Two loads, one after the other on the same daemon:
 
 The daemon and the status endpoint are the real ones (tests/reliability/loadrig.py), as under `burstctl run`:
 the daemon publishes status snapshots and the endpoint is served by its own process at nice 10
-(controller/status_process.py); the replicas are ECS-emulator instances launched through the real compute
+(controller/status/process.py); the replicas are ECS-emulator instances launched through the real compute
 pool and SDK; the node side (containers, load balancer, health probe) is a light in-memory double, because
 100 real containers are too heavy for this machine. The load generator's client processes run on the same
 2 cores at --client-nice. The loop steps every --step seconds (the product's default is 2 s, its floor 0.2 s; a
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.status_process import NICE, PUBLISH_INTERVAL
+from controller.status.process import NICE, PUBLISH_INTERVAL
 from tests.reliability.harness import record
 from tests.reliability.loadrig import LoadRig
 

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters.localregistry import LocalRegistry
-from adapters.registry import RegistryOptions
-from adapters.replication import Replicator
+from lab.localregistry import LocalRegistry
+from adapters.registry.client import RegistryOptions
+from adapters.registry.replication import Replicator
 from tests.support.ociimage import ImagePusher
 
 MB = 1 << 20
@@ -36,7 +36,7 @@ MB = 1 << 20
 _CHILD = r"""
 import json, resource, sys, threading, time
 sys.path.insert(0, sys.argv[3])
-from adapters.replication import Replicator
+from adapters.registry.replication import Replicator
 def vm(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):

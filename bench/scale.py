@@ -6,7 +6,7 @@ Scale phase: 500 policies, 10 cloud replicas each (5,000 emulated instances). Th
 as the loop would leave it (instances launched through EcsComputePool, 10 per RunInstances; journal rows
 written in one transaction per policy), then ONE full tick is measured: every policy samples and evaluates
 (decide, plan, journal) and advances all its replicas, every replica's health check due, through the
-daemon's own round jobs (Daemon.sample_round and Daemon.step_round, controller/rounds.py), waiting until
+daemon's own round jobs (Daemon.sample_round and Daemon.step_round, controller/loop/rounds.py), waiting until
 all the work they started is done; then one reconcile (cloud by tags against the journal, load-balancer
 servers against replicas).
 Metrics put 490 policies in their hold band, 5 above it (scale out by one) and 5 below (scale in by one).
@@ -46,12 +46,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
 from controller.daemon import Daemon
-from controller.edges import Edges, LoopOptions
-from controller.lifecycle import launch_spec, server_name
+from controller.loop.edges import Edges, LoopOptions
+from controller.loop.lifecycle import launch_spec, server_name
 from controller.ports import (
     Container,
     CopyResult,
@@ -60,8 +60,8 @@ from controller.ports import (
     Server,
     WorkloadSpec,
 )
-from controller.state import StateStore, new_id
-from controller.state_models import InstanceRow, Intent, IntentKind, IntentState, Replica, ReplicaState
+from controller.store.state import StateStore, new_id
+from controller.store.models import InstanceRow, Intent, IntentKind, IntentState, Replica, ReplicaState
 from policies.types import Observation
 
 CONTROLLER = "bench"
@@ -229,7 +229,7 @@ class Emulator:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "emulate", "ecs", "--listen", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "controller.cli.main", "emulate", "ecs", "--listen", f"127.0.0.1:{self.port}",
              "--access-key", f"{KEY[0]}:{KEY[1]}", "--boot-delay", "0s", "--address-pool", "127.16.0.0/16"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -378,7 +378,7 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
             tick: dict[str, Any] = {}
             cpu0 = time.process_time()
             t = time.perf_counter()
-            # the daemon's two round jobs (controller/rounds.py), waiting for every policy's work to finish
+            # the daemon's two round jobs (controller/loop/rounds.py), waiting for every policy's work to finish
             daemon.sample_round(timeout=None)
             daemon.step_round(force_evaluate=True, timeout=None)
             tick["policy_ticks_s"] = time.perf_counter() - t
@@ -406,9 +406,9 @@ def scale_phase(args: argparse.Namespace, work: Path, emulator: Emulator) -> dic
         for row in store.live_replicas():
             states[row.state] = states.get(row.state, 0) + 1
         out["replicas_after"] = states
-        # the status endpoint's cost here: one snapshot build (controller/status_snapshot.py), what the daemon
+        # the status endpoint's cost here: one snapshot build (controller/status/snapshot.py), what the daemon
         # does at most every 0.25 s while anyone reads the status
-        from controller.status_snapshot import SnapshotBuilder
+        from controller.status.snapshot import SnapshotBuilder
 
         builder, builds = SnapshotBuilder(daemon), []
         for _ in range(3):

@@ -36,8 +36,8 @@ MIXES = {
 
 
 def _serve(port: int, ready: mp.Event, stop: mp.Event) -> None:  # type: ignore[valid-type]
-    from controller.status import StatusServer, create_app
-    from controller.status_models import InstanceStatus
+    from controller.status.app import StatusServer, create_app
+    from controller.status.models import InstanceStatus
     from tests.support.status_source import MemoryStatusSource
 
     names = tuple(f"p{i}" for i in range(10))

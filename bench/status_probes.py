@@ -1,4 +1,4 @@
-"""Issue 19's probes against the real status process with its default limits (controller/status_guard.py),
+"""Issue 19's probes against the real status process with its default limits (controller/status/guard.py),
 printing what each got: a foreign Host on every route, a 200 MB header, 1,100 slow connections, 2,000
 malformed requests, history with `since=1`, and the process's /proc status. Loopback only.
 
@@ -22,7 +22,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.status_process import StatusProcess
+from controller.status.process import StatusProcess
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 

@@ -9,7 +9,7 @@ import random
 import sys
 from pathlib import Path
 
-from controller.simtrace import Trace
+from controller.sim.trace import Trace
 
 __all__ = ["SHAPES", "make", "write_csv"]
 

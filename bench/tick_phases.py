@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scale
 
 from controller.daemon import Daemon
-from controller.edges import LoopOptions
-from controller.state import StateStore
+from controller.loop.edges import LoopOptions
+from controller.store.state import StateStore
 
 
 def main() -> int:

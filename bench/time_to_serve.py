@@ -1,6 +1,6 @@
 """Time to serve on booted nodes: from the scale-out trigger (the controller's RunInstances) to the first replica
 serving, phase by phase, for a cold node of the stock Debian image and a cold node of an image baked by
-`burstctl bake` (controller/bake.py), median of --runs runs each. The warm node (a stopped node of the warm
+`burstctl bake` (controller/loop/bake.py), median of --runs runs each. The warm node (a stopped node of the warm
 pool started again) is measured only when the controller has a warm pool; this build has none, so it is
 skipped with its reason and ``warm_s`` is null.
 
@@ -8,7 +8,7 @@ skipped with its reason and ``warm_s`` is null.
 
 The workload is about 200 MB in 4 layers: local/busybox:1 plus 3 COPY layers of random data, built on the
 private Docker Engine with the classic builder (DOCKER_BUILDKIT=0: the Engine API's /build). The lab
-(controller/lab.py) provides the ECS emulator with booted nodes, the on-prem and cloud registries and the
+(lab/lab.py) provides the ECS emulator with booted nodes, the on-prem and cloud registries and the
 on-prem container running that image; the bake and the nodes use the controller's own adapters
 (EcsComputePool, DockerNodeRuntime, the node bootstrap UserData).
 
@@ -48,13 +48,13 @@ sys.path.insert(0, str(ROOT))
 import docker
 import httpx
 
-from adapters.dockerclient import docker_client
-from adapters.localimage import ensure_busybox_image
-from controller.bake import BakeSettings
+from adapters.docker_engine.client import docker_client
+from lab.localimage import ensure_busybox_image
+from controller.loop.bake import BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError
-from controller.lab import DOCKER_HOST, STOCK_IMAGE, Lab, LabSettings
-from controller.lifecycle import launch_spec
+from lab.lab import DOCKER_HOST, STOCK_IMAGE, Lab, LabSettings
+from controller.loop.lifecycle import launch_spec
 from controller.ports import LABEL_CONTROLLER, Node
 from controller.wiring import build_baker
 from policies.loader import load_policies

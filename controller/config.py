@@ -299,7 +299,7 @@ class Timeouts(_Section):
 
 class HaConfig(_Section):
     """Active/standby pair (docs/ha.md): two controllers with the same controller_id and state database; a
-    lease in the database decides which one acts (controller/leader.py)."""
+    lease in the database decides which one acts (controller/ha/leader.py)."""
     enabled: bool = False
     lease_ttl: PositiveDuration = 10.0  # a lease not renewed this long is taken over by the standby
     renew_every: PositiveDuration = 2.0  # the active renews, the standby tries to acquire (at most every 1 s)

@@ -2,7 +2,7 @@
 rounds, reconcile, reload, gc; per policy: replicate), reloads policies, and answers the status endpoint
 (``StatusSource``). Built by ``burstctl run`` and ``burstctl demo`` through controller/wiring.py.
 
-Jobs have max_instances=1 and coalesce; the rounds (controller/rounds.py) keep a slow policy's work to
+Jobs have max_instances=1 and coalesce; the rounds (controller/loop/rounds.py) keep a slow policy's work to
 itself (it sits rounds out while its work runs), and every job catches its errors, so a failing one never
 stops another.
 """
@@ -25,15 +25,15 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import metrics
-from controller.edges import Edges, LoopOptions
+from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
-from controller.policyset import PolicySet
-from controller.reconcile import Reconciler
+from controller.loop.policyset import PolicySet
+from controller.loop.reconcile import Reconciler
 from controller.retry import Backoff, retry_call
-from controller.rounds import FleetRounds
-from controller.state import StateStore
-from controller.status_report import StatusReport
-from controller.tick import Decide, PolicyRuntime
+from controller.loop.rounds import FleetRounds
+from controller.store.state import StateStore
+from controller.status.report import StatusReport
+from controller.loop.tick import Decide, PolicyRuntime
 
 __all__ = ["Daemon"]
 
@@ -57,7 +57,7 @@ class Daemon(StatusReport):
         self._running: dict[str, float] = {}  # job id -> start (monotonic), for the job-timeout report
         self._step_done = threading.Condition()  # notified when a step round ends (wait_between_steps)
         self._last_store_error: float | None = None
-        # SCALE-HA (controller/ha.py): in an active/standby pair, True only while this process holds the
+        # SCALE-HA (controller/ha/pair.py): in an active/standby pair, True only while this process holds the
         # leader lease; no job starts without it (a process resumed after a pause must not act)
         self.leader: Callable[[], bool] | None = None
         # "skipped: maximum number of running instances reached" is the design (a slow policy skips its own
@@ -209,7 +209,7 @@ class Daemon(StatusReport):
                          timeout=self.options.step_interval if timeout == -1.0 else timeout)
 
     def wait_between_steps(self, room: float, max_wait: float) -> None:
-        """For work that must not slow the control loop (the status snapshot, controller/status_process.py):
+        """For work that must not slow the control loop (the status snapshot, controller/status/process.py):
         return once no step round is running and the next one is at least ``room`` seconds away, or after
         ``max_wait`` seconds in any case (a loop too busy to leave a gap must not starve the caller)."""
         from datetime import datetime

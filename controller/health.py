@@ -1,7 +1,7 @@
 """What one health check of one replica found (``HealthResult``), and the rule that combines Docker's own
 health status with the HTTP check (``docker_health_ok``). The checks are made by
 ``adapters.health.HttpHealthChecker`` (the wiring's probe); the admission and eviction counts live in the
-replica's lifecycle (``controller/lifecycle.py``: ``health_passes``, ``health_failures``)."""
+replica's lifecycle (``controller/loop/lifecycle.py``: ``health_passes``, ``health_failures``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The controller's Prometheus metrics, defined once here. The daemon's jobs and the adapters' call wrapper
-update them; ``controller/status.py`` serves them on ``/metrics``.
+update them; ``controller/status/app.py`` serves them on ``/metrics``.
 
 Counters and histograms are updated where things happen (``timed_call`` for outside calls, the daemon's
 job guard and the rounds for job runs and errors, the state store for decisions and events, the replicate
@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,7 +26,9 @@ from prometheus_client import (
 )
 
 from controller.errors import NotFoundError, PermanentError, TransientError
-from controller.status_models import ControllerStatus
+
+if TYPE_CHECKING:
+    from controller.status.models import ControllerStatus
 
 __all__ = [
     "API_CALLS",

@@ -352,5 +352,5 @@ class ReplicaProbe(Protocol):
         """One HTTP health check: True on a 2xx/3xx answer within ``timeout``; never raises."""
 
     def probe_many(self, targets: Sequence[ProbeTarget]) -> list[bool]:
-        """Many checks at once, concurrently (a step round's, controller/rounds.py), answers in the order
+        """Many checks at once, concurrently (a step round's, controller/loop/rounds.py), answers in the order
         asked; never raises."""

@@ -1,6 +1,6 @@
 """Retry with capped exponential backoff and jitter: the one way the controller and its adapters retry a
-call (tenacity underneath). Used by ``adapters/aliyun.py`` (ECS and SLB), ``adapters/registry.py`` and
-``adapters/blobcopy.py`` (registries) and the daemon's start-up reconcile.
+call (tenacity underneath). Used by ``adapters/aliyun/client.py`` (ECS and SLB), ``adapters/registry/client.py`` and
+``adapters/registry/blobcopy.py`` (registries) and the daemon's start-up reconcile.
 
 ``Backoff`` holds one caller's numbers (attempts, base, cap) and its sleep and random source, which tests
 replace; ``retry_call`` runs a function under it, retrying only what ``retry_on`` says."""

@@ -200,7 +200,7 @@ class RedactingFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-05-01T10:00:00.123Z INFO controller.tick: message key=value ...`` (extras appended)."""
+    """``2024-05-01T10:00:00.123Z INFO controller.loop.tick: message key=value ...`` (extras appended)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")

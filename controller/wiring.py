@@ -9,33 +9,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.acr import AcrTokenCredentials
-from adapters.bootstrap import BootstrapSettings, NodeBootstrap
-from adapters.credentials import CredentialsProvider, resolve_credentials
-from adapters.dockerclient import docker_client
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
+from adapters.aliyun.acr import AcrTokenCredentials
+from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
+from adapters.aliyun.credentials import CredentialsProvider, resolve_credentials
+from adapters.docker_engine.client import docker_client
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
 from adapters.haproxy import HaproxyLoadBalancer, HaproxyMetricsSource
 from adapters.health import HttpHealthChecker
-from adapters.metrics_docker import DockerCpuMetricsSource
-from adapters.metrics_host import HostMetricsSource
-from adapters.metrics_prometheus import PrometheusMetricsSource
-from adapters.node_runtime import DockerNodeRuntime
+from adapters.metrics.docker import DockerCpuMetricsSource
+from adapters.metrics.host import HostMetricsSource
+from adapters.metrics.prometheus import PrometheusMetricsSource
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority, TlsFiles
-from adapters.registry import RegistryOptions
-from adapters.registryauth import Credentials, CredentialSource, StaticCredentials
-from adapters.replication import Replicator
-from adapters.slb import SlbLoadBalancer, SlbSettings
-from adapters.workload import DockerWorkloadCapture, selection_from_policy
-from controller.bake import Baker, BakeSettings
+from adapters.registry.client import RegistryOptions
+from adapters.registry.auth import Credentials, CredentialSource, StaticCredentials
+from adapters.registry.replication import Replicator
+from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
+from adapters.docker_engine.workload import DockerWorkloadCapture, selection_from_policy
+from controller.loop.bake import Baker, BakeSettings
 from controller.config import registry_password
 from controller.daemon import Daemon
-from controller.edges import Edges, LoopOptions
+from controller.loop.edges import Edges, LoopOptions
 from controller.errors import ConfigError
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
 from controller.specs import secret_texts
-from controller.state import StateStore
+from controller.store.state import StateStore
 
 __all__ = ["build_baker", "build_daemon", "build_edges", "build_store", "loop_options", "node_tls",
            "registry_credentials"]
@@ -87,7 +87,7 @@ class _HttpProbe:
         return self.probe_many([(address, port, path, timeout)])[0]
 
     def probe_many(self, targets: Sequence[tuple[str, int, str, float]]) -> list[bool]:
-        """Many probes at once, concurrently (a step round's health checks, controller/rounds.py)."""
+        """Many probes at once, concurrently (a step round's health checks, controller/loop/rounds.py)."""
         groups: dict[tuple[str, float], list[Container]] = {}
         for n, (address, port, path, timeout) in enumerate(targets):
             groups.setdefault((path, timeout), []).append(

@@ -130,7 +130,7 @@ fi
 say "policies: examples in $etc/policies.d/*.yaml.example (copy to NAME.yaml and edit)"
 
 # 7. what the controller reads at run time from deploy/: the node bootstrap (cloud-init) template and the
-#    bridge-MAC script it embeds (adapters/bootstrap.py looks in <prefix>/share/ beside the venv)
+#    bridge-MAC script it embeds (adapters/docker_engine/bootstrap.py looks in <prefix>/share/ beside the venv)
 install -D -m 0644 "$SRC/deploy/node-bootstrap.yaml.tmpl" "$DESTDIR$PREFIX/share/node-bootstrap.yaml.tmpl"
 install -D -m 0755 "$SRC/deploy/pin-bridge-mac.sh" "$DESTDIR$PREFIX/share/pin-bridge-mac.sh"
 #    and, for the monitoring side, the Prometheus alert rules and the Grafana dashboard (docs/operations.md)

@@ -6,7 +6,7 @@
 # the gateway, and their replies to the host (docker-proxy's connections to them) are lost until that entry
 # is resolved again: requests to published ports hang for 10 s and more. Docker Engine 20.10 (Debian's
 # docker.io) does not pin it; see docs/replicas.md "The Docker bridge's MAC address".
-# Idempotent; needs CAP_NET_ADMIN. Used by scripts/services.sh, the lab (controller/lab.py) and the node
+# Idempotent; needs CAP_NET_ADMIN. Used by scripts/services.sh, the lab (lab/lab.py) and the node
 # bootstrap (deploy/node-bootstrap.yaml.tmpl, after every start of the node's Docker Engine).
 set -eu
 br="${1:-docker0}"

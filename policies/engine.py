@@ -1,5 +1,5 @@
 """The decision engine: ``decide(policy, observation, fleet, now) -> Decision``. The daemon's tick and the
-simulator (`controller/simulator.py`) both call it; it is pure (no clock, no I/O, no logging), so the same
+simulator (`controller/sim/simulator.py`) both call it; it is pure (no clock, no I/O, no logging), so the same
 inputs always give the same decision.
 
 Order of the rules (docs/decisions.md):
@@ -12,7 +12,7 @@ Order of the rules (docs/decisions.md):
    ``cooldown.scale_in`` after any change, is cut to ``max_step_down``, and removes only replicas at least
    ``min_lifetime`` old.
 
-This is the only place these rules live: after it, the daemon (controller/planner.py) only checks the budget,
+This is the only place these rules live: after it, the daemon (controller/loop/planner.py) only checks the budget,
 chooses which replicas go and rolls stale replicas, and the simulator runs that same code.
 """
 

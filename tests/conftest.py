@@ -40,7 +40,7 @@ def node_tls() -> TlsFiles:
 
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: docker.DockerClient) -> str:
-    from adapters.localimage import ensure_busybox_image
+    from lab.localimage import ensure_busybox_image
 
     ensure_busybox_image(docker_client, "local/busybox:1")
     return "local/busybox:1"

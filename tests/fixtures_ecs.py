@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from adapters.credentials import CloudCredentials, CredentialsProvider, StaticCredentials
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.ecs_state import EcsConfig
-from adapters.emulator.faults import Faults
+from adapters.aliyun.credentials import CloudCredentials, CredentialsProvider, StaticCredentials
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_state import EcsConfig
+from lab.emulator.faults import Faults
 
 REGION = "cn-test"
 KEY_ID, KEY_SECRET = "test-key", "test-secret-0123456789"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.localregistry import LocalRegistry, TokenAuth
+from lab.localregistry import LocalRegistry, TokenAuth
 from tests.support.ociimage import ImagePusher
 from tests.support.tokenserver import TokenServer
 

@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from adapters.node_runtime import DockerNodeRuntime
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import TlsFiles
 from controller.ports import Node
 
@@ -53,7 +53,7 @@ def _cleanup(client: docker.DockerClient, run_id: str) -> None:
 @pytest.fixture(scope="session")
 def replica_registry(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[str]:
     """A real docker-registry on loopback (anonymous); yields its host:port."""
-    from adapters.localregistry import LocalRegistry
+    from lab.localregistry import LocalRegistry
 
     tmp = Path(tempfile.mkdtemp(prefix="replicas-registry-"))
     registry = LocalRegistry(tmp).start()

@@ -1,4 +1,4 @@
-"""`burstctl bake` on booted nodes (controller/bake.py through the wiring, against the lab's ECS emulator,
+"""`burstctl bake` on booted nodes (controller/loop/bake.py through the wiring, against the lab's ECS emulator,
 registries and on-prem workload): a builder booted from the policy's image pulls the workload's image and
 becomes a custom image; a node launched from it has the workload image already (its replica starts without
 a pull and serves) and none of the builder's identity; the builder is released on success and when it
@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
-from controller.bake import SEAL_FILES, TAG_BAKE, BakeSettings
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
+from controller.loop.bake import SEAL_FILES, TAG_BAKE, BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError, TransientError
-from controller.lab import BAKED_IMAGE, Lab, LabSettings
-from controller.lifecycle import launch_spec
+from lab.lab import BAKED_IMAGE, Lab, LabSettings
+from controller.loop.lifecycle import launch_spec
 from controller.ports import TAG_CONTROLLER, Node
 from controller.wiring import build_baker
 from policies.loader import load_policies

@@ -21,14 +21,14 @@ import pytest
 from aliyunsdkecs.request.v20140526.StartInstancesRequest import StartInstancesRequest
 from aliyunsdkecs.request.v20140526.StopInstancesRequest import StopInstancesRequest
 
-from adapters.bootstrap import BootstrapSettings, NodeBootstrap
-from adapters.dockerclient import docker_client
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.ecs_state import EcsConfig
-from adapters.emulator.node_images import IMAGES, NodeImageCache
-from adapters.emulator.nodes import LABEL_SCOPE
-from adapters.localregistry import LocalRegistry
-from adapters.node_runtime import DockerNodeRuntime
+from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
+from adapters.docker_engine.client import docker_client
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_state import EcsConfig
+from lab.emulator.node_images import IMAGES, NodeImageCache
+from lab.emulator.nodes import LABEL_SCOPE
+from lab.localregistry import LocalRegistry
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority, TlsFiles
 from controller.errors import BurstError
 from controller.ports import TAG_CONTROLLER, LaunchSpec, Node, WorkloadSpec
@@ -71,7 +71,7 @@ def cloud(lab_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFact
     gateway = str(ipaddress.ip_network(cidr).network_address + 1)
     registry = LocalRegistry(tmp_path_factory.mktemp("cloudreg"), host=gateway, users={USER: PASSWORD}).start()
     try:
-        from adapters.localimage import ensure_busybox_image
+        from lab.localimage import ensure_busybox_image
 
         ensure_busybox_image(lab_engine, "local/busybox:1")
         repo = f"{registry.address}/t/web"

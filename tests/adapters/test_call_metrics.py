@@ -11,12 +11,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.emulator.slb import SlbState, install_slb
-from adapters.imageref import parse_registry_ref
-from adapters.node_runtime import DockerNodeRuntime
-from adapters.registry import RegistryClient, RegistryOptions
-from adapters.slb import SlbLoadBalancer, SlbSettings
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from lab.emulator.slb import SlbState, install_slb
+from adapters.registry.imageref import parse_registry_ref
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
+from adapters.registry.client import RegistryClient, RegistryOptions
+from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
 from controller import metrics
 from controller.errors import NotFoundError, TransientError
 from controller.ports import Node, Owner

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from ruamel.yaml import YAML
 
-from adapters.bootstrap import PIN_BRIDGE_MAC, BootstrapSettings, NodeBootstrap
+from adapters.docker_engine.bootstrap import PIN_BRIDGE_MAC, BootstrapSettings, NodeBootstrap
 from adapters.pki import CertificateAuthority
 from controller.errors import ConfigError
 from controller.ports import TAG_CONTROLLER, LaunchSpec

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.credentials import (
+from adapters.aliyun.credentials import (
     ENV_KEY_ID,
     ENV_KEY_SECRET,
     ENV_TOKEN,
@@ -23,8 +23,8 @@ from adapters.credentials import (
     from_file,
     resolve_credentials,
 )
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.rpc import AccessKey
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc import AccessKey
 from controller.errors import AuthError, ConfigError, TransientError
 from controller.ports import Owner
 
@@ -155,7 +155,7 @@ def test_ram_role_errors(metadata: _Metadata) -> None:
 
 
 def test_static_repr_is_redacted() -> None:
-    from adapters.credentials import CloudCredentials
+    from adapters.aliyun.credentials import CloudCredentials
 
     creds = StaticCredentials(CloudCredentials("LTAIx", "static-secret-0123456789", "tok-0123456789", source="env"))
     text = repr(creds) + str(creds.get()) + creds.describe()

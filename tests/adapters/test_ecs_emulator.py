@@ -26,8 +26,8 @@ from aliyunsdkecs.request.v20140526.RunInstancesRequest import RunInstancesReque
 from aliyunsdkecs.request.v20140526.StopInstancesRequest import StopInstancesRequest
 from aliyunsdkecs.request.v20140526.TagResourcesRequest import TagResourcesRequest
 
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.rpc import sign, string_to_sign
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc import sign, string_to_sign
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_emulator
 from tests.support.net import free_port, wait_port
 
@@ -336,7 +336,7 @@ def test_cli_process(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "emulate", "ecs", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "controller.cli.main", "emulate", "ecs", "--listen", f"127.0.0.1:{port}",
          "--access-key", f"{KEY_ID}:{KEY_SECRET}", "--state", str(tmp_path / "s.json"), "--boot-delay", "1s",
          "--sold-out", "ecs.c7.large"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -24,8 +24,8 @@ from aliyunsdkecs.request.v20140526.RunInstancesRequest import RunInstancesReque
 from darabonba.request import DaraRequest
 from darabonba.runtime import RuntimeOptions
 
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.rpc import AccessKey
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc import AccessKey
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION
 
 DEBIAN = "debian_12_5_x64_20G_alibase_20240401.vhd"

@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.rpc import AccessKey
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc import AccessKey
 from controller.errors import AuthError, CapacityError, PermanentError, QuotaError, TransientError
 from controller.ports import TAG_CONTROLLER, TAG_INTENT, TAG_POLICY, InstanceState, LaunchSpec, Owner
 from tests.fixtures_ecs import KEY_SECRET, REGION

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from adapters.metrics_docker import DockerCpuMetricsSource
+from adapters.metrics.docker import DockerCpuMetricsSource
 from adapters.pki import TlsFiles
 from controller.ports import LABEL_CONTROLLER
 from tests.conftest import DOCKER_HOST, DOCKER_TLS_ENDPOINT

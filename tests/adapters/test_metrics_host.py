@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from adapters.metrics_host import HostMetricsSource
+from adapters.metrics.host import HostMetricsSource
 
 
 def _spin(seconds: float) -> None:

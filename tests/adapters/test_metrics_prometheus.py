@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from adapters.metrics_prometheus import PrometheusMetricsSource
+from adapters.metrics.prometheus import PrometheusMetricsSource
 from tests.fixtures_prometheus import PrometheusProcess
 from tests.support.net import free_port
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 from docker.tls import TLSConfig
 
-from adapters.localregistry import LocalRegistry
-from adapters.node_runtime import DockerNodeRuntime
+from lab.localregistry import LocalRegistry
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority
 from controller.errors import AuthError, PermanentError
 from controller.ports import Owner, WorkloadSpec

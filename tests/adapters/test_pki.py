@@ -9,7 +9,7 @@ import docker
 import pytest
 import requests
 
-from adapters.dockerclient import docker_client
+from adapters.docker_engine.client import docker_client
 from adapters.pki import CertificateAuthority, TlsFiles
 from tests.conftest import DOCKER_TLS_ENDPOINT
 

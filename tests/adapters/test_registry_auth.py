@@ -11,15 +11,15 @@ import time
 import httpx
 import pytest
 
-from adapters.acr import AcrTokenCredentials
-from adapters.credentials import CloudCredentials
-from adapters.credentials import StaticCredentials as CloudKeys
-from adapters.emulator.cr import install_cr
-from adapters.emulator.rpc import AccessKey, RpcServer
-from adapters.imageref import parse_registry_ref
-from adapters.registry import RegistryClient, RegistryOptions
-from adapters.registryauth import Credentials, StaticCredentials, parse_challenge
-from adapters.replication import Replicator
+from adapters.aliyun.acr import AcrTokenCredentials
+from adapters.aliyun.credentials import CloudCredentials
+from adapters.aliyun.credentials import StaticCredentials as CloudKeys
+from lab.emulator.cr import install_cr
+from lab.emulator.rpc import AccessKey, RpcServer
+from adapters.registry.imageref import parse_registry_ref
+from adapters.registry.client import RegistryClient, RegistryOptions
+from adapters.registry.auth import Credentials, StaticCredentials, parse_challenge
+from adapters.registry.replication import Replicator
 from controller.errors import AuthError, NotFoundError, TransientError
 from tests.fixtures_registry import REGISTRY_USERS
 
@@ -206,7 +206,7 @@ def test_acr_sdk_errors_are_mapped(acr_api):
 
 
 def test_cli_with_an_acr_token(acr_api, make_registry, src_registry, src_pusher, repo_name, capsys, monkeypatch):
-    from controller.cli import main
+    from controller.cli.main import main
 
     server, _, _ = acr_api
     registry = make_registry(users={"cr_temp_user": "acr-temp-token"})

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def burstctl(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the command in-process through controller.cli.main (argument parsing, error handling, exit
+    """Run the command in-process through controller.cli.main.main (argument parsing, error handling, exit
     code) with captured, non-terminal stdout; the kill and terminal tests below use real processes."""
-    from controller.cli import main
+    from controller.cli.main import main
 
     rc = main(["replicate", *args])
     out, err = capsys.readouterr()
@@ -81,7 +81,7 @@ def test_errors_are_one_clean_line(capsys, src_registry, auth_registry, src_push
 def test_killed_copy_resumes_with_only_missing_blobs(src_registry, make_registry, src_pusher, repo_name):
     dst = make_registry()
     img = src_pusher.image(repo_name, "v1", [6 * MB] * 4, seed=204)
-    args = [sys.executable, "-m", "controller.cli", "replicate", f"{src_registry.address}/{repo_name}:v1",
+    args = [sys.executable, "-m", "controller.cli.main", "replicate", f"{src_registry.address}/{repo_name}:v1",
             f"{dst.address}/{repo_name}:v1", "--concurrency", "1"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -104,7 +104,7 @@ def test_progress_bar_on_a_terminal(src_registry, dst_registry, src_pusher, repo
     pid, fd = pty.fork()
     if pid == 0:  # child: stdout is the pty
         os.chdir(ROOT)
-        os.execve(sys.executable, [sys.executable, "-m", "controller.cli", "replicate",
+        os.execve(sys.executable, [sys.executable, "-m", "controller.cli.main", "replicate",
                                    f"{src_registry.address}/{repo_name}:v1", f"{dst_registry.address}/{repo_name}:v1"],
                   {**os.environ, "COLUMNS": "120", "TERM": "xterm"})
     output = b""

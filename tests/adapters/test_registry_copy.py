@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from adapters.localregistry import LocalRegistry
-from adapters.registry import RegistryOptions
-from adapters.replication import Replicator
+from lab.localregistry import LocalRegistry
+from adapters.registry.client import RegistryOptions
+from adapters.registry.replication import Replicator
 from controller.errors import IntegrityError, NotFoundError
 from tests.support.ociimage import ImagePusher
 
@@ -193,7 +193,7 @@ def test_transient_source_failure_is_retried(tmp_path, dst_registry, repo_name):
     """A source registry that is down when the copy starts and comes back is waited for (backoff)."""
     import threading
 
-    from adapters.localregistry import LocalRegistry as Reg
+    from lab.localregistry import LocalRegistry as Reg
 
     src = Reg(tmp_path / "flaky")
     pusher_reg = Reg(tmp_path / "flaky", port=src.port).start()

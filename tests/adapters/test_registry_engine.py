@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from adapters.replication import Replicator
+from adapters.registry.replication import Replicator
 from controller.errors import NotFoundError
 from tests.conftest import DOCKER_HOST
 
@@ -34,7 +34,7 @@ def engine_image(docker_client, busybox_image, tmp_path):
 
 
 def test_local_engine_image_is_pushed_and_its_registry_digest_recorded(docker_client, engine_image, dst_registry):
-    from adapters.dockerclient import docker_client as make_client
+    from adapters.docker_engine.client import docker_client as make_client
 
     r = Replicator(docker_factory=lambda: make_client(DOCKER_HOST))
     dst = f"{dst_registry.address}/engine/{engine_image.split('/')[-1]}"
@@ -55,7 +55,7 @@ def test_local_engine_image_is_pushed_and_its_registry_digest_recorded(docker_cl
 
 
 def test_missing_local_image_is_not_found(dst_registry):
-    from adapters.dockerclient import docker_client as make_client
+    from adapters.docker_engine.client import docker_client as make_client
 
     r = Replicator(docker_factory=lambda: make_client(DOCKER_HOST))
     try:

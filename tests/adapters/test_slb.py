@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.emulator.slb import SlbState, install_slb
-from adapters.slb import SlbLoadBalancer, SlbSettings
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from lab.emulator.slb import SlbState, install_slb
+from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
 from controller.errors import AuthError, NotFoundError, PermanentError
 from controller.ports import TAG_CONTROLLER, TAG_POLICY, LaunchSpec, Server
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION

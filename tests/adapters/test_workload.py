@@ -13,7 +13,7 @@ import docker
 import httpx
 import pytest
 
-from adapters.workload import (
+from adapters.docker_engine.workload import (
     MAX_COPIED_BYTES,
     DockerWorkloadCapture,
     WorkloadDivergedError,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from controller.state import StateStore, sqlite_url
+from controller.store.state import StateStore, sqlite_url
 
 PG_URL = os.environ.get("BURST_PG_URL", "postgresql+psycopg://burst:burst@127.0.0.1:5432/postgres")
 

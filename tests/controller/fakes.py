@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from controller.edges import Edges
+from controller.loop.edges import Edges
 from controller.errors import NotFoundError, TransientError
 from controller.ports import (
     LABEL_CONTROLLER,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.budget import Holding, check_launch, hourly_spend, price_of
+from controller.loop.budget import Holding, check_launch, hourly_spend, price_of
 from tests.controller.fakes import make_policy
 
 

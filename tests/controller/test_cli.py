@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from controller import cli
+from controller.cli import main as cli
 
 
 def test_only_the_chosen_command_module_is_imported():
     code = (
-        "import sys; from controller.cli import build_parser; "
+        "import sys; from controller.cli.main import build_parser; "
         "build_parser(['pki', 'init', '--dir', '/tmp/x']); "
         "print(sorted(m for m in ('fastapi', 'sqlalchemy', 'matplotlib', 'controller.daemon') if m in sys.modules))"
     )
@@ -48,7 +48,7 @@ def test_config_error_is_problem_lines_and_exit_2(tmp_path, capsys):
 
 
 def test_unexpected_error_has_no_traceback(monkeypatch, capsys):
-    from controller.commands import pki
+    from controller.cli import pki
 
     def boom(args):
         raise RuntimeError("disk on fire")

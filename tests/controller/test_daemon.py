@@ -13,10 +13,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from controller.daemon import Daemon
-from controller.edges import LoopOptions
+from controller.loop.edges import LoopOptions
 from controller.errors import NotFoundError
-from controller.state import StateStore, sqlite_url
-from controller.status_models import ControllerStatus
+from controller.store.state import StateStore, sqlite_url
+from controller.status.models import ControllerStatus
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 
@@ -188,7 +188,7 @@ def test_a_busy_state_store_holds_the_job_and_shows_in_readiness(h: Harness) -> 
 
 
 def test_docker_unhealthy_takes_a_serving_replica_out_in_the_daemons_rounds(h: Harness) -> None:
-    """The daemon probes serving replicas in batched rounds (controller/rounds.py); with a HEALTHCHECK in
+    """The daemon probes serving replicas in batched rounds (controller/loop/rounds.py); with a HEALTHCHECK in
     the workload, a container Docker reports unhealthy fails those checks although HTTP answers."""
     write_policy(h.dir, "web")
     h.world.workloads.healthcheck = {"Test": ["CMD", "true"]}
@@ -204,7 +204,7 @@ def test_docker_unhealthy_takes_a_serving_replica_out_in_the_daemons_rounds(h: H
 
 
 def test_wait_between_steps_returns_in_a_gap_of_the_loop(h: Harness) -> None:
-    """The status snapshot's gate (controller/status_process.py): on return no step round runs and the next
+    """The status snapshot's gate (controller/status/process.py): on return no step round runs and the next
     is at least ``room`` away. Sampled at 25 points of the loop's 0.2 s period, a gate that returned at once
     would be inside a round or within the room about half the time."""
     import random
@@ -238,7 +238,7 @@ def test_wait_between_steps_gives_up_after_max_wait(h: Harness) -> None:
 def test_the_ha_pair_waits_for_its_active_daemons_gap_and_a_standby_does_not(h: Harness) -> None:
     """``HaDaemon.wait_between_steps`` goes to the running daemon while the lease is held (a room its loop
     never leaves costs ``max_wait``); as a standby there is no loop to wait for (it returns at once)."""
-    from controller.ha import HaDaemon
+    from controller.ha.pair import HaDaemon
 
     class Lease:  # the lease's one question, answered by the test (the real lease: test_leader.py)
         held = True

@@ -1,5 +1,5 @@
 """The dashboard in headless Chromium against a running controller: the LOOP engineer's daemon
-(``ControllerService``) wired by controller/wiring.py to the lab (controller/lab.py): the ECS emulator over
+(``ControllerService``) wired by controller/wiring.py to the lab (lab/lab.py): the ECS emulator over
 the real SDK, real registries, HAProxy and Docker containers. Load on HAProxy makes the policy burst; the
 page must chart the recorded samples, show the burst in the fleet table, and pause the policy with the
 token (checked through /v1/status). Saves artifacts/dashboard.png. Then `burstctl history` exports the
@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.cli import main
-from controller.commands.run import ControllerService
+from controller.cli.main import main
+from controller.cli.run import ControllerService
 from controller.config import load_config
-from controller.lab import Lab, LabSettings
-from controller.loadgen import LoadGenerator
-from controller.simtrace import load_trace
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator
+from controller.sim.trace import load_trace
 from controller.wiring import build_edges
 from tests.support.browser import chromium_page, screenshot
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.status import StatusServer, create_app
+from controller.status.app import StatusServer, create_app
 from tests.support.browser import chromium_page
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource

@@ -50,7 +50,7 @@ def lab_things(client: docker.DockerClient) -> set[str]:
 
 
 def demo(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", "demo", "--once", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "controller.cli.main", "demo", "--once", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

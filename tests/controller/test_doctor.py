@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from adapters.emulator.ecs import EcsEmulator
-from adapters.localregistry import LocalRegistry
+from lab.emulator.ecs import EcsEmulator
+from lab.localregistry import LocalRegistry
 from adapters.pki import CertificateAuthority
 from controller import __version__
-from controller.cli import main
+from controller.cli.main import main
 from tests.controller.fakes import policy_dict
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET
 from tests.fixtures_haproxy import HaproxyProcess, start_haproxy

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.lab import Lab, LabSettings
-from controller.loadgen import LoadGenerator
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator
 from controller.ports import LABEL_SPEC_HASH
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 

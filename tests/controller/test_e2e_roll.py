@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.lab import LAB_LABEL, Lab, LabSettings
-from controller.loadgen import LoadGenerator
+from lab.lab import LAB_LABEL, Lab, LabSettings
+from lab.loadgen import LoadGenerator
 from controller.ports import LABEL_SPEC_HASH
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 

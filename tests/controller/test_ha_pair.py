@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.emulator.rpc import AccessKey
-from controller.lab import EMULATOR_KEY, Lab, LabSettings
-from controller.loadgen import LoadGenerator
-from controller.state import StateStore
+from lab.emulator.rpc import AccessKey
+from lab.lab import EMULATOR_KEY, Lab, LabSettings
+from lab.loadgen import LoadGenerator
+from controller.store.state import StateStore
 from tests.support.controller_process import ControllerProcess
 from tests.support.net import free_port
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.history import read_samples
-from controller.simtrace import load_trace
-from controller.state import StateStore, sqlite_url
+from controller.cli.main import main
+from controller.store.history import read_samples
+from controller.sim.trace import load_trace
+from controller.store.state import StateStore, sqlite_url
 from tests.controller.conftest import PG_URL, _pg_admin
 
 ROOT = Path(__file__).resolve().parents[2]

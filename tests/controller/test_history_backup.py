@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.state import StateStore, sqlite_url
-from controller.state_models import IntentState
+from controller.cli.main import main
+from controller.store.state import StateStore, sqlite_url
+from controller.store.models import IntentState
 from tests.controller.conftest import PG_URL, _pg_admin
 
 pytestmark = pytest.mark.timeout(60)

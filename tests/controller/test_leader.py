@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from controller.errors import FencedError, StateBusyError
-from controller.leader import Leadership, LeaseSettings, LeaseTable
-from controller.state import StateStore
+from controller.ha.leader import Leadership, LeaseSettings, LeaseTable
+from controller.store.state import StateStore
 
 
 class FakeMonotonic:
@@ -280,7 +280,7 @@ def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(ha_pg_url: s
     check would hold the lease row until it resumed, so no standby could take over. Its session is ended
     after IDLE_IN_TRANSACTION_TIMEOUT idle in the transaction; the takeover then goes through, and the frozen
     write is rolled back, never committed after the takeover."""
-    from controller.database import IDLE_IN_TRANSACTION_TIMEOUT
+    from controller.store.database import IDLE_IN_TRANSACTION_TIMEOUT
 
     StateStore(ha_pg_url).close()  # migrated: the leader_lease table
     a_table, b_table = LeaseTable(ha_pg_url, "dc1"), LeaseTable(ha_pg_url, "dc1")

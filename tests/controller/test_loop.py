@@ -1,5 +1,5 @@
 """The control loop on in-memory fakes of the ports, driven through the daemon's own step path (the sample and
-step rounds of controller/rounds.py): a replica's whole life, journaled; failure paths and timeouts at each
+step rounds of controller/loop/rounds.py): a replica's whole life, journaled; failure paths and timeouts at each
 step; crash-resume without duplicate launches; the budget guard at launch time; the engine's rules (missing
 data, replacing a failed replica inside the cooldown) on that path."""
 
@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.budget import hourly_spend
-from controller.edges import LoopOptions
+from controller.loop.budget import hourly_spend
+from controller.loop.edges import LoopOptions
 from controller.errors import CapacityError, NotFoundError, TransientError
-from controller.lifecycle import launch_spec
+from controller.loop.lifecycle import launch_spec
 from controller.ports import TAG_INTENT
-from controller.rounds import FleetRounds
-from controller.state import StateStore, sqlite_url
-from controller.state_models import IntentKind, IntentState, NodeImageRow, ReplicaState
-from controller.tick import Decide, PolicyRuntime
+from controller.loop.rounds import FleetRounds
+from controller.store.state import StateStore, sqlite_url
+from controller.store.models import IntentKind, IntentState, NodeImageRow, ReplicaState
+from controller.loop.tick import Decide, PolicyRuntime
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import World, make_policy
 

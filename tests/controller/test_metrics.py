@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from controller import metrics
-from controller.status_models import ControllerStatus, DecisionStatus, PolicyStatus
+from controller.status.models import ControllerStatus, DecisionStatus, PolicyStatus
 
 
 def _status(policies: dict[str, dict[str, int]], spend: float = 1.0) -> ControllerStatus:

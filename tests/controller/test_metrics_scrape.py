@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.status_process import StatusProcess
+from controller.status.process import StatusProcess
 from tests.controller.test_daemon import Harness, wait_for, write_policy
 from tests.fixtures_prometheus import PrometheusProcess, prometheus  # noqa: F401 - the fixture
 from tests.support.net import free_port

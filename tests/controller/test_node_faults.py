@@ -1,5 +1,5 @@
-"""Node faults on booted nodes, under load: `burstctl run` as its own process against the lab (controller/lab.py),
-a burst held by the LoadGenerator, and the ECS emulator's node faults (adapters/emulator/nodes.py): a node whose
+"""Node faults on booted nodes, under load: `burstctl run` as its own process against the lab (lab/lab.py),
+a burst held by the LoadGenerator, and the ECS emulator's node faults (lab/emulator/nodes.py): a node whose
 cloud-init fails, whose Docker Engine dies after admission, whose network drops. Each time the node's replica
 is failed and replaced, its instance released (the emulator's live instances, its machine, the journal), and
 no request fails beyond those HAProxy had already sent to that node when it died.
@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.emulator.nodes import LABEL_INSTANCE, LABEL_SCOPE
-from controller.lab import Lab, LabSettings
-from controller.loadgen import LoadGenerator, LoadStats
+from lab.emulator.nodes import LABEL_INSTANCE, LABEL_SCOPE
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator, LoadStats
 from tests.reliability.harness import Journal
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 from tests.support.haproxy_log import haproxy_log, log_size

@@ -8,7 +8,7 @@ import argparse
 import re
 from pathlib import Path
 
-from controller.cli import build_parser
+from controller.cli.main import build_parser
 from policies.schema import REFERENCE_BEGIN, REFERENCE_END, policy_reference_markdown, with_reference
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

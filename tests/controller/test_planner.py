@@ -3,8 +3,8 @@ and drains: the budget guard, which replicas go, paused and drain-everything, th
 
 from __future__ import annotations
 
-from controller.budget import Holding
-from controller.planner import PlanInput, ReplicaView, plan
+from controller.loop.budget import Holding
+from controller.loop.planner import PlanInput, ReplicaView, plan
 from policies.types import Decision, Direction
 from tests.controller.fakes import make_policy
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from controller.policyset import PolicySet
+from controller.loop.policyset import PolicySet
 from tests.controller.fakes import policy_dict
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.lifecycle import launch_spec
+from controller.loop.lifecycle import launch_spec
 from controller.ports import Server
-from controller.reconcile import Reconciler
-from controller.state_models import IntentState, ReplicaState
+from controller.loop.reconcile import Reconciler
+from controller.store.models import IntentState, ReplicaState
 from tests.controller.test_loop import OPTIONS, Env, make_env, serve_one
 
 S = ReplicaState

@@ -1,4 +1,4 @@
-"""The daemon's rounds over the whole fleet (controller/rounds.py) on the fakes, with a controlled clock:
+"""The daemon's rounds over the whole fleet (controller/loop/rounds.py) on the fakes, with a controlled clock:
 booting instances of several policies described in ONE call, a steady serving replica probed in the batch
 with no thread and no journal write, a failed check still recorded by its step, a round's samples and
 decisions written in one batch, a hung metric source that does not hold the round, and a policy whose
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.edges import LoopOptions
+from controller.loop.edges import LoopOptions
 from controller.ports import Instance
-from controller.rounds import FleetRounds
-from controller.state import StateStore, sqlite_url
-from controller.state_models import ReplicaState
-from controller.tick import PolicyRuntime
+from controller.loop.rounds import FleetRounds
+from controller.store.state import StateStore, sqlite_url
+from controller.store.models import ReplicaState
+from controller.loop.tick import PolicyRuntime
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import FakeMetrics, World, make_policy
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from adapters.emulator.ecs import EcsEmulator
+from lab.emulator.ecs import EcsEmulator
 from controller import metrics
 from controller.daemon import Daemon
-from controller.edges import LoopOptions
-from controller.state import StateStore, sqlite_url
-from controller.state_models import ReplicaState
+from controller.loop.edges import LoopOptions
+from controller.store.state import StateStore, sqlite_url
+from controller.store.models import ReplicaState
 from policies.loader import load_policy_text
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 from tests.controller.test_daemon import wait_for
@@ -192,7 +192,7 @@ def test_the_would_be_fleet_decides_step_by_step_as_the_active_policy_does(tmp_p
     """The same load through the same rounds, once active (the fakes launch and drain) and once in shadow:
     every evaluation's desired count, direction and reason agree (the threshold strategy reads the fleet's
     size, not its load share), cooldowns, step limits and max included; the shadow one launched nothing.
-    The fakes' fleet is what moves in the active run; the shadow's is ``controller.shadow.ShadowFleet``."""
+    The fakes' fleet is what moves in the active run; the shadow's is ``controller.loop.shadow.ShadowFleet``."""
     # 95: above 75 (out); 60: between (hold); 20: below 40 (in); 10 s apart, cooldowns 30 s out and 60 s in
     loads = [95.0] * 12 + [60.0] * 3 + [20.0] * 20
     runs: dict[str, list[tuple[int, str, str]]] = {}

@@ -1,7 +1,7 @@
 """The simulator's decisions compared with the daemon's, step by step: the daemon's real step path (the
-sample and step rounds of controller/rounds.py, the journal on SQLite, ``PolicyRuntime.evaluate``, the planner,
+sample and step rounds of controller/loop/rounds.py, the journal on SQLite, ``PolicyRuntime.evaluate``, the planner,
 the lifecycle, with the in-memory cloud, nodes and load balancer of tests/controller/fakes.py on a virtual
-clock) and ``burstctl simulate``'s engine (controller/simulator.py) replay the same two days of each shared
+clock) and ``burstctl simulate``'s engine (controller/sim/simulator.py) replay the same two days of each shared
 trace with the shipped web.yaml, and must decide the same desired count, launch the same number of replicas
 and drain the same replicas (by launch time) at every evaluation.
 
@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from controller.edges import LoopOptions
-from controller.rounds import FleetRounds
-from controller.simtrace import Trace, load_trace
-from controller.simulator import SimSettings, Step, default_settings, policy_steps
-from controller.state import StateStore, sqlite_url
-from controller.state_models import ReplicaState
-from controller.tick import PolicyRuntime
+from controller.loop.edges import LoopOptions
+from controller.loop.rounds import FleetRounds
+from controller.sim.trace import Trace, load_trace
+from controller.sim.simulator import SimSettings, Step, default_settings, policy_steps
+from controller.store.state import StateStore, sqlite_url
+from controller.store.models import ReplicaState
+from controller.loop.tick import PolicyRuntime
 from policies.loader import load_policies
 from policies.model import Policy
 from policies.types import Observation

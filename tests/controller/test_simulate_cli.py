@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
+from controller.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "deploy/policies.d/web.yaml"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from controller.errors import StateBusyError
-from controller.status import StatusServer, create_app
+from controller.status.app import StatusServer, create_app
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.status import StatusServer, create_app
+from controller.cli.main import main
+from controller.status.app import StatusServer, create_app
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
@@ -128,7 +128,7 @@ def test_pause_resume_drain_with_token(capsys: pytest.CaptureFixture[str], serve
 
 def _burstctl(*argv: str, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", *argv], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "controller.cli.main", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, **kw)  # type: ignore[call-overload]
 
 

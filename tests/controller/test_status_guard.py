@@ -1,5 +1,5 @@
 """The status endpoint's defences, probed with real HTTP against the real status process
-(controller/status_guard.py, controller/confinement.py): the Host check on every route, the limits on a
+(controller/status/guard.py, controller/status/confinement.py): the Host check on every route, the limits on a
 request head and on open connections, one log line per kind of refusal and interval, and what the status
 process gave up before serving (read from /proc/PID/status)."""
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.status_guard import HttpLimits
-from controller.status_process import StatusProcess
+from controller.status.guard import HttpLimits
+from controller.status.process import StatusProcess
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
@@ -184,7 +184,7 @@ def test_status_process_gives_up_its_privileges(proc: StatusProcess) -> None:
 def test_the_daemon_shields_its_memory_from_the_status_process() -> None:
     """``burstctl run`` makes its process undumpable: /proc/PID/{mem,environ,fd} become root's, so the status
     process (same user, no CAP_SYS_PTRACE) cannot read the daemon's credentials there."""
-    code = ("import ctypes, time; from controller.confinement import shield_daemon; ok = shield_daemon(); "
+    code = ("import ctypes, time; from controller.status.confinement import shield_daemon; ok = shield_daemon(); "
             "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), flush=True); time.sleep(5)")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                           cwd=Path(__file__).resolve().parents[2]) as p:
@@ -217,12 +217,12 @@ def test_with_the_docker_group_drop_in_the_status_process_drops_the_groups_and_t
     """What the unit plus deploy/burst-controller-docker-group.conf give the daemon: a non-root user with a
     supplementary group (docker's stand-in) and CAP_SETGID as an ambient capability. The daemon lowers it from
     its effective set and passes it on; the status process drops the group, then every capability.
-    controller/confinement.py needs only the standard library: a copy in a directory any user can read runs
+    controller/status/confinement.py needs only the standard library: a copy in a directory any user can read runs
     under Debian's python3 as nobody."""
     where = Path(tempfile.mkdtemp(prefix="confinement-"))
     try:
         where.chmod(0o755)
-        shutil.copy(Path(__file__).resolve().parents[2] / "controller" / "confinement.py", where)
+        shutil.copy(Path(__file__).resolve().parents[2] / "controller" / "status" / "confinement.py", where)
         (where / "confinement.py").chmod(0o644)
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--groups=4242", "--inh-caps=+setgid",
                "--ambient-caps=+setgid", "--bounding-set=-all,+setgid", SYSTEM_PYTHON, "-c", _AS_SERVICE]

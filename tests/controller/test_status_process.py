@@ -1,4 +1,4 @@
-"""The status endpoint in its own process (controller/status_process.py, status_child.py, status_snapshot.py):
+"""The status endpoint in its own process (controller/status/process.py, status_child.py, status_snapshot.py):
 it answers exactly as the in-thread app over the same source (fast path and forwarded requests alike), an
 operator action is visible in the next read, standby and busy-store answers keep their meaning, a killed
 status process is replaced, and a killed daemon takes its status process with it (the port is freed)."""
@@ -22,9 +22,9 @@ import psutil
 import pytest
 
 from controller.errors import StateBusyError
-from controller.status import StatusServer, create_app
-from controller.status_process import StatusProcess
-from controller.status_snapshot import EVENTS_WINDOW, SnapshotBuilder
+from controller.status.app import StatusServer, create_app
+from controller.status.process import StatusProcess
+from controller.status.snapshot import EVENTS_WINDOW, SnapshotBuilder
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
@@ -266,7 +266,7 @@ def test_a_killed_status_process_is_replaced() -> None:
 _PARENT = """
 import sys, time
 sys.path.insert(0, {root!r})
-from controller.status_process import StatusProcess
+from controller.status.process import StatusProcess
 from tests.support.status_source import MemoryStatusSource
 sp = StatusProcess(MemoryStatusSource(), "parent-token-0123456789", "127.0.0.1", {port})
 sp.start()

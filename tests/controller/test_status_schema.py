@@ -9,7 +9,7 @@ import os
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from controller.status import create_app
+from controller.status.app import create_app
 from tests.support.status_source import MemoryStatusSource
 
 TOKEN = "t0ken-for-the-status-tests-0123456789"

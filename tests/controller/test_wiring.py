@@ -14,12 +14,12 @@ import docker
 import pytest
 from cryptography import x509
 
-from adapters.credentials import CloudCredentials
-from adapters.credentials import StaticCredentials as CloudKeys
-from adapters.emulator.cr import install_cr
-from adapters.emulator.rpc import AccessKey, RpcServer
-from adapters.localregistry import LocalRegistry
-from adapters.node_runtime import DockerNodeRuntime
+from adapters.aliyun.credentials import CloudCredentials
+from adapters.aliyun.credentials import StaticCredentials as CloudKeys
+from lab.emulator.cr import install_cr
+from lab.emulator.rpc import AccessKey, RpcServer
+from lab.localregistry import LocalRegistry
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority
 from controller import service, wiring
 from controller.config import load_config_text

@@ -15,7 +15,7 @@ import docker
 import httpx
 import pytest
 
-from controller.lab import _WORKLOAD_CMD
+from lab.lab import _WORKLOAD_CMD
 from tests.support.net import free_port, wait_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "pin-bridge-mac.sh"

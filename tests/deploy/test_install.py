@@ -46,7 +46,7 @@ def test_install_into_destdir_is_complete_and_idempotent(tmp_path: Path) -> None
                              check=False, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("burstctl "), version.stderr
     python = dest / "opt/burst-controller/venv/bin/python"
-    probe = ("import adapters.bootstrap as b; from adapters.pki import CertificateAuthority; import sys, pathlib; "
+    probe = ("import adapters.docker_engine.bootstrap as b; from adapters.pki import CertificateAuthority; import sys, pathlib; "
              "ca = CertificateAuthority(pathlib.Path(sys.argv[1])); ca.ensure(); "
              "text = b.NodeBootstrap(b.BootstrapSettings(ca=ca, node_networks=('10.0.0.0/28',))).render('x'); "
              "print(b.__file__, b.DEFAULT_TEMPLATE, 'burst-pin-bridge-mac' in text)")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
+from controller.cli.main import main
 from policies.schema import REFERENCE_BEGIN, REFERENCE_END, policy_reference_markdown, policy_schema_text
 from tests.policies.test_policy_errors import BASE
 
 ROOT = Path(__file__).resolve().parents[2]
-BURSTCTL = [sys.executable, "-m", "controller.cli"]
+BURSTCTL = [sys.executable, "-m", "controller.cli.main"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite, built on the LOOP engineer's harness: the lab (controller/lab.py: ECS
+"""Fixtures of the reliability suite, built on the LOOP engineer's harness: the lab (lab/lab.py: ECS
 emulator, registries, HAProxy, on-prem workload) and ``ControllerProcess`` (``burstctl run`` as its own
 process, from tests/support/controller_process.py). The lab's policy gets a spend cap that binds before
 replicas.max (tests/reliability/harness.py), and a shorter reconcile interval."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.lab import Lab
+from lab.lab import Lab
 from tests.reliability.harness import reliability_policy, reliability_settings
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab
 

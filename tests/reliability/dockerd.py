@@ -21,7 +21,7 @@ from pathlib import Path
 
 import docker
 
-from adapters.dockerclient import docker_client
+from adapters.docker_engine.client import docker_client
 
 __all__ = ["PrivateDockerd"]
 

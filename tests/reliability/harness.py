@@ -1,5 +1,5 @@
 """What the reliability tests check and how much they try: the invariants of a controller run against the
-lab (controller/lab.py), read from the outside world (the ECS emulator's instances, ever launched ones
+lab (lab/lab.py), read from the outside world (the ECS emulator's instances, ever launched ones
 included; HAProxy's servers; the Docker Engine's containers) and from the journal (the state database,
 opened read-only), a spend/max monitor, seeded counts (CI small, ``bench/reliability.py`` full) and the
 results file the bench script turns into the table of docs/reliability.md.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from controller.lab import Lab, LabSettings
+from lab.lab import Lab, LabSettings
 from controller.ports import LABEL_REPLICA, TAG_CONTROLLER, TAG_INTENT
 
 __all__ = ["Invariants", "Journal", "SpendMonitor", "count", "record", "reliability_settings", "seed", "wait_for"]

@@ -26,15 +26,15 @@ from typing import Any
 import httpx
 import psutil
 
-from adapters.credentials import CloudCredentials, StaticCredentials
-from adapters.ecs import EcsComputePool, EcsPoolSettings
-from adapters.ecs_api import EcsApiSettings
-from adapters.emulator.ecs import EcsEmulator
-from adapters.emulator.ecs_state import EcsConfig
+from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
+from adapters.aliyun.ecs_api import EcsApiSettings
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_state import EcsConfig
 from controller.daemon import Daemon
-from controller.edges import Edges, LoopOptions
-from controller.state import StateStore, sqlite_url
-from controller.status_process import NICE, PUBLISH_INTERVAL, StatusProcess
+from controller.loop.edges import Edges, LoopOptions
+from controller.store.state import StateStore, sqlite_url
+from controller.status.process import NICE, PUBLISH_INTERVAL, StatusProcess
 from tests.controller.fakes import (
     FakeHealth,
     FakeLB,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from controller.lab import Lab
-from controller.loadgen import LoadGenerator
+from lab.lab import Lab
+from lab.loadgen import LoadGenerator
 from tests.reliability.harness import (
     CAP,
     MAX,

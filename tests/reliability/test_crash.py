@@ -18,8 +18,8 @@ from typing import Self
 
 import pytest
 
-from controller.lab import Lab
-from controller.loadgen import LoadGenerator
+from lab.lab import Lab
+from lab.loadgen import LoadGenerator
 from tests.reliability.harness import (
     CAP,
     LEAVING,

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.lab import _WORKLOAD_CMD, DOCKER_HOST, Lab
+from lab.lab import _WORKLOAD_CMD, DOCKER_HOST, Lab
 from tests.reliability.dockerd import PrivateDockerd
 from tests.reliability.harness import Invariants, Journal, record, reliability_policy, wait_for
 from tests.support.controller_process import ControllerProcess

@@ -28,13 +28,13 @@ import psutil
 import pytest
 from cryptography import x509
 
-from adapters.bootstrap import BootstrapSettings, NodeBootstrap
-from adapters.emulator.rpc import AccessKey
+from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
+from lab.emulator.rpc import AccessKey
 from adapters.pki import CertificateAuthority
-from controller import status as status_module
+from controller.status import app as status_module
 from controller.config import load_config_text, parse_listen
-from controller.lab import _WORKLOAD_CMD, LAB_LABEL, Lab
-from controller.loadgen import LoadGenerator
+from lab.lab import _WORKLOAD_CMD, LAB_LABEL, Lab
+from lab.loadgen import LoadGenerator
 from tests.conftest import DOCKER_TLS_ENDPOINT, PKI_DIR
 from tests.reliability.harness import Invariants, record, wait_for
 from tests.support.controller_process import ControllerProcess
@@ -191,7 +191,7 @@ def test_secret_files_readable_by_others_are_refused(rlab: Lab, which: str) -> N
     env = {k: v for k, v in rlab.env().items() if not k.startswith("ALIBABA_CLOUD")} \
         if which == "cloud credentials" else rlab.env()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", "--config", str(rlab.config_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "run", "--config", str(rlab.config_path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=60)

@@ -14,7 +14,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from controller.lab import Lab
+from lab.lab import Lab
 from tests.reliability.harness import count, record, seed
 from tests.support.controller_process import ControllerProcess
 

@@ -1,4 +1,4 @@
-"""`burstctl run` as its own process against a lab (controller/lab.py), and the lab and controller fixtures
+"""`burstctl run` as its own process against a lab (lab/lab.py), and the lab and controller fixtures
 the end-to-end, roll, HA and reliability tests share: ``ControllerProcess``, ``running_lab``,
 ``running_controller`` and ``wait_for``."""
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from controller.lab import Lab, LabSettings
+from lab.lab import Lab, LabSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ class ControllerProcess:
         self.starts += 1
         with self.log_path.open("wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "controller.cli.main", "run", "--config", str(self.config)],
                 cwd=ROOT, env={**self.lab.env(), **self.extra_env}, stdout=log, stderr=subprocess.STDOUT)
 
     def start(self, timeout: float = 180.0) -> None:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.lab import Lab
+from lab.lab import Lab
 
 __all__ = ["Logged", "haproxy_log", "log_size"]
 

@@ -1,5 +1,5 @@
 """An in-memory StatusSource for the status endpoint's unit tests (the daemon's real one is covered by the
-end-to-end tests). It follows the contract in controller/status.py, including its errors."""
+end-to-end tests). It follows the contract in controller/status/app.py, including its errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 
 from controller.errors import FencedError, NotFoundError
-from controller.status_models import (
+from controller.status.models import (
     ControllerStatus,
     DecisionStatus,
     ErrorEntry,

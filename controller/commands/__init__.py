@@ -1,1 +1,0 @@
-"""One module per `burstctl` sub-command; each exposes ``add_parser(subparsers)``."""

@@ -1,0 +1,522 @@
+"""The ECS emulator's world: instances, ClientTokens, loopback addresses, stock, quotas and prices, kept
+thread-safe and (with a state file) persisted atomically. The API handlers in ``ecs.py`` call it; it
+answers ``ApiError`` exactly where the real API would refuse."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import string
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lab.emulator.ecs_images import ImageRecord
+from lab.emulator.ecs_shapes import sequential_name
+from lab.emulator.rpc import ApiError
+
+__all__ = ["DEFAULT_PRICES", "SPOT_DISCOUNT", "EcsConfig", "EcsState", "InstanceRecord", "LaunchRequest"]
+
+logger = logging.getLogger(__name__)
+
+# Pay-as-you-go list prices (CNY per hour) for the types the emulator offers. Emulator figures in the
+# right order of magnitude, for cost arithmetic in tests and demos; override with --price TYPE=PRICE.
+DEFAULT_PRICES: dict[str, float] = {
+    "ecs.t6-c1m1.large": 0.16,
+    "ecs.c6.large": 0.40,
+    "ecs.g6.large": 0.50,
+    "ecs.c7.large": 0.45,
+    "ecs.g7.large": 0.55,
+    "ecs.r7.large": 0.72,
+    "ecs.c7.xlarge": 0.90,
+    "ecs.g7.xlarge": 1.10,
+    "ecs.c7.2xlarge": 1.80,
+    "ecs.g7.2xlarge": 2.20,
+}
+SPOT_DISCOUNT = 0.2  # spot instances cost this fraction of the on-demand price
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+@dataclass
+class EcsConfig:
+    boot_delay: float = 20.0  # seconds from RunInstances to Running (Pending first quarter, then Starting)
+    stop_delay: float = 1.0  # seconds in Stopping after StopInstances
+    address_pool: str = "127.0.1.0/24"
+    docker_endpoint: str = "tcp://127.0.0.1:2376"
+    prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    quotas: dict[str, int] = field(default_factory=dict)  # "*" or instance type -> max live instances
+    stock: dict[str, int] = field(default_factory=dict)  # "zone/type", "type" or "zone" -> instances left
+    state_file: str | None = None
+    # booted nodes (lab/emulator/nodes.py): the Docker Engine their machines run on, and the VSwitches
+    # (id -> CIDR) whose networks they get addresses from; None: shared-engine nodes on loopback addresses
+    node_engine: str | None = None
+    vswitches: dict[str, str] = field(default_factory=dict)
+
+
+class NodeHooks(Protocol):
+    """What the instance lifecycle asks of the machines behind it (``nodes.NodeHost``)."""
+
+    def check_launch(self, image_id: str, vswitch_id: str) -> str | None: ...
+    def launch(self, instance_id: str, image_id: str, vswitch_id: str, ip: str, hostname: str,
+               user_data: bytes) -> None: ...
+    def status(self, instance_id: str, default: str) -> str: ...
+    def stop_instance(self, instance_id: str) -> None: ...
+    def start_instance(self, instance_id: str) -> None: ...
+    def delete_instance(self, instance_id: str) -> None: ...
+    def create_image(self, instance_id: str, image_id: str, done: Callable[[bool, str], None]) -> None: ...
+    def delete_image(self, image_id: str) -> None: ...
+
+
+@dataclass
+class InstanceRecord:
+    id: str
+    seq: int
+    region: str
+    zone: str
+    instance_type: str
+    image_id: str
+    security_group_ids: list[str]
+    vswitch_id: str
+    name: str
+    charge_type: str
+    spot_strategy: str
+    spot_price_limit: float
+    bandwidth_out: int
+    private_ip: str
+    price_per_hour: float
+    launch_id: str
+    created_at: float
+    tags: dict[str, str]
+    stopped_at: float | None = None
+    deleted_at: float | None = None
+    started_at: float | None = None  # the last StartInstances (None: never stopped)
+    host_name: str = ""  # as RunInstances set it; "" = the default (ecs_shapes.default_host_name)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """A validated RunInstances call (``fingerprint`` covers every parameter that defines it)."""
+
+    region: str
+    zone: str
+    instance_type: str
+    image_id: str
+    security_group_id: str
+    vswitch_id: str
+    name: str
+    charge_type: str
+    spot_strategy: str
+    spot_price_limit: float
+    bandwidth_out: int
+    amount: int
+    min_amount: int
+    tags: tuple[tuple[str, str], ...]
+    user_data: str
+    client_token: str | None
+    fingerprint: str
+    host_name: str = ""
+    unique_suffix: bool = False
+
+
+class EcsState:
+    def __init__(self, config: EcsConfig, clock: Callable[[], float] = time.time,
+                 is_sold_out: Callable[[str, str, bool], bool] | None = None,
+                 is_unsupported: Callable[[str], bool] | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.instances: dict[str, InstanceRecord] = {}
+        self.tokens: dict[str, dict[str, Any]] = {}  # "region/action/token" -> stored answer
+        self.user_data: dict[str, str] = {}  # launch id -> base64 user data (shared by its instances)
+        self.images: dict[str, ImageRecord] = {}  # custom images (CreateImage), deleted ones kept marked
+        self._seq = 0
+        self.version = 0  # moved by every change (see save): DescribeInstances caches its filtered listing
+        self.nodes: NodeHooks | None = None  # booted nodes, set by EcsEmulator when config.node_engine is set
+        self._vswitch_next: dict[str, int] = {}
+        self._vswitch_freed: dict[str, deque[str]] = {}
+        self._network = ipaddress.ip_network(config.address_pool, strict=False)
+        if not self._network.is_loopback:
+            raise ValueError(f"--address-pool {config.address_pool} must be inside 127.0.0.0/8")
+        self._next_host = 0
+        self._freed: deque[str] = deque()
+        self._is_sold_out = is_sold_out or (lambda _z, _t, _s: False)
+        self._is_unsupported = is_unsupported or (lambda _t: False)
+        if config.state_file and Path(config.state_file).exists():
+            self._load(Path(config.state_file))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def status(self, rec: InstanceRecord, now: float | None = None) -> str:
+        now = self.clock() if now is None else now
+        if rec.stopped_at is not None:
+            timed = "Stopping" if now - rec.stopped_at < self.config.stop_delay else "Stopped"
+        else:
+            age = now - (rec.started_at or rec.created_at)
+            timed = "Running" if age >= self.config.boot_delay else \
+                "Pending" if age < self.config.boot_delay / 4 else "Starting"
+        if self.nodes is not None and rec.deleted_at is None:
+            return self.nodes.status(rec.id, timed)
+        return timed
+
+    def live(self) -> Iterable[InstanceRecord]:
+        return (r for r in self.instances.values() if r.deleted_at is None)
+
+    # ------------------------------------------------------------------ RunInstances
+
+    def run_instances(self, req: LaunchRequest) -> tuple[list[str], float]:
+        with self.lock:
+            token_key = f"{req.region}/RunInstances/{req.client_token}" if req.client_token else None
+            if token_key and token_key in self.tokens:
+                stored = self.tokens[token_key]
+                if stored["fingerprint"] != req.fingerprint:
+                    raise ApiError("IdempotentParameterMismatch", "The specified parameter has changed while "
+                                   "using an already used clientToken.")
+                return list(stored["ids"]), float(stored["trade_price"])
+            if req.instance_type not in self.config.prices or self._is_unsupported(req.instance_type):
+                raise ApiError("InvalidInstanceType.NotSupported",
+                               f"The specified InstanceType {req.instance_type} is not supported in zone "
+                               f"{req.zone}.", 403)
+            spot = req.spot_strategy != "NoSpot"
+            amount = req.amount
+            left = self._stock_left(req.zone, req.instance_type)
+            if self._is_sold_out(req.zone, req.instance_type, spot) or (left is not None and left < req.min_amount):
+                raise ApiError("OperationDenied.NoStock", "The resource is out of stock in the specified zone. "
+                               "Please try other types, or choose other regions and zones.", 403)
+            if left is not None:
+                amount = min(amount, left)
+            room = self._quota_room(req.instance_type)
+            if room is not None:
+                if room < req.min_amount:
+                    raise ApiError("QuotaExceed.ElasticQuota", f"The number of instances of {req.instance_type} "
+                                   "would exceed your quota. Raise it in the quota center.", 403)
+                amount = min(amount, room)
+            self.check_image(req.region, req.image_id)
+            if self.nodes is not None:
+                why = self.nodes.check_launch(req.image_id, req.vswitch_id)
+                if why:
+                    code, _, message = why.partition(":")
+                    raise ApiError(code, message, 404)
+                addresses = self._allocate_in(req.vswitch_id, amount, req.min_amount)
+            else:
+                addresses = self._allocate(amount, req.min_amount)
+            amount = len(addresses)
+            price = self.config.prices[req.instance_type] * (SPOT_DISCOUNT if spot else 1.0)
+            launch_id = secrets.token_hex(8)
+            if req.user_data:
+                self.user_data[launch_id] = req.user_data
+            now = self.clock()
+            ids = []
+            for n, ip in enumerate(addresses):
+                self._seq += 1
+                iid = self._new_id()
+                host = sequential_name(req.host_name, n, req.amount, req.unique_suffix)
+                rec = InstanceRecord(
+                    id=iid, seq=self._seq, region=req.region, zone=req.zone,
+                    instance_type=req.instance_type, image_id=req.image_id,
+                    security_group_ids=[req.security_group_id] if req.security_group_id else [],
+                    vswitch_id=req.vswitch_id, name=sequential_name(req.name, n, req.amount, req.unique_suffix),
+                    host_name=host.replace("${instance_id}", iid),
+                    charge_type=req.charge_type, spot_strategy=req.spot_strategy,
+                    spot_price_limit=req.spot_price_limit, bandwidth_out=req.bandwidth_out, private_ip=ip,
+                    price_per_hour=price, launch_id=launch_id, created_at=now, tags=dict(req.tags),
+                )
+                self.instances[rec.id] = rec
+                ids.append(rec.id)
+            self._take_stock(req.zone, req.instance_type, amount)
+            if self.nodes is not None:
+                raw = base64.b64decode(req.user_data) if req.user_data else b""
+                for iid in ids:
+                    rec = self.instances[iid]
+                    self.nodes.launch(iid, rec.image_id, rec.vswitch_id, rec.private_ip, _hostname(rec), raw)
+            trade_price = round(price * amount, 4)
+            if token_key:
+                self.tokens[token_key] = {"fingerprint": req.fingerprint, "ids": ids, "trade_price": trade_price}
+            self.save()
+            logger.info("RunInstances %s x%d in %s: %s", req.instance_type, amount, req.zone, ",".join(ids))
+            return ids, trade_price
+
+    def check_image(self, region: str, image_id: str) -> None:
+        """A custom image (``m-...``) must exist in the region and be Available to boot from."""
+        if not image_id.startswith("m-"):
+            return
+        image = self.images.get(image_id)
+        if image is None or image.deleted_at is not None or image.region != region:
+            raise ApiError("InvalidImageId.NotFound", f"The specified ImageId {image_id} does not exist.", 404)
+        if image.status != "Available":
+            raise ApiError("IncorrectImageStatus", f"The image {image_id} is {image.status}, not Available.", 403)
+
+    def _new_id(self) -> str:
+        while True:
+            candidate = "i-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+            if candidate not in self.instances:
+                return candidate
+
+    def _stock_key(self, zone: str, itype: str) -> str | None:
+        for key in (f"{zone}/{itype}", itype, zone):
+            if key in self.config.stock:
+                return key
+        return None
+
+    def _stock_left(self, zone: str, itype: str) -> int | None:
+        key = self._stock_key(zone, itype)
+        return None if key is None else self.config.stock[key]
+
+    def _take_stock(self, zone: str, itype: str, n: int) -> None:
+        key = self._stock_key(zone, itype)
+        if key is not None:
+            self.config.stock[key] = max(0, self.config.stock[key] - n)
+
+    def _quota_room(self, itype: str) -> int | None:
+        rooms = []
+        if itype in self.config.quotas:
+            rooms.append(self.config.quotas[itype] - sum(1 for r in self.live() if r.instance_type == itype))
+        if "*" in self.config.quotas:
+            rooms.append(self.config.quotas["*"] - sum(1 for _ in self.live()))
+        return max(0, min(rooms)) if rooms else None
+
+    # ------------------------------------------------------------------ addresses
+
+    def _allocate(self, amount: int, min_amount: int) -> list[str]:
+        # fresh addresses first, freed ones after: a released instance's address is not reused at once,
+        # so a container still published there cannot be mistaken for the new instance's
+        first, size = (1, self._network.num_addresses - 2) if self._network.num_addresses > 2 \
+            else (0, self._network.num_addresses)
+        available = size - self._next_host + len(self._freed)
+        if available < min_amount:
+            raise ApiError("InvalidVSwitchId.IpNotEnough", "The specified VSwitch does not have enough IP "
+                           f"addresses (emulator pool {self.config.address_pool}).", 403)
+        out: list[str] = []
+        while len(out) < amount and self._next_host < size:
+            out.append(str(self._network.network_address + first + self._next_host))
+            self._next_host += 1
+        while len(out) < amount and self._freed:
+            out.append(self._freed.popleft())
+        return out
+
+    def _allocate_in(self, vswitch_id: str, amount: int, min_amount: int) -> list[str]:
+        """Addresses of a VSwitch's CIDR for booted nodes (.1 is the gateway), fresh ones first."""
+        net = ipaddress.ip_network(self.config.vswitches[vswitch_id], strict=False)
+        freed = self._vswitch_freed.setdefault(vswitch_id, deque())
+        first, size = 2, net.num_addresses - 3
+        nxt = self._vswitch_next.get(vswitch_id, 0)
+        if size - nxt + len(freed) < min_amount:
+            raise ApiError("InvalidVSwitchId.IpNotEnough", "The specified VSwitch does not have enough IP "
+                           f"addresses ({vswitch_id}: {net}).", 403)
+        out: list[str] = []
+        while len(out) < amount and nxt < size:
+            out.append(str(net.network_address + first + nxt))
+            nxt += 1
+        while len(out) < amount and freed:
+            out.append(freed.popleft())
+        self._vswitch_next[vswitch_id] = nxt
+        return out
+
+    def _free(self, rec: InstanceRecord) -> None:
+        if self.nodes is not None and rec.vswitch_id in self.config.vswitches:
+            self._vswitch_freed.setdefault(rec.vswitch_id, deque()).append(rec.private_ip)
+        else:
+            self._freed.append(rec.private_ip)
+
+    # ------------------------------------------------------------------ stop, delete, tag
+
+    def find(self, region: str, ids: Iterable[str]) -> tuple[list[InstanceRecord], list[str]]:
+        found, missing = [], []
+        for iid in ids:
+            rec = self.instances.get(iid)
+            if rec is None or rec.deleted_at is not None or rec.region != region:
+                missing.append(iid)
+            else:
+                found.append(rec)
+        return found, missing
+
+    def existing(self, region: str, ids: Iterable[str]) -> list[InstanceRecord]:
+        """The live instances ``ids`` of ``region``; ``InvalidInstanceId.NotFound`` (404) if any is not."""
+        found, missing = self.find(region, ids)
+        if missing:
+            raise ApiError("InvalidInstanceId.NotFound",
+                           f"The specified InstanceId does not exist: {', '.join(missing[:5])}.", 404)
+        return found
+
+    def delete(self, region: str, ids: list[str], force: bool, dry_run: bool = False) -> None:
+        with self.lock:
+            found = self.existing(region, ids)
+            now = self.clock()
+            if not force:
+                busy = [r.id for r in found if self.status(r, now) != "Stopped"]
+                if busy:
+                    raise ApiError("IncorrectInstanceStatus", "The current status of the resource does not "
+                                   f"support this operation ({busy[0]} is not Stopped; use Force).", 403)
+            if dry_run:
+                raise ApiError("DryRunOperation", "Request validation has been passed with DryRun flag set.")
+            for rec in found:
+                rec.deleted_at = now
+                self._free(rec)
+                if self.nodes is not None:
+                    self.nodes.delete_instance(rec.id)
+                key = self._stock_key(rec.zone, rec.instance_type)
+                if key is not None:
+                    self.config.stock[key] += 1
+            self.save()
+            logger.info("DeleteInstances %s", ",".join(ids))
+
+    def stop(self, region: str, ids: list[str]) -> list[dict[str, str]]:
+        with self.lock:
+            found = self.existing(region, ids)
+            now = self.clock()
+            out = []
+            for rec in found:
+                before = self.status(rec, now)
+                if before not in ("Running", "Stopping", "Stopped"):
+                    raise ApiError("IncorrectInstanceStatus", "The current status of the resource does not "
+                                   f"support this operation ({rec.id} is {before}).", 403)
+                if rec.stopped_at is None:
+                    rec.stopped_at = now
+                    if self.nodes is not None:
+                        self.nodes.stop_instance(rec.id)
+                out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",
+                            "PreviousStatus": before, "CurrentStatus": self.status(rec, now)})
+            self.save()
+            return out
+
+    def start(self, region: str, ids: list[str]) -> list[dict[str, str]]:
+        """StartInstances: a Stopped instance boots again (same disk, same address)."""
+        with self.lock:
+            found = self.existing(region, ids)
+            now = self.clock()
+            out = []
+            for rec in found:
+                before = self.status(rec, now)
+                if before not in ("Stopped", "Starting", "Running", "Pending"):
+                    raise ApiError("IncorrectInstanceStatus", "The current status of the resource does not "
+                                   f"support this operation ({rec.id} is {before}).", 403)
+                if before == "Stopped":
+                    rec.stopped_at, rec.started_at = None, now
+                    if self.nodes is not None:
+                        self.nodes.start_instance(rec.id)
+                out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",
+                            "PreviousStatus": before, "CurrentStatus": self.status(rec, now)})
+            self.save()
+            return out
+
+    def tag(self, region: str, ids: list[str], tags: list[tuple[str, str | None]]) -> None:
+        with self.lock:
+            found, missing = self.find(region, ids)
+            if missing:
+                raise ApiError("InvalidResourceId.NotFound",
+                               f"The specified ResourceIds are not found: {', '.join(missing[:5])}.", 404)
+            for rec in found:
+                if len(set(rec.tags) | {k for k, _ in tags}) > 20:
+                    raise ApiError("InvalidTagCount", f"{rec.id} would carry more than 20 tags.")
+            for rec in found:
+                rec.tags.update({k: v or "" for k, v in tags})
+            self.save()
+
+    # ------------------------------------------------------------------ admin views
+
+    def docker_endpoint(self, rec: InstanceRecord) -> str:
+        """Where the instance's Docker Engine answers: the booted node's own address, or the shared engine."""
+        return f"tcp://{rec.private_ip}:2376" if self.nodes is not None else self.config.docker_endpoint
+
+    def cost(self) -> float:
+        """Money spent so far on every instance ever launched (released ones up to their release)."""
+        with self.lock:
+            now = self.clock()
+            return round(sum(r.price_per_hour * ((r.deleted_at or now) - r.created_at) / 3600.0
+                             for r in self.instances.values()), 6)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            now = self.clock()
+            live = [dict(asdict(r), status=self.status(r, now), docker_endpoint=self.docker_endpoint(r))
+                    for r in self.live()]
+            return {
+                "instances": live,
+                "live": len(live),
+                "released": sum(1 for r in self.instances.values() if r.deleted_at is not None),
+                "launched": len(self.instances),
+                "cost": self.cost(),
+                "docker_endpoint": self.config.docker_endpoint,
+                "address_pool": self.config.address_pool,
+                "boot_delay": self.config.boot_delay,
+                "stock": dict(self.config.stock),
+                "quotas": dict(self.config.quotas),
+                "images": [asdict(i) for i in self.images.values() if i.deleted_at is None],
+            }
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self) -> None:
+        """Write the state file atomically (temp file, fsync, rename). Caller holds the lock. Every change
+        of the instances ends here: it also moves ``version`` (what cached listings are valid for)."""
+        self.version += 1
+        if not self.config.state_file:
+            return
+        path = Path(self.config.state_file)
+        data = {
+            "version": 1,
+            "seq": self._seq,
+            "next_host": self._next_host,
+            "freed": list(self._freed),
+            "address_pool": self.config.address_pool,
+            "stock": self.config.stock,
+            "quotas": self.config.quotas,
+            "instances": [asdict(r) for r in self.instances.values()],
+            "tokens": self.tokens,
+            "user_data": self.user_data,
+            "vswitch_next": self._vswitch_next,
+            "vswitch_freed": {k: list(v) for k, v in self._vswitch_freed.items()},
+            "images": [asdict(i) for i in self.images.values()],
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".ecs-state-", dir=str(path.parent))
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, separators=(",", ":"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+            if data.get("address_pool") != self.config.address_pool:
+                raise ValueError(f"it was written with --address-pool {data.get('address_pool')}, "
+                                 f"not {self.config.address_pool}")
+            self._seq = int(data["seq"])
+            self._next_host = int(data["next_host"])
+            self._freed = deque(data["freed"])
+            # flags given at start-up win over the saved stock and quotas
+            self.config.stock = {**data.get("stock", {}), **self.config.stock}
+            self.config.quotas = {**data.get("quotas", {}), **self.config.quotas}
+            self.instances = {r["id"]: InstanceRecord(**r) for r in data["instances"]}
+            self.tokens = dict(data["tokens"])
+            self.user_data = dict(data.get("user_data", {}))
+            self._vswitch_next = {k: int(v) for k, v in data.get("vswitch_next", {}).items()}
+            self._vswitch_freed = {k: deque(v) for k, v in data.get("vswitch_freed", {}).items()}
+            self.images = {i["id"]: ImageRecord(**i) for i in data.get("images", [])}
+            for image in self.images.values():  # its capture ran in the process that stopped
+                if image.status == "Creating":
+                    image.status, image.error = "CreateFailed", "the emulator restarted while creating it"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot load emulator state {path}: {exc}") from exc
+        logger.info("loaded %d instances from %s", len(self.instances), path)
+
+
+def _hostname(rec: InstanceRecord) -> str:
+    """The booted node's host name: HostName as RunInstances set it, else the API's default for the id
+    (names may repeat within a batch, host names must not)."""
+    from lab.emulator.ecs_shapes import default_host_name
+
+    name = rec.host_name or default_host_name(rec.id)
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower()).strip("-")[:63] or rec.id
