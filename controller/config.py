@@ -1,5 +1,5 @@
-"""The controller's own configuration (``/etc/burst-controller/controller.yaml``): the model, its loader
-with FILE:LINE:COL errors, and readers for the secret files it names (refused when others can read them).
+"""The controller's own configuration (``/etc/burst-controller/controller.yaml``): the model and its loader
+with FILE:LINE:COL errors. The secret files it names are read by controller/secret_files.py.
 
 Called by ``burstctl run`` (the daemon's wiring) and by the CLI commands that talk to a running controller.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,14 +37,10 @@ __all__ = [
     "StatusConfig",
     "Timeouts",
     "add_config_argument",
-    "cloud_credentials",
     "default_config_path",
     "load_config",
     "load_config_text",
     "parse_listen",
-    "read_secret_file",
-    "registry_password",
-    "status_token",
 ]
 
 DEFAULT_PATH = "/etc/burst-controller/controller.yaml"
@@ -420,7 +415,7 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig
         raise _problem(f"{name}: no such file (pass --config PATH)") from None
     except PermissionError:
         folder = os.path.dirname(os.path.abspath(name))
-        raise _problem(f"{name}: cannot read: permission denied for user {_user()}; the service reads it through "
+        raise _problem(f"{name}: cannot read: permission denied for user {current_user()}; the service reads it through "
                        f"its group: chgrp {SERVICE_GROUP} {folder} {name} && chmod 0750 {folder} && "
                        f"chmod 0640 {name}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -431,91 +426,10 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> ControllerConfig
 SERVICE_GROUP = "burst-controller"  # the unit's User= and Group= (deploy/burst-controller.sysusers)
 
 
-def _user() -> str:
+def current_user() -> str:
     import pwd
 
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
-
-
-# --------------------------------------------------------------------------- secret files
-
-
-def read_secret_file(path: str, what: str) -> str:
-    """The stripped content of a secret file, registered for redaction.
-
-    Under systemd, a file passed with ``LoadCredential=NAME:PATH`` is read from $CREDENTIALS_DIRECTORY/NAME
-    (NAME = the file's base name), for a unit that passes secrets that way. The installed unit reads the files
-    themselves: they belong to its user, mode 0600. A file that others can read or write is refused: the
-    secret may already be known to them."""
-    creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(creds_dir, Path(path).name) if creds_dir else None
-    real = candidate if candidate is not None and candidate.is_file() else Path(path)
-    try:
-        st = real.stat()
-    except FileNotFoundError:
-        raise _problem(f"{path}: {what} file not found") from None
-    except PermissionError:
-        raise _problem(f"{path}: cannot read the {what} file: permission denied for user {_user()} "
-                       f"(its directory must let the user in)") from None
-    except OSError as exc:
-        raise _problem(f"{path}: cannot read the {what} file: {exc.strerror}") from None
-    if st.st_mode & 0o077:
-        mode = stat.S_IMODE(st.st_mode)
-        raise _problem(f"{real}: the {what} file is accessible by other users (mode {mode:04o}); "
-             f"run: chmod 600 {real}")
-    try:
-        value = real.read_text(encoding="utf-8").strip()
-    except PermissionError:
-        raise _problem(f"{real}: cannot read the {what} file: permission denied for user {_user()}; the "
-                       f"service's secret files belong to its user: chown {SERVICE_GROUP}:{SERVICE_GROUP} {real} "
-                       f"&& chmod 600 {real}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _problem(f"{path}: cannot read the {what} file: {exc}") from None
-    if not value:
-        raise _problem(f"{path}: the {what} file is empty")
-    register_secret(value)
-    return value
-
-
-def status_token(cfg: ControllerConfig) -> str | None:
-    """The bearer token for the status endpoint's mutations (None: mutations disabled)."""
-    if cfg.status.token:
-        return cfg.status.token
-    if cfg.status.token_file:
-        return read_secret_file(cfg.status.token_file, "status token")
-    return None
-
-
-def registry_password(cfg: ControllerConfig) -> str | None:
-    auth = cfg.cloud_registry.auth
-    return read_secret_file(auth.password_file, "registry password") if isinstance(auth, BasicAuth) else None
-
-
-def cloud_credentials(cfg: ControllerConfig, environ: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """(access key id, secret) for credentials.source env or file; None for ram_role (the ECS adapter
-    fetches short-lived STS credentials from the instance metadata)."""
-    creds = cfg.cloud.credentials
-    env = os.environ if environ is None else environ
-    if isinstance(creds, EnvCredentials):
-        key_id, secret = env.get(ENV_KEY_ID, ""), env.get(ENV_KEY_SECRET, "")
-        if not key_id or not secret:
-            raise _problem(f"cloud.credentials.source is env but {ENV_KEY_ID} and {ENV_KEY_SECRET} are not both set")
-        register_secret(secret)
-        return key_id, secret
-    if isinstance(creds, FileCredentials):
-        text = read_secret_file(creds.path, "cloud credentials")
-        values: dict[str, str] = {}
-        for line in text.splitlines():
-            key, sep, value = line.partition("=") if "=" in line else line.partition(":")
-            if sep and key.strip() and not key.strip().startswith("#"):
-                values[key.strip().lower()] = value.strip().strip("'\"")
-        key_id = values.get("access_key_id") or values.get(ENV_KEY_ID.lower(), "")
-        secret = values.get("access_key_secret") or values.get(ENV_KEY_SECRET.lower(), "")
-        if not key_id or not secret:
-            raise _problem(f"{creds.path}: write two lines, access_key_id = ... and access_key_secret = ...")
-        register_secret(secret)
-        return key_id, secret
-    return None

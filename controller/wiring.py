@@ -28,7 +28,7 @@ from adapters.registry.replication import Replicator
 from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
 from adapters.docker_engine.workload import DockerWorkloadCapture, selection_from_policy
 from controller.loop.bake import Baker, BakeSettings
-from controller.config import registry_password
+from controller.secret_files import registry_password
 from controller.daemon import Daemon
 from controller.loop.edges import Edges, LoopOptions
 from controller.errors import ConfigError

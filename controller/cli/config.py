@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.config import add_config_argument, load_config, status_token
+from controller.config import add_config_argument, load_config
+from controller.secret_files import status_token
 from controller.errors import ConfigError
 from policies.loader import load_policies
 

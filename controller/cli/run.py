@@ -15,7 +15,8 @@ from collections import Counter
 from typing import Any
 
 from controller import __version__
-from controller.config import add_config_argument, load_config, parse_listen, status_token
+from controller.config import add_config_argument, load_config, parse_listen
+from controller.secret_files import status_token
 from controller.status.confinement import shield_daemon
 from controller.daemon import Daemon
 from controller.loop.edges import Edges

@@ -21,10 +21,9 @@ from controller.config import (
     DEFAULT_PATH,
     add_config_argument,
     load_config,
-    read_secret_file,
-    status_token,
 )
 from controller.errors import AuthError, BurstError, ConfigError, FencedError, NotFoundError, TransientError
+from controller.secret_files import read_secret_file, status_token
 from controller.status.models import (
     POLICY_NAME_PATTERN,
     ControllerStatus,

@@ -18,8 +18,8 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from controller.store.database import readonly_engine, redacted_url, translated
 from controller.errors import NotFoundError
+from controller.store.database import readonly_engine, redacted_url, translated
 
 __all__ = ["TRACE_HEADER", "Sample", "SampleSet", "format_timestamp", "read_samples", "write_trace"]
 

@@ -1,32 +1,31 @@
-"""The controller's durable state: the journal of intents, replicas, instances, decisions, samples, events.
+"""The controller's durable state: the journal of intents, replicas and instances.
 
 ``StateStore`` is used by the control loop (controller/loop/tick.py, lifecycle.py, reconcile.py) and the daemon.
-SQLite in WAL mode by default, PostgreSQL by URL (``postgresql+psycopg://...``); the schema is migrated at
-open. Every write runs in one transaction through ``_write``, which first calls the optional ``fence`` hook
-(the leader lease check of an active/standby pair) so a fenced controller can never write. A locked, full
-or unreachable database raises ``StateBusyError`` (transient: the loop holds and retries).
+The engines, the fence and the transactions are in controller/store/base.py, the records beside the journal
+(events, samples, decisions, policy state, node images) in controller/store/records.py.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, text
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
-from controller import metrics
-from controller.store import migrations
-from controller.store.database import pg_engine, sqlite_engine, sqlite_path, sqlite_url, translated
-from controller.errors import FencedError, NotFoundError
+from controller.errors import NotFoundError
 from controller.ports import Instance
+from controller.store.base import DEFAULT_URL, dumps, new_id
+from controller.store.database import sqlite_url, translated
+from controller.store.models import (
+    InstanceRow,
+    Intent,
+    IntentKind,
+    IntentState,
+    Replica,
+    ReplicaState,
+)
+from controller.store.records import HistorySink, Records
 from controller.store.snapshot import (
     FleetSnapshot,
     LiveInstance,
@@ -37,30 +36,9 @@ from controller.store.snapshot import (
     read_replicas,
     read_status,
 )
-from controller.store.models import (
-    DecisionRow,
-    EventRow,
-    InstanceRow,
-    Intent,
-    IntentKind,
-    IntentState,
-    MetricSample,
-    NodeImageRow,
-    PolicyState,
-    Replica,
-    ReplicaState,
-)
 
 __all__ = ["DEFAULT_URL", "HistorySink", "StateStore", "new_id", "sqlite_url"]
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_URL = "sqlite:////var/lib/burst-controller/state.db"
-FenceHook = Callable[[Session], "int | None"]
-HistoryRow = tuple[Any, dict[str, Any]]  # (table, column values) of a sample or a decision
-HistorySink = Callable[[HistoryRow], None]  # takes a history row for a later batched write (controller/loop/rounds.py)
-_SAMPLES = MetricSample.__table__  # type: ignore[attr-defined]
-_DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
 
 
 # PERF: the hottest read (every policy's tick) built once: no statement construction and no expanding IN per
@@ -80,146 +58,9 @@ _INTENTS_OF_POLICY = (select(Intent).where(Intent.policy == bindparam("policy"),
                                            Intent.state == bindparam("state")).order_by(col(Intent.created_at)))
 
 
-def new_id(prefix: str = "") -> str:
-    """A short unique id; intent ids double as ECS ClientTokens (at most 64 ASCII characters)."""
-    return prefix + uuid.uuid4().hex[:20]
 
-
-def _dumps(value: object) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str)
-
-
-class StateStore:
+class StateStore(Records):
     """The journal and the fleet as the controller knows it. Thread-safe; returned rows are detached."""
-
-    def __init__(self, url: str = DEFAULT_URL, *, clock: Callable[[], float] = time.time,
-                 fence: FenceHook | None = None, busy_timeout: float = 5.0) -> None:
-        self.url = url
-        self.clock = clock
-        self.fence = fence
-        self._sqlite = url.startswith("sqlite")
-        # One writer at a time inside this process; busy_timeout covers other processes.
-        self._write_lock = threading.RLock() if self._sqlite else None
-        if self._sqlite:
-            path = sqlite_path(url)
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._writer = sqlite_engine(url, busy_timeout, begin="BEGIN IMMEDIATE")
-            self._reader = sqlite_engine(url, busy_timeout, begin="BEGIN")
-            # SCALE-HA: history rows (samples, decisions) commit without their own fsync; the next journal
-            # commit's fsync of the WAL (or a checkpoint) makes them durable too. 500 policies x 2 history
-            # rows per tick at ~7 ms per fsync would otherwise cost seconds per tick.
-            self._history_writer = sqlite_engine(url, busy_timeout, begin="BEGIN IMMEDIATE", synchronous="NORMAL")
-        else:
-            self._writer = pg_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            self._reader = self._writer
-            self._history_writer = self._writer
-        # SCALE-HA: group commit of history rows (see _history): queued rows, the last queued and flushed seq
-        self._hist: list[Any] = []
-        self._hist_seq = self._hist_done = 0
-        self._hist_lock = threading.Lock()
-        self._hist_flush = threading.Lock()
-        self._local = threading.local()  # this thread's open transaction()
-        with translated(), self._writer.begin() as conn:
-            applied = migrations.migrate(conn)
-        if applied:
-            logger.info("state schema migrated to version %d", applied[-1])
-
-    # ------------------------------------------------------------------ engines and transactions
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group the journal writes made inside (by this thread) into ONE transaction: one fence check and
-        one commit (PERF: a scaling action's plan, policy row and event were three fsyncs). All or nothing."""
-        if getattr(self._local, "tx", None) is not None:
-            yield  # already inside one
-            return
-        with self._write() as tx:
-            self._local.tx = tx
-            try:
-                yield
-            finally:
-                self._local.tx = None
-
-    @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[tuple[Session, int | None]]:
-        """One write transaction behind the fence; ``durable=False`` (history rows only) skips its own fsync.
-        Inside ``transaction()``, the journal writes of this thread join its transaction."""
-        outer = getattr(self._local, "tx", None) if durable else None
-        if outer is not None:
-            yield outer
-            return
-        lock = self._write_lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            engine = self._writer if durable else self._history_writer
-            with translated(), Session(engine, expire_on_commit=False) as session, session.begin():
-                if not durable and not self._sqlite:
-                    session.execute(text("SET LOCAL synchronous_commit = off"))
-                fence_token = self.fence(session) if self.fence else None
-                yield session, fence_token
-        finally:
-            if lock is not None:
-                lock.release()
-
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with translated(), Session(self._reader, expire_on_commit=False) as session:
-            yield session
-
-    def close(self) -> None:
-        self._writer.dispose()
-        if self._history_writer is not self._writer:
-            self._history_writer.dispose()
-        if self._reader is not self._writer:
-            self._reader.dispose()
-
-    def schema_version(self) -> int:
-        with translated(), self._reader.connect() as conn:
-            return migrations.current_version(conn)
-
-    # ------------------------------------------------------------------ events
-
-    def record_event(self, kind: str, message: str, *, policy: str | None = None,
-                     details: dict[str, Any] | None = None) -> int:
-        with self._write() as (s, _):
-            row = EventRow(at=self.clock(), policy=policy, kind=kind, message=message, details=_dumps(details))
-            s.add(row)
-            s.flush()
-            assert row.id is not None
-            logger.info("event %s: %s", kind, message, extra={"policy": policy, "kind": kind})
-        metrics.EVENTS.labels(kind).inc()  # once committed
-        return row.id
-
-    def events(self, *, cursor: int | None = None, limit: int = 50,
-               policy: str | None = None) -> tuple[list[EventRow], int | None]:
-        """Newest first; ``cursor`` is the id to continue below (the ``next_cursor`` of the last page)."""
-        with self._read() as s:
-            q = select(EventRow).order_by(col(EventRow.id).desc()).limit(limit + 1)
-            if cursor is not None:
-                q = q.where(col(EventRow.id) < cursor)
-            if policy is not None:
-                q = q.where(EventRow.policy == policy)
-            rows = list(s.exec(q))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1].id if more and rows else None)
-
-    def events_after(self, *, cursor: int | None = None, limit: int = 50,
-                     policy: str | None = None) -> tuple[list[EventRow], int | None]:
-        """Oldest first, for followers: ``cursor=None`` gives the latest ``limit`` events, ``cursor=N`` up
-        to ``limit`` events with id > N. The next cursor is the last id returned, else ``cursor`` (nothing
-        newer yet), else None (no events at all)."""
-        with self._read() as s:
-            q = select(EventRow)
-            if policy is not None:
-                q = q.where(EventRow.policy == policy)
-            if cursor is None:
-                rows = list(reversed(list(s.exec(q.order_by(col(EventRow.id).desc()).limit(limit)))))
-            else:
-                rows = list(s.exec(q.where(col(EventRow.id) > cursor).order_by(col(EventRow.id)).limit(limit)))
-        return rows, (rows[-1].id if rows else cursor)
 
     # ------------------------------------------------------------------ replicas and the journal
 
@@ -252,7 +93,7 @@ class StateStore:
                 iid = new_id(kind[:1])
                 intent = Intent(id=iid, kind=kind, policy=replica.policy, replica_id=replica.id, target=target,
                                 token=iid, state=IntentState.PENDING, created_at=now, updated_at=now,
-                                payload=_dumps(payload), fence=fence)
+                                payload=dumps(payload), fence=fence)
             intent.attempts += 1
             intent.updated_at = now
             if target is not None:
@@ -277,7 +118,7 @@ class StateStore:
             if intent is None:
                 raise NotFoundError(f"no intent {intent_id}")
             intent.state, intent.updated_at = state, now
-            intent.outcome, intent.error = _dumps(outcome), (error[:2000] if error else None)
+            intent.outcome, intent.error = dumps(outcome), (error[:2000] if error else None)
             s.add(intent)
             if intent.replica_id is None or (to is None and not fields):
                 return None
@@ -436,165 +277,4 @@ class StateStore:
     def instance(self, instance_id: str) -> InstanceRow | None:
         with self._read() as s:
             return s.get(InstanceRow, instance_id)
-
-    # ------------------------------------------------------------------ decisions and samples
-
-    def _history(self, row: HistoryRow) -> None:
-        """Store a history row (sample, decision) by group commit: when many policies' jobs record at once,
-        whoever holds the flush lock writes every row queued so far in one transaction, and the others find
-        theirs already written. Returns once the row is committed (or raises, with the row still queued)."""
-        self.record_history([row])
-
-    def record_history(self, rows: Sequence[HistoryRow]) -> None:
-        """Store history rows ((table, values) of ``metric_samples`` and ``decisions``) in one transaction with
-        whatever else is queued (PERF: a round of the loop writes all its samples and decisions at once)."""
-        if not rows:
-            return
-        with self._hist_lock:
-            self._hist.extend(rows)
-            self._hist_seq += 1
-            seq = self._hist_seq
-        with self._hist_flush:
-            if self._hist_done >= seq:
-                return
-            with self._hist_lock:
-                rows, self._hist, upto = self._hist, [], self._hist_seq
-            try:
-                with self._write(durable=False) as (s, _):
-                    # PERF: a Core INSERT per table (executemany), not an ORM flush of each object
-                    for table in {table for table, _ in rows}:
-                        s.connection().execute(insert(table), [values for t, values in rows if t is table])
-            except FencedError:
-                raise  # no longer the leader: these rows are dropped, never written under a later epoch
-            except BaseException:
-                with self._hist_lock:
-                    self._hist[:0] = rows  # the next record (or a waiting caller) writes them
-                raise
-            self._hist_done = upto
-
-    def record_decision(self, policy: str, *, value: float | None, desired: int, actual: int, direction: str,
-                        reason: str, details: dict[str, Any] | None = None, into: HistorySink | None = None) -> None:
-        """``into``: hand the row to a round's batch (written with the others) instead of writing it now."""
-        # PERF: plain values, not a SQLModel object (~0.2 ms each to build)
-        row = (_DECISIONS, {"policy": policy, "at": self.clock(), "value": value, "desired": desired, "actual": actual,
-                            "direction": direction, "reason": reason, "details": _dumps(details)})
-        metrics.DECISIONS.labels(policy, direction).inc()
-        if into is None:
-            self._history(row)
-        else:
-            into(row)
-
-    def last_decision(self, policy: str) -> DecisionRow | None:
-        with self._read() as s:
-            return s.exec(select(DecisionRow).where(DecisionRow.policy == policy)
-                          .order_by(col(DecisionRow.id).desc()).limit(1)).first()
-
-    def record_sample(self, policy: str, *, at: float, value: float | None, ok: bool, source: str,
-                      error: str | None = None, capacity: float | None = None, replicas: int = 0,
-                      into: HistorySink | None = None) -> None:
-        row = (_SAMPLES, {"policy": policy, "at": at, "value": value, "ok": ok, "source": source,
-                          "error": error[:500] if error else None, "capacity": capacity, "replicas": replicas})
-        if into is None:
-            self._history(row)
-        else:
-            into(row)
-
-    def sample_rows(self, *, after: int, since: float,
-                    limit: int) -> list[tuple[int, str, float, float | None, float | None, int]]:
-        """The newest ``limit`` samples of every policy with id > ``after`` and ``at`` >= ``since``, oldest
-        first, as plain tuples (id, policy, at, value, capacity, replicas): one indexed read for the status
-        process's history window (controller/status/snapshot.py)."""
-        with self._read() as s:
-            rows = s.execute(text("SELECT id, policy, at, value, capacity, replicas FROM metric_samples "
-                                  "WHERE id > :after AND at >= :since ORDER BY id DESC LIMIT :limit"),
-                             {"after": after, "since": since, "limit": limit}).all()
-        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
-
-    def samples(self, policy: str, since: float, limit: int | None = None) -> list[MetricSample]:
-        with self._read() as s:
-            return list(s.exec(select(MetricSample).where(MetricSample.policy == policy,
-                                                          col(MetricSample.at) >= since)
-                               .order_by(col(MetricSample.at)).limit(limit)))
-
-    # ------------------------------------------------------------------ per-policy state
-
-    def policy_state(self, policy: str) -> PolicyState | None:
-        with self._read() as s:
-            return s.get(PolicyState, policy)
-
-    def policy_states(self) -> list[PolicyState]:
-        with self._read() as s:
-            return list(s.exec(select(PolicyState).order_by(col(PolicyState.policy))))
-
-    def save_policy(self, policy: str, *, spec: str | None = None, source_file: str | None = None,
-                    **flags: Any) -> PolicyState:
-        """Create or update a policy's row: its last good spec and flags (paused, removed, drain_requested,
-        last_scale_out, last_scale_in)."""
-        now = self.clock()
-        with self._write() as (s, _):
-            row = s.get(PolicyState, policy) or PolicyState(policy=policy, updated_at=now)
-            if spec is not None:
-                row.spec = spec
-            if source_file is not None:
-                row.source_file = source_file
-            for key, value in flags.items():
-                if not hasattr(row, key):
-                    raise AttributeError(key)
-                setattr(row, key, value)
-            row.updated_at = now
-            s.add(row)
-            return row
-
-    # ------------------------------------------------------------------ baked node images
-
-    def record_node_image(self, row: NodeImageRow) -> None:
-        with self._write() as (s, _):
-            s.merge(row)
-
-    def node_images(self, policy: str, *, live: bool = True) -> list[NodeImageRow]:
-        """A policy's baked images, newest first (``live``: not deleted)."""
-        with self._read() as s:
-            q = select(NodeImageRow).where(NodeImageRow.policy == policy)
-            if live:
-                q = q.where(col(NodeImageRow.deleted_at).is_(None))
-            return list(s.exec(q.order_by(col(NodeImageRow.created_at).desc())))
-
-    def baked_image(self, policy: str, spec_hash: str, base_image_id: str | None = None) -> str | None:
-        """The newest live baked image of this policy for this workload spec (and, if given, baked from this
-        base image: after an edit of ``cloud.image_id`` the older bakes no longer apply), if any."""
-        return next((r.image_id for r in self.node_images(policy) if r.spec_hash == spec_hash
-                     and (base_image_id is None or r.base_image_id == base_image_id)), None)
-
-    def mark_node_image_deleted(self, image_id: str) -> None:
-        with self._write() as (s, _):
-            row = s.get(NodeImageRow, image_id)
-            if row is not None and row.deleted_at is None:
-                row.deleted_at = self.clock()
-                s.add(row)
-
-    # ------------------------------------------------------------------ garbage collection
-
-    def prune(self, *, before: float) -> dict[str, int]:
-        """Drop history older than ``before``: samples, decisions, events, finished intents, gone replicas
-        and released instances. Pending intents and live replicas are never pruned."""
-        counts: dict[str, int] = {}
-        with self._write() as (s, _):
-            for name, stmt in (
-                ("samples", delete(MetricSample).where(col(MetricSample.at) < before)),
-                ("decisions", delete(DecisionRow).where(col(DecisionRow.at) < before)),
-                ("events", delete(EventRow).where(col(EventRow.at) < before)),
-                ("intents", delete(Intent).where(col(Intent.state) != IntentState.PENDING,
-                                                 col(Intent.updated_at) < before)),
-                ("replicas", delete(Replica).where(col(Replica.state) == ReplicaState.GONE,
-                                                   col(Replica.updated_at) < before)),
-                ("instances", delete(InstanceRow).where(col(InstanceRow.released_at) < before)),
-            ):
-                counts[name] = int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
-        return counts
-
-    def count(self, table: str) -> int:
-        model = {"events": EventRow, "intents": Intent, "replicas": Replica, "instances": InstanceRow,
-                 "samples": MetricSample, "decisions": DecisionRow}[table]
-        with self._read() as s:
-            return int(s.exec(select(func.count()).select_from(model)).one())
 

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import (
-    cloud_credentials,
-    load_config,
-    load_config_text,
-    parse_listen,
-    read_secret_file,
-    registry_password,
-    status_token,
-)
+from controller.config import load_config, load_config_text, parse_listen
 from controller.errors import ConfigError
+from controller.secret_files import cloud_credentials, read_secret_file, registry_password, status_token
 from controller.service import forget_secrets, redact
 
 REPO = Path(__file__).resolve().parents[2]
