@@ -51,7 +51,7 @@ from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
 from controller.daemon import Daemon
 from controller.loop.edges import Edges, LoopOptions
-from controller.loop.lifecycle import launch_spec, server_name
+from controller.loop.steps import launch_spec, server_name
 from controller.ports import (
     Container,
     CopyResult,

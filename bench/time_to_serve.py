@@ -54,7 +54,7 @@ from controller.loop.bake import BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError
 from lab.lab import DOCKER_HOST, STOCK_IMAGE, Lab, LabSettings
-from controller.loop.lifecycle import launch_spec
+from controller.loop.steps import launch_spec
 from controller.ports import LABEL_CONTROLLER, Node
 from controller.wiring import build_baker
 from policies.loader import load_policies

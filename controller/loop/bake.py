@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from controller.loop.edges import Edges
 from controller.errors import BurstError, PermanentError, TransientError
-from controller.loop.lifecycle import launch_spec
+from controller.loop.steps import launch_spec
 from controller.ports import (
     TAG_CONTROLLER,
     TAG_POLICY,

@@ -12,115 +12,39 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from controller.loop.budget import Holding, check_launch, per_node
-from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, PermanentError, TransientError
-from controller.health import docker_health_ok
+from controller.loop.budget import Holding, check_launch, per_node
+from controller.loop.steps import (
+    NO_FACTS,
+    AnyReplica,
+    RoundFacts,
+    S,
+    in_shadow,
+    launch_spec,
+    replica_weight,
+    server_name,
+)
+from controller.loop.way_out import WayOut
 from controller.ports import (
     LABEL_CONTROLLER,
     LABEL_POLICY,
     LABEL_REPLICA,
     LABEL_SPEC_HASH,
-    TAG_CONTROLLER,
-    TAG_INTENT,
-    TAG_POLICY,
-    Instance,
     InstanceState,
-    LaunchSpec,
-    LoadBalancer,
     Node,
     Owner,
     Server,
-    WorkloadSpec,
 )
-from controller.store.snapshot import LiveReplica
-from controller.store.state import StateStore
-from controller.store.models import JOINABLE_STATES, IntentKind, IntentState, Replica, ReplicaState
+from controller.store.models import JOINABLE_STATES, IntentKind, IntentState, Replica
 
-__all__ = ["NO_FACTS", "Lifecycle", "PolicyContext", "RoundFacts", "in_shadow", "launch_spec", "replica_weight",
-           "server_name"]
+__all__ = ["Lifecycle"]
 
 logger = logging.getLogger(__name__)
-S = ReplicaState
-AnyReplica = Replica | LiveReplica  # a step reads either the ORM row or a round's snapshot row (same columns)
-# after the drain command, wait this long before trusting "no sessions": a request the load balancer routed
-# just before the command may not be counted yet
-DRAIN_SETTLE = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class RoundFacts:
-    """PERF: answers a round fetched for many replicas at once (controller/loop/rounds.py), handed to a step
-    instead of a call of its own: instance id -> the instance (None: not found), replica id -> whether its
-    health check passed. Absent: the step asks for itself."""
-
-    described: Mapping[str, Instance | None] = field(default_factory=dict)
-    probed: Mapping[str, bool] = field(default_factory=dict)
-
-
-NO_FACTS = RoundFacts()
-
-
-class PolicyContext(Protocol):
-    """What a step needs from the policy's runtime (controller/loop/tick.py implements it)."""
-
-    policy: Any
-    store: StateStore
-    edges: Edges
-    options: LoopOptions
-    started_at: float  # when this controller process started running the policy
-
-    def now(self) -> float: ...
-    def workload(self) -> WorkloadSpec: ...
-    def load_balancer(self) -> LoadBalancer: ...
-    def holdings(self) -> list[Holding]: ...
-    def event(self, kind: str, message: str, **details: Any) -> None: ...
-    def error(self, message: str) -> None: ...
-
-
-def server_name(controller_id: str, policy: str, replica_id: str) -> str:
-    """Identity in the load balancer (design rule 2): reconcile finds ours by this prefix."""
-    return f"{controller_id}-{policy}-{replica_id}"
-
-
-def replica_weight(policy: Any) -> int | None:
-    """The policy's load-balancer weight for its replicas (``traffic.haproxy.weight``); None: the load
-    balancer's default (HAProxy: the on-prem servers' weight)."""
-    haproxy = policy.traffic.haproxy
-    return None if haproxy is None else haproxy.weight
-
-
-def in_shadow(policy: Any) -> bool:
-    """``mode: shadow`` (docs/daemon.md "Shadow mode"): nothing is copied or launched for the policy."""
-    return getattr(policy, "mode", "active") == "shadow"
-
-
-def launch_spec(policy: Any, controller_id: str, replica_id: str, intent_id: str, user_data: str) -> LaunchSpec:
-    cloud = policy.cloud
-    return LaunchSpec(
-        region=cloud.region, instance_types=tuple(cloud.instance_types), zones=tuple(cloud.zones),
-        image_id=cloud.image_id, security_group_id=cloud.security_group, vswitches=dict(cloud.vswitches),
-        spot_strategy=cloud.spot.strategy, spot_price_limit=cloud.spot.price_limit,
-        spot_fallback_on_demand=cloud.spot.fallback_on_demand, user_data=user_data,
-        tags={TAG_CONTROLLER: controller_id, TAG_POLICY: policy.name, TAG_INTENT: intent_id},
-        name_prefix=f"burst-{policy.name}",
-    )
-
-
-class Lifecycle:
+class Lifecycle(WayOut):
     """Advances the replicas of one policy. Not thread-safe: the policy's tick job runs one at a time."""
-
-    def __init__(self, ctx: PolicyContext) -> None:
-        self.ctx = ctx
-        self._last_probe: dict[str, float] = {}  # replica id -> time of its last health probe
-        # replicas_per_node > 1: choosing an instance for a replica, and deciding that a replica is the last
-        # on its instance, read all the policy's replicas and must not interleave (the steps run in parallel)
-        self._placement = threading.Lock()
 
     # ------------------------------------------------------------------ driver
 
@@ -154,96 +78,6 @@ class Lifecycle:
             S.STOPPING: self._stopping, S.RELEASING: self._releasing,
         }.get(state)
         return handler(r) if handler else r
-
-    # ------------------------------------------------------------------ helpers
-
-    def _age_in_state(self, r: AnyReplica) -> float:
-        """Seconds this replica has been in its state while this controller ran: after a restart every step
-        in progress gets its full timeout again (a launch that landed during the outage must be looked at,
-        not failed on sight)."""
-        return self.ctx.now() - max(r.state_since, self.ctx.started_at)
-
-    def _failed(self, r: AnyReplica, to: ReplicaState, why: str, intent_id: str | None = None) -> AnyReplica:
-        """Down the failure path; the reason is kept on the replica and in the audit log."""
-        with self.ctx.store.transaction():  # one commit (PERF)
-            self.ctx.event("replica-failed", f"replica {r.id}: {why}; moving to {to}", replica=r.id,
-                           state=r.state)
-            if intent_id is not None:
-                return self.ctx.store.fail(intent_id, why, to=to, failure=why) or r
-            return self.ctx.store.transition(r.id, to, failure=why)
-
-    def _node(self, r: AnyReplica) -> Node | None:
-        row = self.ctx.store.instance(r.instance_id) if r.instance_id else None
-        if row is None or not row.private_ip or row.released_at is not None:
-            return None  # no node (yet), or it is gone: nothing to reach on it
-        endpoint = row.docker_endpoint or self.ctx.edges.node_endpoint(
-            Instance(id=row.id, state=InstanceState.RUNNING, instance_type=row.instance_type, zone=row.zone,
-                     private_ip=row.private_ip, tags={}))
-        return Node(instance_id=row.id, address=row.private_ip, docker_endpoint=endpoint)
-
-    def _backend(self) -> str:
-        traffic = self.ctx.policy.traffic
-        return str(traffic.haproxy.backend) if traffic.haproxy is not None else str(traffic.slb.load_balancer_id)
-
-    def has_work(self, r: AnyReplica) -> bool:
-        """Whether ``advance`` could do anything now; False only for a serving replica whose probe is not
-        due (PERF: the tick then spends no thread on it). Does not consume the probe's turn."""
-        if r.state != S.SERVING:
-            return True
-        last = self._last_probe.get(r.id)
-        return last is None or self.ctx.now() - last >= float(self.ctx.policy.workload.health.interval)
-
-    def _probe_due(self, r: AnyReplica) -> bool:
-        interval = float(self.ctx.policy.workload.health.interval)
-        last = self._last_probe.get(r.id)
-        now = self.ctx.now()
-        if last is not None and now - last < interval:
-            return False
-        self._last_probe[r.id] = now
-        return True
-
-    def probe_passed(self, r: AnyReplica, at: float) -> None:
-        """A round probed this replica with the others and it passed: its turn is taken, nothing to write."""
-        self._last_probe[r.id] = at
-
-    def _probe(self, r: AnyReplica, facts: RoundFacts = NO_FACTS) -> bool:
-        if r.id in facts.probed:
-            return facts.probed[r.id]
-        health = self.ctx.policy.workload.health
-        if not r.address or not r.port:
-            return False
-        if not self.ctx.edges.health.probe(r.address, int(r.port), str(health.path), float(health.timeout)):
-            return False
-        return self.docker_health([r]).get(r.id, False) if self.has_docker_health() else True
-
-    def has_docker_health(self) -> bool:
-        """Whether the workload defines a Docker HEALTHCHECK (the replicas carry the same one): then a check
-        passes only when the container's Docker health is also ``healthy``."""
-        try:
-            return bool(self.ctx.workload().healthcheck)
-        except BurstError:
-            return False
-
-    def docker_health(self, replicas: Sequence[AnyReplica]) -> dict[str, bool]:
-        """Replica id -> whether Docker reports its container ``healthy``: one container listing per node.
-        A node that cannot be read, or a container not found, is not a pass."""
-        ctx, out = self.ctx, {}
-        by_node: dict[str, list[AnyReplica]] = {}
-        for r in replicas:
-            if r.instance_id:
-                by_node.setdefault(r.instance_id, []).append(r)
-        for rs in by_node.values():
-            node = self._node(rs[0])
-            health: dict[str, str | None] = {}
-            if node is not None:
-                try:
-                    health = {c.labels.get(LABEL_REPLICA, ""): c.health
-                              for c in ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, rs[0].policy))}
-                except BurstError as exc:
-                    logger.info("node %s: Docker health unreadable: %s", node.instance_id, exc)
-            for r in rs:
-                out[r.id] = r.id in health and docker_health_ok(health[r.id])
-        return out
 
     # ------------------------------------------------------------------ the way in
 
@@ -444,126 +278,3 @@ class Lifecycle:
         if failures >= int(self.ctx.policy.workload.health.failures):
             return self._failed(r, S.DRAINING, f"{failures} consecutive health check failures")
         return self.ctx.store.transition(r.id, None, health_failures=failures)
-
-    # ------------------------------------------------------------------ the way out
-
-    def _draining(self, r: AnyReplica) -> AnyReplica:
-        ctx = self.ctx
-        if not r.server_name:  # never admitted: nothing to drain
-            return ctx.store.transition(r.id, S.STOPPING)
-        lb, backend = ctx.load_balancer(), self._backend()
-        drained = ctx.store.intents(replica_id=r.id, kind=IntentKind.DRAIN, state=IntentState.DONE)
-        if not drained:
-            intent = ctx.store.step_intent(r, IntentKind.DRAIN, target=r.server_name)
-            try:
-                lb.drain(backend, r.server_name)
-            except NotFoundError:
-                pass  # not in the load balancer (reloaded, or removed by hand): nothing to drain
-            except TransientError as exc:
-                ctx.store.note_error(intent.id, str(exc))
-                raise
-            with ctx.store.transaction():  # one commit (PERF)
-                ctx.store.complete(intent.id)
-                ctx.event("drain", f"replica {r.id}: draining {r.server_name}", replica=r.id)
-            return r  # sessions are read from the next step on, once requests already routed show up
-        if ctx.now() - drained[-1].updated_at < DRAIN_SETTLE:
-            return r
-        forced = self._age_in_state(r) > float(ctx.policy.drain.timeout)
-        if not forced:
-            try:
-                sessions = lb.sessions(backend, r.server_name)
-            except NotFoundError:
-                sessions = 0
-            if sessions > 0:
-                return r
-        intent = ctx.store.step_intent(r, IntentKind.REMOVE, target=r.server_name)
-        try:
-            lb.remove(backend, r.server_name)
-        except TransientError as exc:
-            ctx.store.note_error(intent.id, str(exc))
-            raise
-        with ctx.store.transaction():  # one commit (PERF)
-            if forced:
-                ctx.event("drain-forced", f"replica {r.id}: drain exceeded {ctx.policy.drain.timeout:g}s; "
-                          "removed with sessions still open", replica=r.id)
-            return ctx.store.complete(intent.id, to=S.STOPPING) or r
-
-    def _stopping(self, r: AnyReplica) -> AnyReplica:
-        ctx = self.ctx
-        node = self._node(r)
-        if node is None:  # never got an address: no container can exist
-            return ctx.store.transition(r.id, S.RELEASING)
-        intent = ctx.store.step_intent(r, IntentKind.STOP, target=r.container_id or node.instance_id)
-        try:
-            # by id when known; otherwise by the replica label (a start whose outcome was never written)
-            ids = [r.container_id] if r.container_id else [
-                c.id for c in ctx.edges.runtime.list(node, Owner(ctx.options.controller_id, r.policy))
-                if c.labels.get(LABEL_REPLICA) == r.id]
-            for container_id in ids:
-                try:
-                    ctx.edges.runtime.stop(node, container_id, str(ctx.policy.drain.signal),
-                                           float(ctx.policy.drain.stop_timeout))
-                    ctx.edges.runtime.remove(node, container_id)
-                except NotFoundError:
-                    pass
-        except TransientError as exc:
-            ctx.store.note_error(intent.id, str(exc))
-            # a node that only blinked gets a boot timeout to come back for a graceful stop; not one whose
-            # replica failed (its node dead or cut off, most likely): it still counts against replicas.max
-            # and the budget until released, so waiting would hold its replacement back
-            failed = ctx.store.replica(r.id)  # the round's snapshot row leaves ``failure`` out (PERF)
-            grace = 0.0 if failed is not None and failed.failure else ctx.options.boot_timeout
-            if self._age_in_state(r) <= float(ctx.policy.drain.stop_timeout) + grace:
-                raise
-            ctx.event("stop-skipped", f"replica {r.id}: node unreachable ({exc}); releasing it anyway",
-                      replica=r.id)
-        return ctx.store.complete(intent.id, to=S.RELEASING) or r
-
-    def _releasing(self, r: AnyReplica) -> AnyReplica:
-        if r.instance_id and per_node(self.ctx.policy) > 1:
-            with self._placement:  # the last replica of an instance releases it, and only the last one
-                others = [x.id for x in self.ctx.store.live_replicas(r.policy)
-                          if x.instance_id == r.instance_id and x.id != r.id]
-                if others:
-                    return self._leave_instance(r, others)
-                return self._release(r)
-        return self._release(r)
-
-    def _leave_instance(self, r: AnyReplica, others: list[str]) -> AnyReplica:
-        ctx = self.ctx
-        intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=r.instance_id)
-        self._last_probe.pop(r.id, None)
-        ctx.event("release", f"replica {r.id}: left {r.instance_id}, which stays for {', '.join(others)}",
-                  replica=r.id, instance=r.instance_id)
-        return ctx.store.complete(intent.id, outcome={"released": [], "kept_for": others}, to=S.GONE) or r
-
-    def _release(self, r: AnyReplica) -> AnyReplica:
-        ctx = self.ctx
-        ids = [r.instance_id] if r.instance_id else self._instances_of_launch(r)
-        intent = ctx.store.step_intent(r, IntentKind.RELEASE, target=",".join(ids))
-        for pending in ctx.store.intents(replica_id=r.id, state=IntentState.PENDING):
-            if pending.kind == IntentKind.LAUNCH:  # a launch that may still land: its instances go too
-                ids += [i for i in self._instances_of_launch(r, pending.id) if i not in ids]
-                ctx.store.fail(pending.id, "cancelled: the replica is being released")
-        if ids:
-            try:
-                ctx.edges.compute.release(ids)
-            except TransientError as exc:
-                ctx.store.note_error(intent.id, str(exc))
-                raise
-        self._last_probe.pop(r.id, None)
-        with ctx.store.transaction():  # one commit (PERF)
-            if ids:
-                ctx.store.mark_released(ids)
-            ctx.event("release", f"replica {r.id}: released {', '.join(ids) or 'nothing (never launched)'}",
-                      replica=r.id)
-            return ctx.store.complete(intent.id, outcome={"released": ids}, to=S.GONE) or r
-
-    def _instances_of_launch(self, r: AnyReplica, intent_id: str | None = None) -> list[str]:
-        """Instances a launch of this replica may have created, found by their intent tag."""
-        intents = ([intent_id] if intent_id else
-                   [i.id for i in self.ctx.store.intents(replica_id=r.id, kind=IntentKind.LAUNCH)])
-        if not intents:
-            return []
-        owned = self.ctx.edges.compute.list(Owner(self.ctx.options.controller_id, r.policy))
-        return [i.id for i in owned if i.tags.get(TAG_INTENT) in intents]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError
-from controller.loop.lifecycle import replica_weight, server_name
+from controller.loop.steps import replica_weight, server_name
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
 from controller.store.snapshot import LiveInstance, LiveReplica
 from controller.store.state import StateStore

@@ -23,7 +23,7 @@ from typing import Any
 from controller import metrics
 from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.loop.lifecycle import AnyReplica, RoundFacts
+from controller.loop.steps import AnyReplica, RoundFacts
 from controller.ports import Instance, ProbeTarget
 from controller.store.state import StateStore
 from controller.store.models import ReplicaState

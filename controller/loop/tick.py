@@ -16,7 +16,8 @@ from controller import metrics
 from controller.loop.budget import Holding
 from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
-from controller.loop.lifecycle import AnyReplica, Lifecycle, in_shadow
+from controller.loop.lifecycle import Lifecycle
+from controller.loop.steps import AnyReplica, in_shadow
 from controller.loop.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret

@@ -24,7 +24,7 @@ from controller.loop.bake import SEAL_FILES, TAG_BAKE, BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError, TransientError
 from lab.lab import BAKED_IMAGE, Lab, LabSettings
-from controller.loop.lifecycle import launch_spec
+from controller.loop.steps import launch_spec
 from controller.ports import TAG_CONTROLLER, Node
 from controller.wiring import build_baker
 from policies.loader import load_policies

@@ -14,7 +14,7 @@ import pytest
 from controller.loop.budget import hourly_spend
 from controller.loop.edges import LoopOptions
 from controller.errors import CapacityError, NotFoundError, TransientError
-from controller.loop.lifecycle import launch_spec
+from controller.loop.steps import launch_spec
 from controller.ports import TAG_INTENT
 from controller.loop.rounds import FleetRounds
 from controller.store.state import StateStore, sqlite_url

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.loop.lifecycle import launch_spec
+from controller.loop.steps import launch_spec
 from controller.ports import Server
 from controller.loop.reconcile import Reconciler
 from controller.store.models import IntentState, ReplicaState
