@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TlsFiles", "CertificateAuthority"]
+__all__ = ["CertificateAuthority", "TlsFiles"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class CertificateAuthority:
         os.chmod(self.dir, 0o700)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -94,7 +94,7 @@ class CertificateAuthority:
         """A (certificate PEM, key PEM) pair for a node (server=True) or the controller (client)."""
         ca_cert, ca_key = self._load()
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()

@@ -12,12 +12,12 @@ from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInst
 from aliyunsdkecs.request.v20140526.RunInstancesRequest import RunInstancesRequest
 from cryptography import x509
 
-from adapters.docker_engine.client import docker_client
 from adapters.aliyun.ecs_api import EcsApi
+from adapters.docker_engine.client import docker_client
 from adapters.haproxy import RuntimeApi
 from adapters.pki import TlsFiles
-from adapters.registry.client import RegistryClient, RegistryOptions, push_scope
 from adapters.registry.auth import CredentialSource
+from adapters.registry.client import RegistryClient, RegistryOptions, push_scope
 from controller.errors import BurstError, PermanentError, TransientError
 
 __all__ = ["ca_files", "docker_engine", "ecs_describe", "ecs_dry_run", "haproxy_admin", "registry_access"]

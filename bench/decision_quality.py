@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_traces import SHAPES, make
 
 from controller.cli.simulate import KEYS, report_json
-from controller.sim.trace import Trace, load_trace
 from controller.sim.simulator import criteria_failures, default_settings, simulate
+from controller.sim.trace import Trace, load_trace
 from policies.loader import load_policies
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,9 +25,9 @@ from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInst
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
 from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
 from controller.ports import TAG_CONTROLLER, TAG_POLICY, LaunchSpec, Owner
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_records import EcsConfig
 
 REGION = "cn-bench"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.loader import load_policy_text  # noqa: E402
-from tests.support.policy_docs import check_result, generated_document  # noqa: E402
+from policies.loader import load_policy_text
+from tests.support.policy_docs import check_result, generated_document
 
 
 def main() -> int:

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab.localregistry import LocalRegistry
 from adapters.registry.client import RegistryOptions
 from adapters.registry.replication import Replicator
+from lab.localregistry import LocalRegistry
 from tests.support.ociimage import ImagePusher
 
 MB = 1 << 20

@@ -60,8 +60,8 @@ from controller.ports import (
     Server,
     WorkloadSpec,
 )
-from controller.store.state import StateStore, new_id
 from controller.store.models import InstanceRow, Intent, IntentKind, IntentState, Replica, ReplicaState
+from controller.store.state import StateStore, new_id
 from policies.types import Observation
 
 CONTROLLER = "bench"

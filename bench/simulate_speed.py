@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.sim.trace import Trace, load_trace
 from controller.sim.simulator import default_settings, run_hpa, run_policy
+from controller.sim.trace import Trace, load_trace
 from policies.loader import load_policies
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -49,14 +49,15 @@ import docker
 import httpx
 
 from adapters.docker_engine.client import docker_client
-from lab.localimage import ensure_busybox_image
-from controller.loop.bake import BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError
-from lab.lab import DOCKER_HOST, STOCK_IMAGE, Lab, LabSettings
+from controller.loop.bake import BakeSettings
 from controller.loop.steps import launch_spec
 from controller.ports import LABEL_CONTROLLER, Node
 from controller.wiring import build_baker
+from lab.lab import Lab, LabSettings
+from lab.localimage import ensure_busybox_image
+from lab.parts import DOCKER_HOST, STOCK_IMAGE
 from policies.loader import load_policies
 from tests.support.wait import wait_until
 

@@ -25,15 +25,15 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import metrics
-from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError, StateBusyError
+from controller.loop.edges import Edges, LoopOptions
 from controller.loop.policyset import PolicySet
 from controller.loop.reconcile import Reconciler
-from controller.retry import Backoff, retry_call
 from controller.loop.rounds import FleetRounds
-from controller.store.state import StateStore
-from controller.status.report import StatusReport
 from controller.loop.tick import Decide, PolicyRuntime
+from controller.retry import Backoff, retry_call
+from controller.status.report import StatusReport
+from controller.store.state import StateStore
 
 __all__ = ["Daemon"]
 

@@ -22,18 +22,18 @@ remote error code). Messages never contain secrets.
 from __future__ import annotations
 
 __all__ = [
-    "BurstError",
-    "ConfigError",
-    "TransientError",
-    "StateBusyError",
-    "PermanentError",
     "AuthError",
+    "BurstError",
     "CapacityError",
-    "QuotaError",
+    "ConfigError",
+    "FencedError",
+    "IntegrityError",
     "NotFoundError",
     "NotPortableError",
-    "IntegrityError",
-    "FencedError",
+    "PermanentError",
+    "QuotaError",
+    "StateBusyError",
+    "TransientError",
 ]
 
 

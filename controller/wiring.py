@@ -10,29 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from adapters.aliyun.acr import AcrTokenCredentials
-from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
 from adapters.aliyun.credentials import CredentialsProvider, resolve_credentials
-from adapters.docker_engine.client import docker_client
 from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
+from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
+from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
+from adapters.docker_engine.client import docker_client
+from adapters.docker_engine.node_runtime import DockerNodeRuntime
+from adapters.docker_engine.workload import DockerWorkloadCapture, selection_from_policy
 from adapters.haproxy import HaproxyLoadBalancer, HaproxyMetricsSource
 from adapters.health import HttpHealthChecker
 from adapters.metrics.docker import DockerCpuMetricsSource
 from adapters.metrics.host import HostMetricsSource
 from adapters.metrics.prometheus import PrometheusMetricsSource
-from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority, TlsFiles
-from adapters.registry.client import RegistryOptions
 from adapters.registry.auth import Credentials, CredentialSource, StaticCredentials
+from adapters.registry.client import RegistryOptions
 from adapters.registry.replication import Replicator
-from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
-from adapters.docker_engine.workload import DockerWorkloadCapture, selection_from_policy
-from controller.loop.bake import Baker, BakeSettings
-from controller.secret_files import registry_password
 from controller.daemon import Daemon
-from controller.loop.edges import Edges, LoopOptions
 from controller.errors import ConfigError
+from controller.loop.bake import Baker, BakeSettings
+from controller.loop.edges import Edges, LoopOptions
 from controller.ports import Container, Instance, LoadBalancer, MetricsSource, WorkloadSpec
+from controller.secret_files import registry_password
 from controller.service import register_secret
 from controller.specs import secret_texts
 from controller.store.state import StateStore

@@ -33,97 +33,30 @@ import docker
 
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
 from adapters.docker_engine.client import docker_client
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
-from lab.localimage import ensure_busybox_image
-from lab.localregistry import LocalRegistry
 from adapters.pki import TlsFiles
 from controller.errors import NotFoundError, TransientError
 from controller.ports import LABEL_CONTROLLER
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_records import EcsConfig
+from lab.localimage import ensure_busybox_image
+from lab.localregistry import LocalRegistry
+from lab.parts import (
+    BAKED_IMAGE,
+    DOCKER_HOST,
+    EMULATOR_KEY,
+    HAPROXY_CFG,
+    LAB_HEALTHCHECK,
+    LAB_LABEL,
+    VSWITCH,
+    WORKLOAD_CMD,
+    free_node_network,
+    free_port,
+    wait_port,
+)
 
-__all__ = ["EMULATOR_KEY", "Lab", "LabSettings"]
+__all__ = ["Lab", "LabSettings"]
 
 logger = logging.getLogger(__name__)
-
-EMULATOR_KEY = ("local", "local-secret")  # the emulator's default access key pair (not a real secret)
-LAB_LABEL = "io.burst-controller.lab"
-# a Docker HEALTHCHECK on the workload, as real services have: captured with it, carried to every cloud
-# replica, and a replica is admitted only once Docker also says it is healthy (docs/replicas.md)
-LAB_HEALTHCHECK = {"test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"], "interval": 500_000_000,
-                   "timeout": 2_000_000_000, "retries": 3, "start_period": 0}
-# busybox httpd with a CGI page that takes ~0.3 s, so concurrent clients show up as HAProxy sessions; the
-# shell stays PID 1 to stop on SIGTERM (a bare httpd as PID 1 ignores it and waits for SIGKILL)
-_WORKLOAD_CMD = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
-                 "sleep 0.3\\necho served\\n' > /www/cgi-bin/work && chmod +x /www/cgi-bin/work "
-                 "&& httpd -f -p 80 -h /www & trap 'kill $!; exit 0' TERM; wait")
-
-_HAPROXY = """\
-global
-    stats socket {sock} mode 600 level admin expose-fd listeners
-    stats timeout 30s
-    pidfile {root}/haproxy.pid
-
-defaults
-    mode http
-    log stdout format raw local0
-    option httplog
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout queue 10s
-    retries 3
-    option redispatch
-
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend web
-
-backend web
-    balance roundrobin
-    http-response set-header X-Served-By %[srv_name]
-    server onprem 127.0.0.1:{onprem_port}
-"""
-
-
-def _free_port(reserved: list[socket.socket]) -> int:
-    """A loopback port kept reserved (its socket in ``reserved``) until the lab stops: bound with SO_REUSEADDR
-    and never listening. The server given the port (HAProxy, Docker's proxy, the controller's status endpoint:
-    all set SO_REUSEADDR) listens on it, again after each restart, while nothing else on the machine can take
-    it in between (another bind to port 0, an outgoing connection's local port)."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
-    reserved.append(s)
-    return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TransientError(f"127.0.0.1:{port} did not open within {timeout:.0f}s")
-
-
-DOCKER_HOST = os.environ.get("BURST_DOCKER_HOST", "unix:///var/lib/burst-controller-dev/docker.sock")
-STOCK_IMAGE = "debian_12_x64_20G_alibase.vhd"  # systemd and cloud-init: the bootstrap installs Docker
-BAKED_IMAGE = "debian_12_docker_x64_20G_alibase.vhd"  # Docker baked in: the bootstrap skips the install
-VSWITCH = "vsw-lab"
-
-
-def _free_node_network(client: docker.DockerClient) -> str:
-    """A /24 of 10.214.0.0/16 that no route of this machine and no network of the engine uses."""
-    used = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
-    taken = {n["IPAM"]["Config"][0]["Subnet"] for n in client.api.networks() if (n.get("IPAM") or {}).get("Config")}
-    for _ in range(200):
-        cidr = f"10.214.{random.randint(1, 254)}.0/24"
-        if cidr not in taken and cidr.split("/")[0].rsplit(".", 1)[0] + "." not in used:
-            return cidr
-    raise TransientError("no free /24 in 10.214.0.0/16 for the lab's node network")
-
 
 @dataclass
 class LabSettings:
@@ -164,7 +97,7 @@ class Lab:
         self.address_pool = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}.0/24"
         self.node_network = ""  # the VSwitch CIDR of booted nodes
         self._node_clients: dict[str, docker.DockerClient] = {}
-        self._ports: list[socket.socket] = []  # reserved by _free_port until stop
+        self._ports: list[socket.socket] = []  # reserved by free_port until stop
 
     @property
     def booted(self) -> bool:
@@ -215,7 +148,7 @@ class Lab:
                                address_pool=self.address_pool)
             cloud_host = "127.0.0.1"
             if self.booted:
-                self.node_network = _free_node_network(self.docker)
+                self.node_network = free_node_network(self.docker)
                 config.node_engine, config.vswitches = DOCKER_HOST, {VSWITCH: self.node_network}
                 cloud_host = str(ipaddress.ip_network(self.node_network).network_address + 1)  # the gateway
                 say(f"starting the ECS emulator (booted nodes on {self.node_network}, image {self.settings.node_image})")
@@ -258,26 +191,26 @@ class Lab:
 
     def _start_onprem(self, image: str) -> int:
         assert self.docker is not None
-        port = _free_port(self._ports)
+        port = free_port(self._ports)
         self.onprem_container = self.docker.containers.run(
-            image, ["sh", "-c", _WORKLOAD_CMD], name=f"burst-lab-onprem-{self.id}", detach=True,
+            image, ["sh", "-c", WORKLOAD_CMD], name=f"burst-lab-onprem-{self.id}", detach=True,
             labels={LAB_LABEL: self.id, "app": f"web-{self.id}"}, ports={"80/tcp": ("127.0.0.1", port)},
             hostname="onprem", healthcheck=LAB_HEALTHCHECK)
-        _wait_port(port)
+        wait_port(port)
         return port
 
     def _start_haproxy(self, onprem_port: int) -> None:
         exe = shutil.which("haproxy")
         if not exe:
             raise NotFoundError("haproxy is not installed: run scripts/services.sh install")
-        self.frontend_port = _free_port(self._ports)
+        self.frontend_port = free_port(self._ports)
         cfg = self.root / "haproxy.cfg"
-        cfg.write_text(_HAPROXY.format(sock=self.haproxy_socket, root=self.root, port=self.frontend_port,
+        cfg.write_text(HAPROXY_CFG.format(sock=self.haproxy_socket, root=self.root, port=self.frontend_port,
                                        onprem_port=onprem_port))
         with (self.root / "haproxy.log").open("wb") as log:  # the child keeps its own copy of the descriptor
             self.haproxy = subprocess.Popen([exe, "-W", "-db", "-f", str(cfg)], stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(self.frontend_port)
+        wait_port(self.frontend_port)
         deadline = time.monotonic() + 10
         while not self.haproxy_socket.exists():
             if time.monotonic() > deadline:
@@ -331,7 +264,7 @@ budget: {{max_per_hour: 5.0, prices: {{ecs.c6.large: 0.62}}}}
 
     def _write_files(self) -> None:
         assert self.emulator is not None
-        self.status_port = _free_port(self._ports)
+        self.status_port = free_port(self._ports)
         self.policies_dir.mkdir(parents=True, exist_ok=True)
         self.policy_path.write_text(self.policy_yaml())
         token_file = self.root / "status.token"

@@ -44,6 +44,6 @@ else
 fi
 if [ "$rc" = 0 ] && [ -z "${BURST_SKIP_LINT:-}" ] && [ $# = 0 ]; then
   echo "test.sh: lint-imports (layering contracts)"; .venv/bin/lint-imports --no-cache || rc=1
-  echo "test.sh: mypy (type hints)"; .venv/bin/mypy controller adapters policies || rc=1
+  echo "test.sh: mypy (type hints)"; .venv/bin/mypy controller adapters policies lab || rc=1
 fi
 exit $rc

@@ -16,7 +16,7 @@ from adapters.aliyun.credentials import CloudCredentials, CredentialsProvider, S
 from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
 from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
+from lab.emulator.ecs_records import EcsConfig
 from lab.emulator.faults import Faults
 
 REGION = "cn-test"

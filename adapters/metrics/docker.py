@@ -29,8 +29,8 @@ import requests
 from docker.errors import DockerException, NotFound
 
 from adapters.docker_engine.client import docker_client
-from adapters.pki import TlsFiles
 from adapters.metrics.window import DEFAULT_HORIZON, SampleWindow
+from adapters.pki import TlsFiles
 from controller.ports import LABEL_CONTROLLER
 from policies.types import Observation
 

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from adapters.registry.imageref import ImageRef
 from adapters.registry.client import RegistryClient
+from adapters.registry.imageref import ImageRef
 from controller.errors import IntegrityError, PermanentError, TransientError
 from controller.retry import retry_call
 

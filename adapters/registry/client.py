@@ -17,8 +17,8 @@ from typing import Any
 import httpcore._sync.http11 as _httpcore_http11
 import httpx
 
-from adapters.registry.imageref import ImageRef, is_loopback
 from adapters.registry.auth import Authenticator, CredentialSource, StaticCredentials
+from adapters.registry.imageref import ImageRef, is_loopback
 from controller.errors import (
     AuthError,
     BurstError,

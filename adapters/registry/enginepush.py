@@ -11,8 +11,8 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound
 
-from adapters.registry.imageref import ImageRef, LocalImageRef
 from adapters.registry.client import RegistryClient
+from adapters.registry.imageref import ImageRef, LocalImageRef
 from controller.errors import (
     AuthError,
     BurstError,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.registry.blobcopy import COPIED, MOUNTED, SKIPPED, Blob, BlobCopier
-from adapters.registry.imageref import ImageRef, LocalImageRef, parse_image, parse_registry_ref
 from adapters.registry.client import Manifest, RegistryClient, RegistryOptions, sha256_digest
+from adapters.registry.imageref import ImageRef, LocalImageRef, parse_image, parse_registry_ref
 from controller.errors import ConfigError, IntegrityError, NotFoundError, PermanentError
 from controller.ports import CopyResult, ProgressCallback
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.loop.bake import BakeSettings
 from controller.config import DEFAULT_PATH, load_config
 from controller.errors import ConfigError
+from controller.loop.bake import BakeSettings
 from policies.loader import load_policies
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from controller.config import add_config_argument, load_config
-from controller.secret_files import status_token
 from controller.errors import ConfigError
+from controller.secret_files import status_token
 from policies.loader import load_policies
 
 

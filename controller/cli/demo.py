@@ -9,19 +9,20 @@ failed and everything drained back to zero. Everything started is removed on exi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Callable
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.cli.run import ControllerService
 from controller.config import load_config
-from lab.lab import BAKED_IMAGE, STOCK_IMAGE, Lab, LabSettings
+from lab.lab import Lab, LabSettings
 from lab.loadgen import LoadGenerator
+from lab.parts import BAKED_IMAGE, STOCK_IMAGE
 
 __all__ = ["CycleResult", "add_parser", "burst_cycle"]
 

@@ -9,10 +9,10 @@ import signal
 import sys
 from types import FrameType
 
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import DEFAULT_PRICES, EcsConfig
-from lab.emulator.faults import Faults
 from controller.errors import ConfigError
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_records import DEFAULT_PRICES, EcsConfig
+from lab.emulator.faults import Faults
 from policies.units import parse_duration
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from controller.config import add_config_argument, load_config
 from controller.errors import BurstError
-from controller.store.history import format_timestamp, read_samples, trace_rows, write_trace
 from controller.sim.trace import parse_timestamp
+from controller.store.history import format_timestamp, read_samples, trace_rows, write_trace
 from policies.units import parse_duration
 
 __all__ = ["add_parser"]

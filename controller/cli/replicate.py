@@ -11,9 +11,9 @@ import sys
 import threading
 from typing import Any
 
-from adapters.registry.imageref import LocalImageRef, parse_image
-from adapters.registry.client import RegistryOptions
 from adapters.registry.auth import Credentials, StaticCredentials
+from adapters.registry.client import RegistryOptions
+from adapters.registry.imageref import LocalImageRef, parse_image
 from adapters.registry.replication import Replicator
 from controller.errors import ConfigError
 from controller.ports import CopyResult

@@ -16,12 +16,12 @@ from typing import Any
 
 from controller import __version__
 from controller.config import add_config_argument, load_config, parse_listen
-from controller.secret_files import status_token
-from controller.status.confinement import shield_daemon
 from controller.daemon import Daemon
-from controller.loop.edges import Edges
 from controller.ha.pair import HaDaemon, build_ha_daemon
+from controller.loop.edges import Edges
+from controller.secret_files import status_token
 from controller.service import Notifier, setup_logging
+from controller.status.confinement import shield_daemon
 from controller.status.process import StatusProcess
 
 __all__ = ["ControllerService", "add_parser"]

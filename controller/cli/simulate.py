@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 from controller.errors import ConfigError
-from controller.sim.trace import load_trace
 from controller.sim.simulator import Outcome, Report, criteria_failures, default_settings, simulate
+from controller.sim.trace import load_trace
 from policies.units import format_duration, parse_duration
 
 __all__ = ["add_parser", "capacities", "price_per_replica_hour", "report_json", "verdict"]

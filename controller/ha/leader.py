@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from controller.store.database import pg_engine, sqlite_engine, translated
 from controller.errors import FencedError, StateBusyError
+from controller.store.database import pg_engine, sqlite_engine, translated
 
 __all__ = ["Leadership", "LeaseInfo", "LeaseSettings", "LeaseTable", "new_holder"]
 

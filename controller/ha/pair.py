@@ -20,13 +20,13 @@ from dataclasses import replace
 from typing import Any, cast
 
 from controller.daemon import Daemon
-from controller.loop.edges import Edges
 from controller.errors import BurstError, FencedError
 from controller.ha.leader import Leadership, LeaseSettings, LeaseTable
-from controller.ports import ComputePool, ImageRegistry, LoadBalancer, NodeRuntime
-from controller.store.state import StateStore
-from controller.status.models import ControllerStatus, EventPage, MetricPoint, SampleRow
+from controller.loop.edges import Edges
 from controller.loop.tick import PolicyRuntime
+from controller.ports import ComputePool, ImageRegistry, LoadBalancer, NodeRuntime
+from controller.status.models import ControllerStatus, EventPage, MetricPoint, SampleRow
+from controller.store.state import StateStore
 from policies.types import Observation
 
 __all__ = ["HaDaemon", "build_ha_daemon", "fenced_edges"]

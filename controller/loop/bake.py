@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.loop.edges import Edges
 from controller.errors import BurstError, PermanentError, TransientError
+from controller.loop.edges import Edges
 from controller.loop.steps import launch_spec
 from controller.ports import (
     TAG_CONTROLLER,
@@ -37,8 +37,8 @@ from controller.ports import (
     Owner,
     WorkloadSpec,
 )
-from controller.store.state import StateStore
 from controller.store.models import NodeImageRow
+from controller.store.state import StateStore
 
 __all__ = ["SEAL_FILES", "TAG_BAKE", "TAG_SPEC_HASH", "BakeResult", "BakeSettings", "Baker", "BuilderRuntime",
            "retain"]

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, NotFoundError
+from controller.loop.edges import Edges, LoopOptions
 from controller.loop.steps import replica_weight, server_name
+from controller.loop.tick import PolicyRuntime
 from controller.ports import TAG_INTENT, TAG_POLICY, Instance, Node, Owner, Server
+from controller.store.models import IntentKind, IntentState, ReplicaState
 from controller.store.snapshot import LiveInstance, LiveReplica
 from controller.store.state import StateStore
-from controller.store.models import IntentKind, IntentState, ReplicaState
-from controller.loop.tick import PolicyRuntime
 
 __all__ = ["ReconcileReport", "Reconciler"]
 

@@ -21,13 +21,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from controller import metrics
-from controller.loop.edges import Edges, LoopOptions
 from controller.errors import BurstError, StateBusyError
+from controller.loop.edges import Edges, LoopOptions
 from controller.loop.steps import AnyReplica, RoundFacts
-from controller.ports import Instance, ProbeTarget
-from controller.store.state import StateStore
-from controller.store.models import ReplicaState
 from controller.loop.tick import PolicyRuntime
+from controller.ports import Instance, ProbeTarget
+from controller.store.models import ReplicaState
+from controller.store.state import StateStore
 
 __all__ = ["FleetRounds"]
 

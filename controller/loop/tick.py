@@ -13,17 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from controller import metrics
+from controller.errors import BurstError, StateBusyError
 from controller.loop.budget import Holding
 from controller.loop.edges import Edges, LoopOptions
-from controller.errors import BurstError, StateBusyError
 from controller.loop.lifecycle import Lifecycle
-from controller.loop.steps import AnyReplica, in_shadow
 from controller.loop.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
+from controller.loop.shadow import ShadowFleet
+from controller.loop.steps import AnyReplica, in_shadow
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
-from controller.loop.shadow import ShadowFleet
-from controller.store.snapshot import Costing, FleetSnapshot, PolicyFlags
-from controller.store.state import HistorySink, StateStore
 from controller.store.models import (
     ACTIVE_STATES,
     JOINABLE_STATES,
@@ -31,6 +29,8 @@ from controller.store.models import (
     PolicyState,
     ReplicaState,
 )
+from controller.store.snapshot import Costing, FleetSnapshot, PolicyFlags
+from controller.store.state import HistorySink, StateStore
 from policies.types import Decision, Direction, Fleet, Observation
 
 __all__ = ["Decide", "PolicyRuntime"]

@@ -23,8 +23,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controller import metrics
-from controller.status.dashboard import mount_dashboard
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
+from controller.status.dashboard import mount_dashboard
 from controller.status.models import (
     POLICY_NAME_PATTERN,
     ActionResult,

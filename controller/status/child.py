@@ -31,10 +31,10 @@ from typing import Any, cast
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from controller.status.confinement import confine
 from controller.errors import BurstError, FencedError, NotFoundError, TransientError
 from controller.service import register_secret, setup_logging
 from controller.status.app import HISTORY_PAGE, MAX_EVENTS_PAGE, create_app
+from controller.status.confinement import confine
 from controller.status.guard import HostCheck, HttpLimits, Throttle, allowed_hosts, guarded_protocol
 from controller.status.history import HistoryWindow
 from controller.status.models import POLICY_NAME_PATTERN, ControllerStatus, EventPage, MetricPoint

@@ -25,8 +25,8 @@ from controller.status.models import (
 
 if TYPE_CHECKING:
     from controller.daemon import Daemon
-    from controller.store.snapshot import StatusRows
     from controller.loop.tick import PolicyRuntime
+    from controller.store.snapshot import StatusRows
 
 __all__ = ["StatusReport"]
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lab.emulator.rpc import ApiError, RpcRequest, RpcServer
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import ApiError, RpcRequest
 
 __all__ = ["CR_VERSION", "install_cr"]
 

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from lab.emulator.ecs_images import install_images
+from lab.emulator.ecs_records import SPOT_DISCOUNT, EcsConfig, InstanceRecord, LaunchRequest
 from lab.emulator.ecs_shapes import default_host_name, derived_ids, instance_type_facts, os_facts
-from lab.emulator.ecs_state import SPOT_DISCOUNT, EcsConfig, EcsState, InstanceRecord, LaunchRequest
+from lab.emulator.ecs_state import EcsState
 from lab.emulator.faults import FaultBox, Faults
 from lab.emulator.nodes import NodeHost, scope_for
-from lab.emulator.rpc import AccessKey, ApiError, RpcRequest, RpcServer
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import AccessKey, ApiError, RpcRequest
 
 __all__ = ["ECS_VERSION", "EcsEmulator", "install_ecs"]
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from lab.emulator.ecs_shapes import os_facts
 from lab.emulator.node_images import IMAGES, NodeImageCache
-from lab.emulator.rpc import ApiError, RpcRequest, RpcServer
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import ApiError, RpcRequest
 
 if TYPE_CHECKING:
     from lab.emulator.ecs_state import EcsState

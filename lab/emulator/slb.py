@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.emulator.rpc import ApiError, RpcRequest, RpcServer
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import ApiError, RpcRequest
 
 __all__ = ["SLB_VERSION", "SlbState", "install_slb"]
 

@@ -20,13 +20,14 @@ import pytest
 
 from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
-from controller.loop.bake import SEAL_FILES, TAG_BAKE, BakeSettings
 from controller.config import load_config
 from controller.errors import BurstError, TransientError
-from lab.lab import BAKED_IMAGE, Lab, LabSettings
+from controller.loop.bake import SEAL_FILES, TAG_BAKE, BakeSettings
 from controller.loop.steps import launch_spec
 from controller.ports import TAG_CONTROLLER, Node
 from controller.wiring import build_baker
+from lab.lab import Lab, LabSettings
+from lab.parts import BAKED_IMAGE
 from policies.loader import load_policies
 
 pytestmark = pytest.mark.timeout(2400)  # booted nodes: a bake is minutes on a shared machine

@@ -23,15 +23,15 @@ from aliyunsdkecs.request.v20140526.StopInstancesRequest import StopInstancesReq
 
 from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
 from adapters.docker_engine.client import docker_client
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
-from lab.emulator.node_images import IMAGES, NodeImageCache
-from lab.emulator.nodes import LABEL_SCOPE
-from lab.localregistry import LocalRegistry
 from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority, TlsFiles
 from controller.errors import BurstError
 from controller.ports import TAG_CONTROLLER, LaunchSpec, Node, WorkloadSpec
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_records import EcsConfig
+from lab.emulator.node_images import IMAGES, NodeImageCache
+from lab.emulator.nodes import LABEL_SCOPE
+from lab.localregistry import LocalRegistry
 from tests.fixtures_ecs import REGION, new_pool
 from tests.support.wait import wait_until
 

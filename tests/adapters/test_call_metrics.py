@@ -12,14 +12,14 @@ from contextlib import contextmanager
 import pytest
 
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
-from lab.emulator.slb import SlbState, install_slb
-from adapters.registry.imageref import parse_registry_ref
+from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
 from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.registry.client import RegistryClient, RegistryOptions
-from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
+from adapters.registry.imageref import parse_registry_ref
 from controller import metrics
 from controller.errors import NotFoundError, TransientError
 from controller.ports import Node, Owner
+from lab.emulator.slb import SlbState, install_slb
 from tests.conftest import DOCKER_TLS_ENDPOINT
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION
 

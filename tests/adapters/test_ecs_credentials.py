@@ -23,10 +23,10 @@ from adapters.aliyun.credentials import (
     from_file,
     resolve_credentials,
 )
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.rpc import AccessKey
 from controller.errors import AuthError, ConfigError, TransientError
 from controller.ports import Owner
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc_wire import AccessKey
 
 SECRET = "file-secret-abcdef0123456789"
 

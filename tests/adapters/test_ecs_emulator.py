@@ -27,7 +27,7 @@ from aliyunsdkecs.request.v20140526.StopInstancesRequest import StopInstancesReq
 from aliyunsdkecs.request.v20140526.TagResourcesRequest import TagResourcesRequest
 
 from lab.emulator.ecs import EcsEmulator
-from lab.emulator.rpc import sign, string_to_sign
+from lab.emulator.rpc_wire import sign, string_to_sign
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_emulator
 from tests.support.net import free_port, wait_port
 

@@ -15,13 +15,13 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils_models import Config
 
 from adapters.aliyun.ecs import EcsComputePool
+from controller.errors import BurstError, NotFoundError
+from controller.loop.bake import retain
+from controller.ports import TAG_CONTROLLER, TAG_POLICY, InstanceState, LaunchSpec
+from controller.store.models import NodeImageRow
+from controller.store.state import StateStore, sqlite_url
 from lab.emulator.ecs import EcsEmulator
 from lab.emulator.node_images import IMAGES
-from controller.loop.bake import retain
-from controller.errors import BurstError, NotFoundError
-from controller.ports import TAG_CONTROLLER, TAG_POLICY, InstanceState, LaunchSpec
-from controller.store.state import StateStore, sqlite_url
-from controller.store.models import NodeImageRow
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_emulator, new_pool
 
 BASE = "debian_12_x64_20G_alibase.vhd"

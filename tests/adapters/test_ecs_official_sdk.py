@@ -25,7 +25,7 @@ from darabonba.request import DaraRequest
 from darabonba.runtime import RuntimeOptions
 
 from lab.emulator.ecs import EcsEmulator
-from lab.emulator.rpc import AccessKey
+from lab.emulator.rpc_wire import AccessKey
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION
 
 DEBIAN = "debian_12_5_x64_20G_alibase_20240401.vhd"

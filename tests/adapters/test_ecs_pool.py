@@ -10,10 +10,10 @@ import logging
 import pytest
 
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.rpc import AccessKey
 from controller.errors import AuthError, CapacityError, PermanentError, QuotaError, TransientError
 from controller.ports import TAG_CONTROLLER, TAG_INTENT, TAG_POLICY, InstanceState, LaunchSpec, Owner
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.rpc_wire import AccessKey
 from tests.fixtures_ecs import KEY_SECRET, REGION
 
 SPEC = LaunchSpec(

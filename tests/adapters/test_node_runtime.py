@@ -15,11 +15,11 @@ import pytest
 import requests
 from docker.tls import TLSConfig
 
-from lab.localregistry import LocalRegistry
 from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority
 from controller.errors import AuthError, PermanentError
 from controller.ports import Owner, WorkloadSpec
+from lab.localregistry import LocalRegistry
 from tests.conftest import DOCKER_TLS_ENDPOINT
 from tests.fixtures_replicas import TEST_LABEL, push_image, replica_labels
 

@@ -14,13 +14,14 @@ import pytest
 from adapters.aliyun.acr import AcrTokenCredentials
 from adapters.aliyun.credentials import CloudCredentials
 from adapters.aliyun.credentials import StaticCredentials as CloudKeys
-from lab.emulator.cr import install_cr
-from lab.emulator.rpc import AccessKey, RpcServer
-from adapters.registry.imageref import parse_registry_ref
-from adapters.registry.client import RegistryClient, RegistryOptions
 from adapters.registry.auth import Credentials, StaticCredentials, parse_challenge
+from adapters.registry.client import RegistryClient, RegistryOptions
+from adapters.registry.imageref import parse_registry_ref
 from adapters.registry.replication import Replicator
 from controller.errors import AuthError, NotFoundError, TransientError
+from lab.emulator.cr import install_cr
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import AccessKey
 from tests.fixtures_registry import REGISTRY_USERS
 
 MB = 1 << 20

@@ -10,10 +10,10 @@ import time
 import httpx
 import pytest
 
-from lab.localregistry import LocalRegistry
 from adapters.registry.client import RegistryOptions
 from adapters.registry.replication import Replicator
 from controller.errors import IntegrityError, NotFoundError
+from lab.localregistry import LocalRegistry
 from tests.support.ociimage import ImagePusher
 
 MB = 1 << 20

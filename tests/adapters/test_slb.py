@@ -8,10 +8,10 @@ import random
 import pytest
 
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
-from lab.emulator.slb import SlbState, install_slb
 from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
 from controller.errors import AuthError, NotFoundError, PermanentError
 from controller.ports import TAG_CONTROLLER, TAG_POLICY, LaunchSpec, Server
+from lab.emulator.slb import SlbState, install_slb
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION
 
 SPEC = LaunchSpec(region=REGION, instance_types=("ecs.g7.large",), zones=(f"{REGION}-a",), image_id="img-1",

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from controller.loop.edges import Edges
 from controller.errors import NotFoundError, TransientError
+from controller.loop.edges import Edges
 from controller.ports import (
     LABEL_CONTROLLER,
     LABEL_POLICY,

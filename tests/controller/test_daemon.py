@@ -13,10 +13,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from controller.daemon import Daemon
-from controller.loop.edges import LoopOptions
 from controller.errors import NotFoundError
-from controller.store.state import StateStore, sqlite_url
+from controller.loop.edges import LoopOptions
 from controller.status.models import ControllerStatus
+from controller.store.state import StateStore, sqlite_url
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 

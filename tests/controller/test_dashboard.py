@@ -14,8 +14,8 @@ import httpx
 import pytest
 from setuptools import find_packages
 
-from controller.status.dashboard import ASSETS
 from controller.status.app import StatusServer, create_app
+from controller.status.dashboard import ASSETS
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 

@@ -18,10 +18,10 @@ import pytest
 from controller.cli.main import main
 from controller.cli.run import ControllerService
 from controller.config import load_config
-from lab.lab import Lab, LabSettings
-from lab.loadgen import LoadGenerator
 from controller.sim.trace import load_trace
 from controller.wiring import build_edges
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator
 from tests.support.browser import chromium_page, screenshot
 
 pytestmark = pytest.mark.timeout(480)  # booted nodes: minutes on a shared machine

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.sim.trace import load_trace
 from controller.sim.simulator import criteria_failures, default_settings, simulate
+from controller.sim.trace import load_trace
 from policies.loader import load_policies
 
 WEB = Path(__file__).resolve().parents[2] / "deploy/policies.d/web.yaml"

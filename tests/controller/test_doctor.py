@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from lab.emulator.ecs import EcsEmulator
-from lab.localregistry import LocalRegistry
 from adapters.pki import CertificateAuthority
 from controller import __version__
 from controller.cli.main import main
+from lab.emulator.ecs import EcsEmulator
+from lab.localregistry import LocalRegistry
 from tests.controller.fakes import policy_dict
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET
 from tests.fixtures_haproxy import HaproxyProcess, start_haproxy

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from controller.ports import LABEL_SPEC_HASH
 from lab.lab import Lab, LabSettings
 from lab.loadgen import LoadGenerator
-from controller.ports import LABEL_SPEC_HASH
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
 pytestmark = pytest.mark.timeout(1080)  # booted nodes: minutes each on a shared machine

@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.lab import LAB_LABEL, Lab, LabSettings
-from lab.loadgen import LoadGenerator
 from controller.ports import LABEL_SPEC_HASH
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator
+from lab.parts import LAB_LABEL
 from tests.support.controller_process import ControllerProcess, running_controller, running_lab, wait_for
 
 pytestmark = pytest.mark.timeout(720)  # booted nodes: minutes each on a shared machine

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from lab.emulator.rpc import AccessKey
-from lab.lab import EMULATOR_KEY, Lab, LabSettings
-from lab.loadgen import LoadGenerator
 from controller.store.state import StateStore
+from lab.emulator.rpc_wire import AccessKey
+from lab.lab import Lab, LabSettings
+from lab.loadgen import LoadGenerator
+from lab.parts import EMULATOR_KEY
 from tests.support.controller_process import ControllerProcess
 from tests.support.net import free_port
 

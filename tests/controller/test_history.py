@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from controller.cli.main import main
-from controller.store.history import read_samples
 from controller.sim.trace import load_trace
+from controller.store.history import read_samples
 from controller.store.state import StateStore, sqlite_url
 from tests.controller.conftest import PG_URL, _pg_admin
 

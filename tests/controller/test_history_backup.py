@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from controller.cli.main import main
-from controller.store.state import StateStore, sqlite_url
 from controller.store.models import IntentState
+from controller.store.state import StateStore, sqlite_url
 from tests.controller.conftest import PG_URL, _pg_admin
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
+from controller.errors import CapacityError, NotFoundError, TransientError
 from controller.loop.budget import hourly_spend
 from controller.loop.edges import LoopOptions
-from controller.errors import CapacityError, NotFoundError, TransientError
-from controller.loop.steps import launch_spec
-from controller.ports import TAG_INTENT
 from controller.loop.rounds import FleetRounds
-from controller.store.state import StateStore, sqlite_url
-from controller.store.models import IntentKind, IntentState, NodeImageRow, ReplicaState
+from controller.loop.steps import launch_spec
 from controller.loop.tick import Decide, PolicyRuntime
+from controller.ports import TAG_INTENT
+from controller.store.models import IntentKind, IntentState, NodeImageRow, ReplicaState
+from controller.store.state import StateStore, sqlite_url
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import World, make_policy
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller.loop.reconcile import Reconciler
 from controller.loop.steps import launch_spec
 from controller.ports import Server
-from controller.loop.reconcile import Reconciler
 from controller.store.models import IntentState, ReplicaState
 from tests.controller.test_loop import OPTIONS, Env, make_env, serve_one
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 
 from controller.loop.edges import LoopOptions
-from controller.ports import Instance
 from controller.loop.rounds import FleetRounds
-from controller.store.state import StateStore, sqlite_url
-from controller.store.models import ReplicaState
 from controller.loop.tick import PolicyRuntime
+from controller.ports import Instance
+from controller.store.models import ReplicaState
+from controller.store.state import StateStore, sqlite_url
 from policies.types import Decision, Direction, Fleet, Observation
 from tests.controller.fakes import FakeMetrics, World, make_policy
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from lab.emulator.ecs import EcsEmulator
 from controller import metrics
 from controller.daemon import Daemon
 from controller.loop.edges import LoopOptions
-from controller.store.state import StateStore, sqlite_url
 from controller.store.models import ReplicaState
+from controller.store.state import StateStore, sqlite_url
+from lab.emulator.ecs import EcsEmulator
 from policies.loader import load_policy_text
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 from tests.controller.test_daemon import wait_for

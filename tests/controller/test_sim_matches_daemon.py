@@ -29,11 +29,11 @@ import pytest
 
 from controller.loop.edges import LoopOptions
 from controller.loop.rounds import FleetRounds
-from controller.sim.trace import Trace, load_trace
-from controller.sim.simulator import SimSettings, Step, default_settings, policy_steps
-from controller.store.state import StateStore, sqlite_url
-from controller.store.models import ReplicaState
 from controller.loop.tick import PolicyRuntime
+from controller.sim.simulator import SimSettings, Step, default_settings, policy_steps
+from controller.sim.trace import Trace, load_trace
+from controller.store.models import ReplicaState
+from controller.store.state import StateStore, sqlite_url
 from policies.loader import load_policies
 from policies.model import Policy
 from policies.types import Observation

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from controller.store import migrations
 from controller.errors import FencedError, NotFoundError, StateBusyError
 from controller.ports import Instance, InstanceState
-from controller.store.state import StateStore, sqlite_url
+from controller.store import migrations
 from controller.store.models import IntentKind, IntentState, ReplicaState
+from controller.store.state import StateStore, sqlite_url
 
 
 def test_migrations_apply_once_and_reopen_is_a_no_op(state_url: str) -> None:

@@ -16,15 +16,16 @@ from cryptography import x509
 
 from adapters.aliyun.credentials import CloudCredentials
 from adapters.aliyun.credentials import StaticCredentials as CloudKeys
-from lab.emulator.cr import install_cr
-from lab.emulator.rpc import AccessKey, RpcServer
-from lab.localregistry import LocalRegistry
 from adapters.docker_engine.node_runtime import DockerNodeRuntime
 from adapters.pki import CertificateAuthority
 from controller import service, wiring
 from controller.config import load_config_text
 from controller.errors import AuthError
 from controller.ports import Node, WorkloadSpec
+from lab.emulator.cr import install_cr
+from lab.emulator.rpc import RpcServer
+from lab.emulator.rpc_wire import AccessKey
+from lab.localregistry import LocalRegistry
 from tests.conftest import PKI_DIR
 from tests.fixtures_replicas import replica_labels
 

@@ -15,7 +15,7 @@ import docker
 import httpx
 import pytest
 
-from lab.lab import _WORKLOAD_CMD
+from lab.parts import WORKLOAD_CMD
 from tests.support.net import free_port, wait_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "pin-bridge-mac.sh"
@@ -114,7 +114,7 @@ def test_the_shared_engine_bridge_is_pinned_and_published_ports_never_stall_duri
     assert assign_type(br) == 3, f"{br}'s MAC is not pinned: scripts/services.sh start pins it"
     before = mac(br)
     port = free_port()
-    onprem = docker_client.containers.run(busybox_image, ["sh", "-c", _WORKLOAD_CMD], detach=True,
+    onprem = docker_client.containers.run(busybox_image, ["sh", "-c", WORKLOAD_CMD], detach=True,
                                           labels={LABEL: "onprem"}, ports={"80/tcp": ("127.0.0.1", port)})
     stop = threading.Event()
     lock = threading.Lock()
@@ -138,7 +138,7 @@ def test_the_shared_engine_bridge_is_pinned_and_published_ports_never_stall_duri
         for t in threads:
             t.start()
         for cycle in range(4):
-            others = [docker_client.containers.run(busybox_image, ["sh", "-c", _WORKLOAD_CMD], detach=True,
+            others = [docker_client.containers.run(busybox_image, ["sh", "-c", WORKLOAD_CMD], detach=True,
                                                    labels={LABEL: "churn"},
                                                    ports={"80/tcp": (f"127.0.{60 + cycle}.{k + 2}", free_port())})
                       for k in range(2)]

@@ -44,13 +44,13 @@ from typing import Any
 import pytest
 
 from adapters.docker_engine.client import docker_client
+from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, LaunchSpec, Owner
 from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
+from lab.emulator.ecs_records import EcsConfig
 from lab.emulator.node_images import IMAGES, NodeImageCache
 from lab.emulator.slb import SlbState, install_slb
 from lab.localimage import ensure_busybox_image
 from lab.localregistry import LocalRegistry
-from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, LaunchSpec, Owner
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_pool
 from tests.support.wait import wait_until
 

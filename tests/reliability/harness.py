@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from lab.lab import Lab, LabSettings
 from controller.ports import LABEL_REPLICA, TAG_CONTROLLER, TAG_INTENT
+from lab.lab import Lab, LabSettings
 
 __all__ = ["Invariants", "Journal", "SpendMonitor", "count", "record", "reliability_settings", "seed", "wait_for"]
 

@@ -29,12 +29,12 @@ import psutil
 from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
 from adapters.aliyun.ecs import EcsComputePool, EcsPoolSettings
 from adapters.aliyun.ecs_api import EcsApiSettings
-from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_state import EcsConfig
 from controller.daemon import Daemon
 from controller.loop.edges import Edges, LoopOptions
-from controller.store.state import StateStore, sqlite_url
 from controller.status.process import NICE, PUBLISH_INTERVAL, StatusProcess
+from controller.store.state import StateStore, sqlite_url
+from lab.emulator.ecs import EcsEmulator
+from lab.emulator.ecs_records import EcsConfig
 from tests.controller.fakes import (
     FakeHealth,
     FakeLB,

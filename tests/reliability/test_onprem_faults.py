@@ -29,14 +29,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.lab import _WORKLOAD_CMD, DOCKER_HOST, Lab
+from lab.lab import Lab
+from lab.parts import DOCKER_HOST, WORKLOAD_CMD
 from tests.reliability.dockerd import PrivateDockerd
 from tests.reliability.harness import Invariants, Journal, record, reliability_policy, wait_for
 from tests.support.controller_process import ControllerProcess
 
 RECONCILE = 2.0
 # the lab's workload (busybox httpd with a CGI page) plus a CPU burner that runs while /tmp/busy exists
-BUSY_CMD = _WORKLOAD_CMD.replace("& trap", "& (touch /tmp/busy; while :; do if [ -f /tmp/busy ]; then :; else "
+BUSY_CMD = WORKLOAD_CMD.replace("& trap", "& (touch /tmp/busy; while :; do if [ -f /tmp/busy ]; then :; else "
                                  "sleep 0.5; fi; done) & trap")
 HOLD = 3.0 + 4.0 + 4.0  # sustained_in + cooldown.scale_in + margin: a scale-in on missing data would show
 

@@ -29,12 +29,13 @@ import pytest
 from cryptography import x509
 
 from adapters.docker_engine.bootstrap import BootstrapSettings, NodeBootstrap
-from lab.emulator.rpc import AccessKey
 from adapters.pki import CertificateAuthority
-from controller.status import app as status_module
 from controller.config import load_config_text, parse_listen
-from lab.lab import _WORKLOAD_CMD, LAB_LABEL, Lab
+from controller.status import app as status_module
+from lab.emulator.rpc_wire import AccessKey
+from lab.lab import Lab
 from lab.loadgen import LoadGenerator
+from lab.parts import LAB_LABEL, WORKLOAD_CMD
 from tests.conftest import DOCKER_TLS_ENDPOINT, PKI_DIR
 from tests.reliability.harness import Invariants, record, wait_for
 from tests.support.controller_process import ControllerProcess
@@ -74,7 +75,7 @@ def _plant(lab: Lab) -> Path:
     image = old.attrs["Config"]["Image"]
     old.remove(force=True)
     lab.onprem_container = lab.docker.containers.run(
-        image, ["sh", "-c", _WORKLOAD_CMD], name=f"burst-lab-onprem-{lab.id}", detach=True, hostname="onprem",
+        image, ["sh", "-c", WORKLOAD_CMD], name=f"burst-lab-onprem-{lab.id}", detach=True, hostname="onprem",
         labels={LAB_LABEL: lab.id, "app": f"web-{lab.id}"}, ports={"80/tcp": ("127.0.0.1", port)},
         environment={"API_TOKEN": SECRETS["workload secret env"], "PLAIN": "visible"})
     lab.policy_path.write_text(lab.policy_path.read_text().replace(
