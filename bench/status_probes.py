@@ -5,7 +5,7 @@ malformed requests, history with `since=1`, and the process's /proc status. Loop
     .venv/bin/python bench/status_probes.py
 
 The figures go to docs/reliability.md (part 6, the status endpoint). The behaviour itself is asserted by
-tests/controller/test_status_guard.py with small limits; this runs the shipped ones.
+tests/controller/status/test_status_guard.py with small limits; this runs the shipped ones.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ eval "$(scripts/services.sh env | sed 's/^/export /')"
 # the CI budget on 2 cores. Each group runs its tests one at a time, as the lab tests assume. Booted-node
 # tests without a lab (test_booted_nodes, test_bake's lab of its own, the systemd suite's machine) run with
 # the other tests, which end first otherwise (measured: lab tests 24 min, the others 12 min, before the move).
-LAB_TESTS=(tests/controller/test_e2e.py tests/controller/test_e2e_roll.py tests/controller/test_ha_pair.py
-           tests/controller/test_node_faults.py
-           tests/controller/test_demo_cli.py tests/controller/test_dashboard_e2e.py tests/reliability
-           tests/deploy/test_bridge_mac.py tests/controller/test_e2e_config_files.py)
+LAB_TESTS=(tests/e2e/test_e2e.py tests/e2e/test_e2e_roll.py tests/controller/ha/test_ha_pair.py
+           tests/e2e/test_node_faults.py
+           tests/lab/test_demo_cli.py tests/controller/status/test_dashboard_e2e.py tests/reliability
+           tests/deploy/test_bridge_mac.py tests/e2e/test_e2e_config_files.py)
 fail_on_no_tests() { if [ "$1" = 5 ]; then echo "test.sh: pytest collected no tests ($2): failing" >&2; echo 1; else echo "$1"; fi; }
 if [ $# -gt 0 ]; then
   .venv/bin/python -m pytest "$@"

@@ -8,7 +8,7 @@ adds Y once it has booted, ``boot_delay`` after its launch, stops serving when i
 100 * demand / (X + Y * ready) and is evaluated every ``interval``. The policy runs exactly what the
 daemon's evaluation runs (``policies.engine.decide``, then ``controller.loop.planner.plan``: the budget guard and
 the choice of the replicas that go, then the cooldown marks and target the daemon journals);
-tests/controller/test_sim_matches_daemon.py holds the two side by side, step by step.
+tests/controller/sim/test_sim_matches_daemon.py holds the two side by side, step by step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one retry helper (controller/retry.py): how many attempts, which errors are retried, and the waits
 between attempts (capped exponential with equal jitter, a server's Retry-After honoured). The adapters'
-own numbers are pinned against the real components: tests/adapters/test_ecs_pool.py (ECS),
-tests/adapters/test_registry_copy.py (a registry that comes back)."""
+own numbers are pinned against the real components: tests/adapters/aliyun/test_ecs_pool.py (ECS),
+tests/adapters/registry/test_registry_copy.py (a registry that comes back)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ served by uvicorn on loopback, on the lab): the schemathesis CLI reads the live 
 generated requests to every operation, valid and invalid, with the right token, a wrong one and none. No
 5xx, every answer conforms to the document (status code, content type, headers, body), invalid input is
 rejected, and the controller is still running afterwards. The in-process variant over an in-memory source
-is tests/controller/test_status_schema.py (PLATFORM); this one goes over the wire to the daemon.
+is tests/controller/status/test_status_schema.py (PLATFORM); this one goes over the wire to the daemon.
 CI runs 20 examples per operation and token; bench/reliability.py 200 (RELIABILITY_SCHEMA_EXAMPLES).
 """
 

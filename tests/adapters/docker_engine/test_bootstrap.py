@@ -1,7 +1,7 @@
 """Node bootstrap UserData: valid cloud-init under 32 KB, a short-lived server certificate that really
 serves mutual TLS for a node address, no long-lived secret (no cloud secret, no CA key, no password) and no
 registry credential at all; Docker found wherever the image has it; the metadata block put back at every
-engine start. tests/adapters/test_booted_nodes.py boots it on real Debian machines."""
+engine start. tests/lab/emulator/test_booted_nodes.py boots it on real Debian machines."""
 
 from __future__ import annotations
 

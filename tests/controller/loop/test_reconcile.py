@@ -12,7 +12,7 @@ from controller.loop.reconcile import Reconciler
 from controller.loop.steps import launch_spec
 from controller.ports import Server
 from controller.store.models import IntentState, ReplicaState
-from tests.controller.test_loop import OPTIONS, Env, make_env, serve_one
+from tests.controller.loop.test_loop import OPTIONS, Env, make_env, serve_one
 
 S = ReplicaState
 

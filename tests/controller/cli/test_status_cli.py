@@ -19,7 +19,7 @@ from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
 TOKEN = "cli-test-token-0123456789abcdef"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from controller.store.history import read_samples
 from controller.store.state import StateStore, sqlite_url
 from tests.controller.conftest import PG_URL, _pg_admin
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WEB_POLICY = ROOT / "deploy" / "policies.d" / "web.yaml"
 T0 = float(int(time.time()) - 3000)  # a whole second, within the default 24h
 

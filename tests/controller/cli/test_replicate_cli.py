@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.fixtures_registry import REGISTRY_USERS
 
 MB = 1 << 20
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def burstctl(capsys, *args: str) -> tuple[int, str, str]:

@@ -187,7 +187,7 @@ def test_the_daemon_shields_its_memory_from_the_status_process() -> None:
     code = ("import ctypes, time; from controller.status.confinement import shield_daemon; ok = shield_daemon(); "
             "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), flush=True); time.sleep(5)")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                          cwd=Path(__file__).resolve().parents[2]) as p:
+                          cwd=Path(__file__).resolve().parents[3]) as p:
         try:
             assert p.stdout is not None and p.stdout.readline().split() == ["True", "0"]
             assert os.stat(f"/proc/{p.pid}/environ").st_uid == 0  # root's, whoever runs it
@@ -222,7 +222,7 @@ def test_with_the_docker_group_drop_in_the_status_process_drops_the_groups_and_t
     where = Path(tempfile.mkdtemp(prefix="confinement-"))
     try:
         where.chmod(0o755)
-        shutil.copy(Path(__file__).resolve().parents[2] / "controller" / "status" / "confinement.py", where)
+        shutil.copy(Path(__file__).resolve().parents[3] / "controller" / "status" / "confinement.py", where)
         (where / "confinement.py").chmod(0o644)
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--groups=4242", "--inh-caps=+setgid",
                "--ambient-caps=+setgid", "--bounding-set=-all,+setgid", SYSTEM_PYTHON, "-c", _AS_SERVICE]

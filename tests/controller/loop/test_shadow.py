@@ -27,7 +27,7 @@ from lab.emulator.ecs import EcsEmulator
 from policies.loader import load_policy_text
 from tests.controller.fakes import FakeMetrics, World, policy_dict
 from tests.controller.test_daemon import wait_for
-from tests.controller.test_loop import make_env
+from tests.controller.loop.test_loop import make_env
 from tests.fixtures_ecs import REGION
 
 pytestmark = pytest.mark.timeout(120)

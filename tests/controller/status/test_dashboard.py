@@ -19,7 +19,7 @@ from controller.status.dashboard import ASSETS
 from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WEB = ROOT / "controller" / "web"
 
 

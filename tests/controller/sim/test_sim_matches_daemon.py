@@ -39,7 +39,7 @@ from policies.model import Policy
 from policies.types import Observation
 from tests.controller.fakes import FakeLB, World
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WEB = ROOT / "deploy/policies.d/web.yaml"
 TRACES = sorted(Path("/work/shared/traces").glob("*.csv"))
 DAYS = 2

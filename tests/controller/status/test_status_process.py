@@ -29,7 +29,7 @@ from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
 TOKEN = "process-token-0123456789abcdef"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def auth(token: str = TOKEN) -> dict[str, str]:

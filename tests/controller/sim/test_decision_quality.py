@@ -13,7 +13,7 @@ from controller.sim.simulator import criteria_failures, default_settings, simula
 from controller.sim.trace import load_trace
 from policies.loader import load_policies
 
-WEB = Path(__file__).resolve().parents[2] / "deploy/policies.d/web.yaml"
+WEB = Path(__file__).resolve().parents[3] / "deploy/policies.d/web.yaml"
 TRACES = sorted(Path("/work/shared/traces").glob("*.csv"))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from controller.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WEB = ROOT / "deploy/policies.d/web.yaml"
 TRACES = Path("/work/shared/traces")
 KEYS = {"unserved_fraction", "overload_minutes", "instance_hours", "launches", "max_replicas", "penalized_cost"}

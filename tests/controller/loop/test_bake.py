@@ -3,7 +3,7 @@ registries and on-prem workload): a builder booted from the policy's image pulls
 becomes a custom image; a node launched from it has the workload image already (its replica starts without
 a pull and serves) and none of the builder's identity; the builder is released on success and when it
 never comes up. The policy's image is Debian 12 with Docker (the lab's default): the stock image's Docker
-install is the bootstrap's, tested in tests/adapters/test_booted_nodes.py and by `burstctl demo`, and would
+install is the bootstrap's, tested in tests/lab/emulator/test_booted_nodes.py and by `burstctl demo`, and would
 add minutes per bake here. Needs the private Docker Engine and the node images (scripts/services.sh)."""
 
 from __future__ import annotations

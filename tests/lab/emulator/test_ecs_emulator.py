@@ -31,7 +31,7 @@ from lab.emulator.rpc_wire import sign, string_to_sign
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_emulator
 from tests.support.net import free_port, wait_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def sdk(emu: EcsEmulator, key_id: str = KEY_ID, secret: str = KEY_SECRET) -> AcsClient:

@@ -1,7 +1,7 @@
 """Custom images on the ECS emulator (shared-engine instances, no machines): CreateImage, DescribeImages and
 DeleteImage through ``EcsComputePool`` (aliyun-python-sdk-ecs) and the official generated SDK, with the real
 API's errors; RunInstances boots a custom image; the bake's retention keeps the newest images and never
-deletes one instances run. The booted-node side (the image's content) is tests/adapters/test_bake.py."""
+deletes one instances run. The booted-node side (the image's content) is tests/controller/loop/test_bake.py."""
 
 from __future__ import annotations
 
