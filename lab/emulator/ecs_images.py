@@ -12,9 +12,9 @@ import re
 import secrets
 import string
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lab.emulator.ecs_records import ImageRecord
 from lab.emulator.ecs_shapes import os_facts
 from lab.emulator.node_images import IMAGES, NodeImageCache
 from lab.emulator.rpc import RpcServer
@@ -23,7 +23,7 @@ from lab.emulator.rpc_wire import ApiError, RpcRequest
 if TYPE_CHECKING:
     from lab.emulator.ecs_state import EcsState
 
-__all__ = ["ImageRecord", "install_images"]
+__all__ = ["install_images"]
 
 ACCOUNT_ID = 1234567890123456  # the emulated account: ImageOwnerId of custom images
 SYSTEM_DISK_GIB = 20  # the system disk of every image (the public ids say 20G)
@@ -31,24 +31,6 @@ _STATUSES = ("Creating", "Waiting", "Available", "UnAvailable", "CreateFailed", 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 # 2-128 characters, starting with a letter; not http:// or https:// (the API's ImageName rule)
 _NAME = re.compile(r"^[A-Za-z\u4e00-\u9fff][A-Za-z0-9\u4e00-\u9fff_.:()\-/ ]{1,127}$")
-
-
-@dataclass
-class ImageRecord:
-    """A custom image (public ones are ``node_images.IMAGES``)."""
-
-    id: str
-    region: str
-    name: str
-    description: str
-    instance_id: str  # the instance it was made from
-    source_image_id: str  # that instance's image (OS facts are inherited from it)
-    created_at: float
-    status: str = "Creating"
-    error: str = ""
-    deleted_at: float | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    client_token: str = ""
 
 
 def _time(epoch: float) -> str:

@@ -1,6 +1,7 @@
 """The ECS emulator's records: list prices, its configuration (``EcsConfig``), the hooks a node backend
 implements (``NodeHooks``: booted machines, lab/emulator/nodes.py), one instance (``InstanceRecord``) and
-one RunInstances request (``LaunchRequest``). The world that holds them is lab/emulator/ecs_state.py.
+one RunInstances request (``LaunchRequest``) and one custom image (``ImageRecord``). The world that holds
+them is lab/emulator/ecs_state.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["DEFAULT_PRICES", "SPOT_DISCOUNT", "EcsConfig", "InstanceRecord", "LaunchRequest", "NodeHooks"]
+__all__ = ["DEFAULT_PRICES", "SPOT_DISCOUNT", "EcsConfig", "ImageRecord", "InstanceRecord", "LaunchRequest", "NodeHooks"]
 
 # Pay-as-you-go list prices (CNY per hour) for the types the emulator offers. Emulator figures in the
 # right order of magnitude, for cost arithmetic in tests and demos; override with --price TYPE=PRICE.
@@ -107,3 +108,21 @@ class LaunchRequest:
     fingerprint: str
     host_name: str = ""
     unique_suffix: bool = False
+
+
+@dataclass
+class ImageRecord:
+    """A custom image (public ones are ``node_images.IMAGES``)."""
+
+    id: str
+    region: str
+    name: str
+    description: str
+    instance_id: str  # the instance it was made from
+    source_image_id: str  # that instance's image (OS facts are inherited from it)
+    created_at: float
+    status: str = "Creating"
+    error: str = ""
+    deleted_at: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    client_token: str = ""

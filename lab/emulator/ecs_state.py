@@ -20,10 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lab.emulator.ecs_images import ImageRecord
 from lab.emulator.ecs_records import (
     SPOT_DISCOUNT,
     EcsConfig,
+    ImageRecord,
     InstanceRecord,
     LaunchRequest,
     NodeHooks,
