@@ -96,27 +96,12 @@ else
 fi
 own "$SERVICE_USER:$SERVICE_USER" 0600 "$etc/status.token"
 
-# 5. the docker group, root-equivalent, only when the on-prem Docker Engine is this machine's socket (a
-#    unix:// host in onprem.docker_hosts); a remote Engine is reached over TLS with certificates instead
-#    With the group comes a drop-in that lets the status endpoint's process drop it (CAP_SETGID, passed on only)
+# 5. the docker group, root-equivalent, only when the on-prem Docker Engine is this machine's socket, with the
+#    drop-in that lets the status endpoint's process drop it (deploy/docker-group.sh, shared with the package)
 dropin="$DESTDIR$UNITDIR/burst-controller.service.d/docker-group.conf"
 if [ -z "$DESTDIR" ]; then
-  if grep -v '^[[:space:]]*#' "$etc/controller.yaml" | grep -q 'unix://'; then
-    if getent group docker >/dev/null; then
-      usermod -a -G docker "$SERVICE_USER"
-      install -D -m 0644 "$SRC/deploy/burst-controller-docker-group.conf" "$dropin"
-      say "docker: $SERVICE_USER added to the docker group (the config names a local socket; root-equivalent);" \
-          "$dropin lets the status process drop it"
-    else
-      say "docker: no docker group on this machine; after installing Docker, run this script again"
-    fi
-  else
-    say "docker: no unix:// host in onprem.docker_hosts, $SERVICE_USER not added to the docker group"
-  fi
-  if ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx docker && [ -e "$dropin" ]; then
-    rm -f "$dropin"
-    say "docker: $SERVICE_USER is not in the docker group: $dropin removed"
-  fi
+  sh "$SRC/deploy/docker-group.sh" "$etc/controller.yaml" "$SRC/deploy/burst-controller-docker-group.conf" \
+    "$dropin" "run this script again" | sed 's/^/install: /'
 fi
 
 # 6. example policies, as *.yaml.example so none is loaded before it is edited; and the JSON schema

@@ -33,7 +33,7 @@ PG_PORT=55432
 PG_DIR="$RUN_DIR/pg"
 PKGS=(docker.io containerd runc iptables docker-registry skopeo haproxy busybox-static openssl
       prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3
-      debootstrap apt-utils)
+      debootstrap apt-utils debhelper dh-virtualenv)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -25,17 +25,8 @@ pyproject.toml (kept beside the node image cache)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import ipaddress
 import json
-import os
-import random
 import re
-import shutil
-import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,26 +35,22 @@ from typing import Any
 import pytest
 
 from adapters.docker_engine.client import docker_client
-from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, LaunchSpec, Owner
+from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, Owner
 from lab.emulator.ecs import EcsEmulator
-from lab.emulator.ecs_records import EcsConfig
-from lab.emulator.node_images import IMAGES, NodeImageCache
+from lab.emulator.node_images import IMAGES
 from lab.emulator.slb import SlbState, install_slb
 from lab.localimage import ensure_busybox_image
 from lab.localregistry import LocalRegistry
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_pool
+from tests.support.booted import DOCKER_HOST, REPO, UNIT, Machine, booted_machine, source_files, wheelhouse
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(2400)  # the first test boots and installs the machine: minutes when loaded
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKER_HOST = os.environ.get("BURST_DOCKER_HOST", "unix:///var/lib/burst-controller-dev/docker.sock")
 STOCK_12, BAKED_12 = IMAGES[0].image_id, IMAGES[1].image_id
-UNIT = "burst-controller.service"
 CONTROLLER_ID = "systemd-test"
 REG_USER, REG_PASSWORD = "burst", "pull-secret-8231"  # the cloud registry's (a test password, not a secret)
 ETC = "/etc/burst-controller"
-SOURCES = ("pyproject.toml", "README.md", "controller", "adapters", "policies", "deploy", "docs")
 # what an operator's first install needs on a stock image: a venv (python3 is there, for cloud-init)
 USER_DATA = """#cloud-config
 runcmd:
@@ -76,108 +63,9 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 1.
     return wait_until(what, check, timeout, every, retry=(AssertionError, ValueError))
 
 
-class Machine:
-    """A booted node seen from the host: commands through docker exec, files through put_archive."""
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        # the cloud around it, set by the fixture: the emulator (ECS and SLB), the cloud registry on the
-        # VSwitch gateway, the load balancer the burst policy routes to
-        self.emu: Any = None
-        self.slb: Any = None
-        self.lb_id = ""
-        self.gateway = ""
-        self.port = 0
-        self.cidr = ""
-        self.registry = ""
-        self.busybox_tar = b""
-
-    def sh(self, cmd: str, *, check: bool = True, env: dict[str, str] | None = None) -> str:
-        result = self.container.exec_run(["sh", "-c", cmd], environment=env or {})
-        out = result.output.decode(errors="replace")
-        if check and result.exit_code != 0:
-            raise AssertionError(f"`{cmd}` exited {result.exit_code}:\n{out[-4000:]}")
-        return out
-
-    def rc(self, cmd: str) -> int:
-        return int(self.container.exec_run(["sh", "-c", cmd]).exit_code)
-
-    def put(self, path: str, text: str, *, owner: str = "root:root", mode: str = "0644") -> None:
-        """Write a file as an operator would (install -o -g -m), through a staging copy in /root."""
-        staged = f"/root/put-{random.randint(0, 1 << 30)}"
-        self.put_tree("/", {staged.lstrip("/"): text.encode()})
-        user, group = owner.split(":")
-        self.sh(f"install -o {user} -g {group} -m {mode} {staged} {path} && rm {staged}")
-
-    def put_tree(self, where: str, files: dict[str, bytes]) -> None:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, body in files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(body), 0o755 if name.endswith(".sh") else 0o644
-                tar.addfile(info, io.BytesIO(body))
-        assert self.container.put_archive(where, buf.getvalue())
-
-    def show(self, *props: str) -> dict[str, str]:
-        out = self.sh(f"systemctl show {UNIT} " + " ".join(f"-p {p}" for p in props))
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def journal(self, since: str = "") -> str:
-        cursor = f"--after-cursor='{since}'" if since else ""
-        return self.sh(f"journalctl -u {UNIT} --no-pager -o cat {cursor}", check=False)
-
-    def cursor(self) -> str:
-        out = self.sh("journalctl -n 0 --show-cursor --no-pager", check=False)
-        m = re.search(r"-- cursor: (\S+)", out)
-        return m.group(1) if m else ""
-
-    def status(self) -> dict[str, Any]:
-        return json.loads(self.sh("curl -sf --max-time 5 http://127.0.0.1:9180/v1/status"))
-
-    def active_pid(self) -> int:
-        """The main PID once the unit is active and its status endpoint answers (0 until then)."""
-        s = self.show("ActiveState", "MainPID")
-        if s.get("ActiveState") != "active" or s.get("MainPID", "0") == "0":
-            return 0
-        return int(s["MainPID"]) if self.rc("curl -sf --max-time 5 http://127.0.0.1:9180/readyz") == 0 else 0
-
-
-def _source_files() -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    for top in SOURCES:
-        base = REPO / top
-        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
-        for p in paths:
-            if "__pycache__" in p.parts or p.suffix == ".pyc":
-                continue
-            files[f"src/{p.relative_to(REPO)}"] = p.read_bytes()
-    return files
-
-
 def _wheels(work: Path) -> dict[str, bytes]:
-    """The project's dependencies as wheels, and the build backend install.sh's pip needs (the host's Python
-    is 3.11, like Debian 12's). Built once per pyproject.toml, in a cache beside the node images (resolving
-    them takes minutes on a loaded machine), from a copy of the source: pip would leave build/ in the tree."""
-    pyproject = (REPO / "pyproject.toml").read_bytes()
-    key = hashlib.sha256(pyproject + sys.version.split()[0].encode()).hexdigest()[:16]
-    out = NodeImageCache().root.parent / f"wheels-{key}"
-    if not (out / "done").exists():
-        for name, body in _source_files().items():
-            path = work / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(body)
-        building = work / "wheels"
-        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "-w", str(building)]
-        for args in ([str(work / "src")], ["setuptools>=77", "wheel"]):
-            done = subprocess.run(pip + args, capture_output=True, text=True, timeout=1200, check=False)
-            assert done.returncode == 0, done.stderr[-3000:]
-        for own in building.glob("burst_controller-*.whl"):  # install.sh builds the project from its source
-            own.unlink()
-        (building / "done").write_text("")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.move(str(building), out)
-    return {f"wheels/{p.name}": p.read_bytes() for p in sorted(out.glob("*.whl"))}
+    """The dependencies' wheels (and the build backend install.sh's pip needs), as the machine gets them."""
+    return {f"wheels/{p.name}": p.read_bytes() for p in sorted(wheelhouse(work).glob("*.whl"))}
 
 
 def _config(m: Machine) -> str:
@@ -235,47 +123,31 @@ budget: {max_per_hour: 5.0, prices: {ecs.c6.large: 0.62}}
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     client = docker_client(DOCKER_HOST, None, timeout=300)
-    client.ping()
-    assert NodeImageCache().is_built(IMAGES[0].recipe), "node images not built: run scripts/services.sh start"
-    assert NodeImageCache().is_built(IMAGES[1].recipe), "node images not built: run scripts/services.sh start"
     wheels = _wheels(tmp_path_factory.mktemp("wheels"))
     ensure_busybox_image(client, "local/busybox:1")  # the on-prem workload's image, loaded into the machine
     busybox_tar = b"".join(client.images.get("local/busybox:1").save(named="local/busybox:1"))
-    cidr = f"10.215.{random.randint(1, 254)}.0/28"
-    gateway = str(ipaddress.ip_network(cidr).network_address + 1)
-    emu = EcsEmulator(host=gateway, access_keys={KEY_ID: KEY_SECRET},
-                      config=EcsConfig(boot_delay=0.2, stop_delay=0.2, node_engine=DOCKER_HOST,
-                                       vswitches={"vsw-t": cidr}))
+    client.close()
     # the burst's traffic goes to an SLB (the emulator's, on the same endpoint): HAProxy is not on the
     # region's mirror, and an SLB is what a datacenter without its own HAProxy would use
-    slb = SlbState(instance_exists=lambda iid: any(i["id"] == iid for i in emu.live_instances()))
-    install_slb(emu.server, slb)
-    emu.start()
-    registry: LocalRegistry | None = None
-    try:
+    slbs: list[SlbState] = []
+
+    def with_slb(emu: EcsEmulator) -> None:
+        slbs.append(SlbState(instance_exists=lambda iid: any(i["id"] == iid for i in emu.live_instances())))
+        install_slb(emu.server, slbs[0])
+
+    # cloud-init's UserData installs python3-venv from the region's mirror
+    with booted_machine(STOCK_12, USER_DATA, tag="systemd-suite", prepare=with_slb) as m:
         # the cloud registry where the nodes and the machine reach it: the VSwitch gateway, with a password
-        registry = LocalRegistry(tmp_path_factory.mktemp("cloudreg"), host=gateway,
+        registry = LocalRegistry(tmp_path_factory.mktemp("cloudreg"), host=m.gateway,
                                  users={REG_USER: REG_PASSWORD}).start()
-        pool = new_pool(emu, read_timeout=30)
-        spec = LaunchSpec(region=REGION, instance_types=("ecs.c6.large",), zones=("cn-test-a",), image_id=STOCK_12,
-                          security_group_id="sg-t", vswitches={"cn-test-a": "vsw-t"}, user_data=USER_DATA,
-                          tags={TAG_CONTROLLER: "systemd-suite"})
-        [inst] = pool.launch(spec, 1, f"intent-{random.randint(0, 1 << 30)}")
-        _wait("the machine Running", lambda: pool.get([inst.id])[0].state.value == "running", 300, 1)
-        m = Machine(client.containers.get(f"ecs-{inst.id}"))
-        # cloud-init's UserData installed python3-venv from the region's mirror
-        out = m.sh("cloud-init status --wait", check=False)
-        assert "done" in out, out + m.sh("tail -n 40 /var/log/cloud-init-output.log", check=False)
-        m.put_tree("/root", {**_source_files(), **wheels})
-        m.sh("chmod 0755 /root/src/deploy/*.sh")
-        m.gateway, m.port, m.cidr, m.registry = gateway, emu.server.port, cidr, registry.address
-        m.emu, m.slb, m.lb_id, m.busybox_tar = emu, slb, slb.create(REGION, "web"), busybox_tar
-        yield m
-    finally:
-        if registry is not None:
+        try:
+            m.put_tree("/root", {**source_files(), **wheels})
+            m.sh("chmod 0755 /root/src/deploy/*.sh")
+            m.registry, m.slb, m.lb_id, m.busybox_tar = registry.address, slbs[0], slbs[0].create(REGION, "web"), \
+                busybox_tar
+            yield m
+        finally:
             registry.stop()
-        emu.stop()  # removes the machines it still runs (no state file): a failed test leaks nothing here
-        client.close()
 
 
 def _burst_instances(m: Machine, *, live: bool) -> list[str]:
