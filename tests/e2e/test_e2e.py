@@ -148,7 +148,7 @@ def test_sigkill_mid_burst_then_restart_adopts_and_launches_no_duplicate(lab: La
         assert calls.get("DeleteInstances", 0) == 0  # nothing launched twice and cleaned up
         print(f"SIGKILL test: RunInstances calls {calls.get('RunInstances')}, instances ever launched 2")
         # the status answers from a snapshot the daemon publishes (at most a moment behind the journal)
-        wait_for("status: two serving", lambda: controller.status.app()["policies"][0]["replicas"] == {"serving": 2},
+        wait_for("status: two serving", lambda: controller.status()["policies"][0]["replicas"] == {"serving": 2},
                  timeout=5)
         load.set_clients(1)
         wait_for("drain", lambda: not lab.live_instances() and not lab.cloud_servers(), timeout=120)
@@ -163,14 +163,14 @@ def test_invalid_policy_edit_keeps_the_last_good_one_and_the_status_token(lab: L
                                                                          controller: ControllerProcess) -> None:
     controller.start()
     url, token = lab.status_url, lab.token
-    before = controller.status.app()
+    before = controller.status()
     assert [p["name"] for p in before["policies"]] == ["web"] and before["policy_errors"] == []
     assert before["policies"][0]["budget_per_hour"] == 5.0
 
     # an edit with a mistake: the file is rejected with FILE:LINE:COL, the last good version stays
     lab.policy_path.write_text(lab.policy_yaml(**{"max_per_hour: 5.0": "max_per_hour: -3"}))
-    wait_for("the rejection in status", lambda: controller.status.app()["policy_errors"] != [], timeout=20)
-    state = controller.status.app()
+    wait_for("the rejection in status", lambda: controller.status()["policy_errors"] != [], timeout=20)
+    state = controller.status()
     assert any(line.startswith(f"{lab.policy_path}:") and "budget.max_per_hour" in line
                for line in state["policy_errors"]), state["policy_errors"]
     assert [p["name"] for p in state["policies"]] == ["web"] and state["policies"][0]["budget_per_hour"] == 5.0
@@ -178,8 +178,8 @@ def test_invalid_policy_edit_keeps_the_last_good_one_and_the_status_token(lab: L
 
     # fixed: the new version takes over and the errors clear
     lab.policy_path.write_text(lab.policy_yaml(**{"max_per_hour: 5.0": "max_per_hour: 6.5"}))
-    wait_for("the fixed policy", lambda: controller.status.app()["policies"][0]["budget_per_hour"] == 6.5, timeout=20)
-    assert controller.status.app()["policy_errors"] == []
+    wait_for("the fixed policy", lambda: controller.status()["policies"][0]["budget_per_hour"] == 6.5, timeout=20)
+    assert controller.status()["policy_errors"] == []
 
     # the status endpoint's token guards the mutations
     pause = f"{url}/v1/policies/web/pause"
@@ -187,20 +187,20 @@ def test_invalid_policy_edit_keeps_the_last_good_one_and_the_status_token(lab: L
     assert httpx.post(pause, headers={"Authorization": "Bearer wrong"}, timeout=5, trust_env=False).status_code == 403
     ok = httpx.post(pause, headers={"Authorization": f"Bearer {token}"}, timeout=5, trust_env=False)
     assert ok.status_code == 200, ok.text
-    assert controller.status.app()["policies"][0]["paused"] is True
+    assert controller.status()["policies"][0]["paused"] is True
     missing = httpx.post(f"{url}/v1/policies/nope/pause", headers={"Authorization": f"Bearer {token}"},
                          timeout=5, trust_env=False)
     assert missing.status_code == 404
     assert httpx.post(f"{url}/v1/policies/web/resume", headers={"Authorization": f"Bearer {token}"},
                       timeout=5, trust_env=False).status_code == 200
-    assert controller.status.app()["policies"][0]["paused"] is False
+    assert controller.status()["policies"][0]["paused"] is False
 
     # SIGHUP reloads too; a removed file drains (nothing to drain here) and the policy is forgotten
     os.remove(lab.policy_path)
     assert controller.proc is not None
     controller.proc.send_signal(signal.SIGHUP)
-    wait_for("the removal", lambda: controller.status.app()["policies"] == [] or
-             controller.status.app()["policies"][0]["draining"], timeout=20)
+    wait_for("the removal", lambda: controller.status()["policies"] == [] or
+             controller.status()["policies"][0]["draining"], timeout=20)
     assert controller.terminate() == 0
 
 
