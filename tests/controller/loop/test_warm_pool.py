@@ -217,3 +217,17 @@ def test_reconcile_keeps_the_pool_and_releases_a_stopped_stranger(env: Env) -> N
     assert report.orphans_released == ["i-stranger"] and stopped(env) == [node]
     assert compute._inst(node).state == InstanceState.STOPPED
     assert [row.id for row in env.store.warm_instances("web")] == [node]
+
+
+def test_status_shows_the_pool_with_its_ages(env: Env) -> None:
+    from controller.status.report import StatusReport
+
+    serve(env, 1)
+    scale_to_zero(env)
+    env.clock.advance(120)
+    st = StatusReport._policy(env.rt, env.store.status_rows(["web"]), env.clock())
+    assert st.warm_pool.size == 1 and st.warm_pool.warm == 1
+    [node] = st.warm_pool.nodes
+    assert node.id == stopped(env)[0] and node.stopped_seconds >= 120 and node.age_seconds > node.stopped_seconds
+    assert [i.state for i in st.instances] == ["warm"]
+    assert st.spend_per_hour == pytest.approx(DEFAULT_DISK_PRICE)
