@@ -61,7 +61,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-tar -C "$SRC" --exclude=__pycache__ --exclude="*.pyc" -cf - pyproject.toml README.md controller adapters policies \
+tar -C "$SRC" --exclude=__pycache__ --exclude="*.pyc" -cf - pyproject.toml README.md controller adapters policies lab \
   | tar -C "$stage" -xf -
 say "installing burst-controller into $venv"
 # shellcheck disable=SC2086 # PIP_INSTALL_ARGS is a list of arguments

@@ -47,7 +47,7 @@ ASSETS = {
 def _load_assets() -> dict[str, tuple[bytes, str]]:
     """Read the files once: (body, etag) by name. A missing file is a packaging bug, said loudly."""
     out: dict[str, tuple[bytes, str]] = {}
-    root = resources.files("controller.web")
+    root = resources.files("controller.status.web")
     for name in ASSETS:
         body = root.joinpath(name).read_bytes()
         out[name] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')

@@ -20,7 +20,7 @@ from tests.support.net import free_port
 from tests.support.status_source import MemoryStatusSource
 
 ROOT = Path(__file__).resolve().parents[3]
-WEB = ROOT / "controller" / "web"
+WEB = ROOT / "controller" / "status" / "web"
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,10 @@ def test_the_assets_reference_nothing_outside_the_origin() -> None:
 
 
 def test_the_assets_ship_in_the_package() -> None:
-    """controller/web is a package (so setuptools finds it) and the package-data patterns match its files."""
+    """controller/status/web is a package (so setuptools finds it) and the package-data patterns match its files."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     setuptools_cfg = pyproject["tool"]["setuptools"]
-    assert "controller.web" in find_packages(str(ROOT), include=setuptools_cfg["packages"]["find"]["include"])
+    assert "controller.status.web" in find_packages(str(ROOT), include=setuptools_cfg["packages"]["find"]["include"])
     patterns = setuptools_cfg["package-data"]["*"]
     for name in ASSETS:
         assert (WEB / name).is_file(), name
