@@ -247,7 +247,7 @@ class Daemon(StatusReport):
         counts = self.store.prune(before=self.clock() - self.options.history_retention)
         with self._lock:
             for name, runtime in list(self.runtimes.items()):
-                if runtime.removed and not self.store.live_replicas(name):
+                if runtime.removed and not self.store.live_replicas(name) and not self.store.warm_instances(name):
                     self._unschedule_policy(name)
                     runtime.close()
                     del self.runtimes[name]

@@ -126,6 +126,14 @@ class ComputePool(Protocol):
     def release(self, ids: Sequence[str]) -> None:
         """Delete instances; ids already gone are not an error."""
 
+    def stop(self, ids: Sequence[str], *, charging: bool = False) -> None:
+        """Stop running instances, their disks kept (``charging`` False: the cloud stops charging for CPU and
+        memory, ECS economical mode); stopping or stopped ones are not an error."""
+
+    def start(self, ids: Sequence[str]) -> None:
+        """Start stopped instances again (same disk, same address); starting or running ones are not an
+        error."""
+
     def close(self) -> None: ...
 
 

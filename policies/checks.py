@@ -267,6 +267,11 @@ def cross_section_problems(policy: Any) -> list[LocalProblem]:
         problems.append((("workload", "replicas_per_node"),
                          (f"{per_node} replicas per instance need traffic.haproxy: an SLB backend is a whole "
                           "instance, so it cannot address several replicas on one"), "value"))
+    warm = getattr(policy, "warm_pool", None)
+    if per_node > 1 and warm is not None and warm.size:
+        problems.append((("warm_pool", "size"),
+                         (f"a warm pool keeps whole nodes of one replica each, but workload.replicas_per_node is "
+                          f"{per_node}: set size: 0 or replicas_per_node: 1"), "value"))
     if cloud is not None and budget is not None:
         missing = [t for t in cloud.instance_types if t not in budget.prices]
         unused = [t for t in budget.prices if t not in cloud.instance_types]

@@ -54,6 +54,7 @@ __all__ = [
     "SlbTraffic",
     "Spot",
     "Traffic",
+    "WarmPool",
     "Workload",
 ]
 
@@ -301,6 +302,21 @@ class Budget(_Section):
     prices: dict[str, Price] = Field(description="price per instance-hour of each instance type; every type needs one")
 
 
+class WarmPool(_Section):
+    """Stopped nodes kept for the next burst (ECS economical mode): a scale-in stops up to ``size`` drained
+    nodes instead of releasing them, with the workload's image still on their disk; a scale-out starts them
+    before it launches new ones (docs/daemon.md "The warm pool")."""
+
+    size: int = Field(default=0, ge=0, le=1000,
+                      description="drained nodes kept stopped for the next burst; 0: none (every node is released)")
+    max_age: PositiveDuration = Field(
+        default=86400.0, description="a stopped node older than this (from its launch) is released, like 1d")
+    disk_price: Price | None = Field(
+        default=None, description="price per hour of one stopped node (its disks: ECS stops charging for "
+                                  "CPU and memory); null: the controller's default, 0.03/h (a 40 GiB ESSD PL0 "
+                                  "system disk, docs/daemon.md)")
+
+
 class Policy(_Section):
     """One burst policy: which workload, when to burst, where to, and how to route and drain."""
 
@@ -323,6 +339,7 @@ class Policy(_Section):
     traffic: Traffic = Field(description="how requests reach the replicas")
     drain: Drain = Field(default_factory=Drain, description="how replicas leave without dropping requests")
     budget: Budget = Field(description="spending cap and instance prices")
+    warm_pool: WarmPool = Field(default_factory=WarmPool, description="stopped nodes kept for the next burst")
 
     @model_validator(mode="after")
     def _across_sections(self) -> Policy:

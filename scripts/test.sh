@@ -19,7 +19,7 @@ eval "$(scripts/services.sh env | sed 's/^/export /')"
 LAB_TESTS=(tests/e2e/test_e2e.py tests/e2e/test_e2e_roll.py tests/controller/ha/test_ha_pair.py
            tests/e2e/test_node_faults.py
            tests/lab/test_demo_cli.py tests/controller/status/test_dashboard_e2e.py tests/reliability
-           tests/deploy/test_bridge_mac.py tests/e2e/test_e2e_config_files.py)
+           tests/deploy/test_bridge_mac.py tests/e2e/test_e2e_config_files.py tests/e2e/test_warm_pool_e2e.py)
 fail_on_no_tests() { if [ "$1" = 5 ]; then echo "test.sh: pytest collected no tests ($2): failing" >&2; echo 1; else echo "$1"; fi; }
 if [ $# -gt 0 ]; then
   .venv/bin/python -m pytest "$@"

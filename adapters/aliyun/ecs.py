@@ -30,6 +30,8 @@ from aliyunsdkecs.request.v20140526.DescribeImagesRequest import DescribeImagesR
 from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInstancesRequest
 from aliyunsdkecs.request.v20140526.DescribePriceRequest import DescribePriceRequest
 from aliyunsdkecs.request.v20140526.RunInstancesRequest import RunInstancesRequest
+from aliyunsdkecs.request.v20140526.StartInstancesRequest import StartInstancesRequest
+from aliyunsdkecs.request.v20140526.StopInstancesRequest import StopInstancesRequest
 
 from adapters.aliyun.ecs_api import EcsApi, EcsApiSettings
 from controller.errors import (
@@ -328,6 +330,25 @@ class EcsComputePool:
                 chunk = [i for i in chunk if i in alive]
         if chunk:
             raise PermanentError(f"could not release {len(chunk)} instance(s): they keep disappearing")
+
+    # ------------------------------------------------------------------ stop and start (the warm pool)
+
+    def stop(self, ids: Sequence[str], *, charging: bool = False) -> None:
+        for chunk in _chunks(_list(dict.fromkeys(ids)), BATCH):
+            req = StopInstancesRequest()
+            req.set_InstanceIds(chunk)
+            # economical mode: vCPU and memory stop being charged, the disks stay (and cost)
+            req.set_StoppedMode("KeepCharging" if charging else "StopCharging")
+            answer = self.api.call(req)
+            logger.info("stopped %d instance(s) (%s, request %s)", len(chunk),
+                        "KeepCharging" if charging else "StopCharging", answer.get("RequestId"))
+
+    def start(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(_list(dict.fromkeys(ids)), BATCH):
+            req = StartInstancesRequest()
+            req.set_InstanceIds(chunk)
+            answer = self.api.call(req)
+            logger.info("started %d instance(s) (request %s)", len(chunk), answer.get("RequestId"))
 
     # ------------------------------------------------------------------ custom images
 

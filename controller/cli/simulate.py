@@ -5,13 +5,21 @@ The model is in controller/sim/simulator.py; the text, JSON, PNG and HTML output
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from typing import Any
 
 from controller.errors import ConfigError
-from controller.sim.simulator import Outcome, Report, criteria_failures, default_settings, simulate
+from controller.sim.simulator import (
+    Outcome,
+    Report,
+    criteria_failures,
+    default_settings,
+    simulate,
+    with_warm_pool,
+)
 from controller.sim.trace import load_trace
 from policies.units import format_duration, parse_duration
 
@@ -71,6 +79,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "strategy says it, else X / 10)")
     p.add_argument("--boot-delay", type=_duration, default=120.0, metavar="DURATION",
                    help="launch to serving (default 120s)")
+    p.add_argument("--baked-boot", type=_duration, default=None, metavar="DURATION",
+                   help="launch to serving on a baked node image (default: none baked, every cold node takes "
+                        "--boot-delay)")
+    p.add_argument("--warm-boot", type=_duration, default=40.0, metavar="DURATION",
+                   help="start to serving for a warm node of the policy's warm pool (default 40s)")
+    p.add_argument("--warm-pool", type=int, default=None, metavar="N",
+                   help="warm pool size instead of the policy's warm_pool.size (0: none)")
     p.add_argument("--drain-time", type=_duration, default=30.0, metavar="DURATION",
                    help="drained to gone: still billing and holding budget (default 30s)")
     p.add_argument("--interval", type=_duration, default=60.0, metavar="DURATION",
@@ -153,6 +168,7 @@ def _outcome_json(o: Outcome, price: float = 0.0) -> dict[str, float | int]:
     d = o.as_dict()
     out: dict[str, float | int] = {k: d[k] for k in KEYS}
     out["replicas_launched"] = d["replicas_launched"]
+    out["warm_starts"], out["warm_node_hours"] = d["warm_starts"], d["warm_node_hours"]
     out["cost"] = o.instance_hours * price
     for k, v in out.items():
         if isinstance(v, float):
@@ -172,7 +188,9 @@ def report_json(report: Report, policy_name: str, trace_name: str, price: float 
     out["verdict"] = verdict(report)
     out["settings"] = {"onprem_capacity": s.onprem_capacity, "replica_capacity": s.replica_capacity,
                        "boot_delay": s.boot_delay, "drain_time": s.drain_time, "interval": s.interval,
-                       "unserved_penalty": s.unserved_penalty, "steps": report.steps}
+                       "unserved_penalty": s.unserved_penalty, "steps": report.steps,
+                       "baked_boot": s.baked_boot, "warm_boot": s.warm_boot, "warm_pool": s.warm_size,
+                       "warm_max_age": s.warm_max_age, "disk_fraction": round(s.disk_fraction, 6)}
     return out
 
 
@@ -194,6 +212,12 @@ def _print_table(report: Report, policy_name: str, trace_name: str, price: float
                   f"{report.oracle_instance_hours * price:.2f}")
     console = Console()
     console.print(table)
+    if s.warm_size or s.baked_boot is not None:
+        o = report.policy
+        console.print(f"warm pool {s.warm_size} (start {format_duration(s.warm_boot)}), baked boot "
+                      f"{format_duration(s.baked_boot) if s.baked_boot is not None else 'none'}: {o.warm_starts} of "
+                      f"{o.replicas_launched} replicas started warm, {o.warm_node_hours:.1f} stopped node-hours "
+                      f"at {s.disk_fraction:.3f} of an instance-hour", highlight=False, soft_wrap=True)
     console.print(f"{source}; boot {format_duration(s.boot_delay)}, every {format_duration(s.interval)}, "
                   f"drain {format_duration(s.drain_time)}, penalty {s.unserved_penalty:g}; {report.steps} steps; "
                   f"cost at {price:g} per replica-hour "
@@ -207,6 +231,10 @@ def _run(args: argparse.Namespace) -> int:
     x, y, source = capacities(policy, trace, args.onprem_capacity, args.replica_capacity)
     settings = default_settings(trace, x, y, args.boot_delay, args.interval, args.unserved_penalty,
                                 args.drain_time)
+    settings = with_warm_pool(dataclasses.replace(settings, baked_boot=args.baked_boot, warm_boot=args.warm_boot),
+                              policy)
+    if args.warm_pool is not None:
+        settings = dataclasses.replace(settings, warm_size=max(0, args.warm_pool))
     price = price_per_replica_hour(policy)
     if settings.onprem_capacity <= 0 or settings.replica_capacity <= 0:
         raise ConfigError("zero capacity", [(f"{args.trace}: the trace's 75th percentile is 0, so the default "

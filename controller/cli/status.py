@@ -174,7 +174,11 @@ def _policy_row(p: PolicyStatus) -> list[Text | str]:
     if p.mode == "shadow":  # decides, acts on nothing: says so wherever the state is read
         state = "shadow" if state == "active" else f"shadow, {state}"
     state_text = Text(state, style="bold yellow" if state != "active" else "green")
-    return [Text(p.name, style="bold"), metric, age, decision, _replicas(p.replicas), spend,
+    replicas = _replicas(p.replicas)
+    if p.warm_pool.warm:  # the stopped nodes the next burst starts first, and the oldest one's age
+        oldest = max(n.age_seconds for n in p.warm_pool.nodes)
+        replicas += f" warm={p.warm_pool.warm}/{p.warm_pool.size} (oldest {_ago(oldest)})"
+    return [Text(p.name, style="bold"), metric, age, decision, replicas, spend,
             f"{p.spent_today:.2f}", state_text]
 
 

@@ -4,7 +4,7 @@ replica maximum. Called by the planner (controller/loop/planner.py) and again by
 
 What counts is everything that costs or may cost money: every replica not yet gone (including those being
 drained or released, whose instances still run), every pending launch intent, and every instance the journal
-records as not released. A replica whose instance type is not known yet is priced at the most expensive
+records as not released; a stopped node of the warm pool at its disks' price, outside ``replicas.max``. A replica whose instance type is not known yet is priced at the most expensive
 type the policy may launch, because the compute pool may fall back to it.
 """
 
@@ -28,6 +28,9 @@ class Holding:
     # and whether another replica may still join it (all its replicas on their way in or serving)
     instance_id: str | None = None
     joinable: bool = False
+    # a stopped node of the warm pool: costs its disks only (``price_per_hour`` is that price), holds no
+    # replica place
+    warm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ def _policy_prices(policy: Any) -> dict[str, float]:
 
 def price_of(policy: Any, holding: Holding) -> float:
     """Hourly price of one holding; unknown types at the worst price the policy could launch."""
+    if holding.warm:
+        return holding.price_per_hour or 0.0
     prices = _policy_prices(policy)
     worst = max((prices.get(t, 0.0) for t in policy.cloud.instance_types), default=0.0)
     if holding.price_per_hour is not None:
@@ -86,7 +91,7 @@ def _nodes(policy: Any, held: list[Holding]) -> tuple[float, int]:
     for h in held:
         if h.instance_id is not None:
             nodes.setdefault(h.instance_id, []).append(h)
-        elif h.key.startswith("instance:"):  # an instance no live replica runs on: it costs, nobody joins it
+        elif h.warm or h.key.startswith("instance:"):  # no live replica runs on it: it costs, nobody joins it
             spend += price_of(policy, h)
         else:
             unplaced += 1
@@ -118,7 +123,7 @@ def check_launch(policy: Any, holdings: Iterable[Holding], wanted: int, *, new_i
         free = 0
     worst = price_of(policy, Holding(key="new"))
     cap = float(policy.budget.max_per_hour)
-    by_count = max(0, int(policy.replicas.max) - len(held))
+    by_count = max(0, int(policy.replicas.max) - sum(not h.warm for h in held))
     # a tiny epsilon so that exactly reaching the cap (0.62 * 3 = 1.86) is allowed despite float rounding
     by_money = free + per_node(policy) * max(0, int((cap - spend + 1e-9) // worst)) if worst > 0 else by_count
     allowed = max(0, min(wanted, by_count, by_money))

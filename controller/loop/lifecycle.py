@@ -111,6 +111,9 @@ class Lifecycle(WayOut):
         check = check_launch(ctx.policy, self._ahead_of(r), 1, new_instance=True)
         if check.allowed < 1:  # the policy changed under us, or a bug elsewhere: never overspend
             return self._failed(r, S.RELEASING, f"launch refused by the budget guard: {check.reason}", intent.id)
+        woken = self._wake(r, intent)  # a warm node of the same spec first (controller/loop/warm_pool.py)
+        if woken is not None:
+            return woken
         spec = launch_spec(ctx.policy, ctx.options.controller_id, r.id, intent.token,
                            ctx.edges.user_data(ctx.policy, r.id))
         # a node image baked for this workload spec (`burstctl bake`): Docker and the image are on its disk

@@ -147,7 +147,8 @@ class FleetRounds:
         if not free:
             return
         now = self.clock()
-        snapshot, _ = self.store.fleet()
+        snapshot, instances = self.store.fleet()
+        pooled = {i.policy for i in instances if i.warm_since is not None}  # policies with a warm pool to tend
         batch = _Batch(self.store)
         live: dict[str, Sequence[AnyReplica]] = {}
         changed: list[str] = []
@@ -175,7 +176,8 @@ class FleetRounds:
         for name, rt in free.items():
             lifecycle = rt.lifecycle
             due = [r for r in live[name] if lifecycle.has_work(r)]
-            if not due:
+            tend = name in pooled
+            if not due and not tend:
                 continue
             mine = probed.get(name, {})
             steps: list[AnyReplica] = []
@@ -184,18 +186,23 @@ class FleetRounds:
                     lifecycle.probe_passed(r, now)  # steady: nothing to write, no thread
                     continue
                 steps.append(r)  # a failed check, or a pass after failures: the step records it
-            if not steps:
+            if not steps and not tend:
                 continue
             facts = RoundFacts(
                 described={r.instance_id: described.get(r.instance_id) for r in steps
                            if r.state == S.BOOTING and r.instance_id and r.instance_id in described},
                 probed={r.id: mine[r.id] for r in steps if r.id in mine})
-            started[name] = self._pool.submit(self._advance, rt, steps, facts)
+            started[name] = self._pool.submit(self._advance, rt, steps, facts, tend)
         self._wait(self._stepping, started, timeout)
 
-    def _advance(self, rt: PolicyRuntime, steps: list[AnyReplica], facts: RoundFacts) -> None:
+    def _advance(self, rt: PolicyRuntime, steps: list[AnyReplica], facts: RoundFacts, tend: bool = False) -> None:
         """Advance one policy's replicas; in parallel, so one replica's slow pull, stop or probe does not hold
-        back the others (each replica is still advanced by one thread at a time)."""
+        back the others (each replica is still advanced by one thread at a time). ``tend``: the policy has
+        a warm pool; its nodes that should go are released first (controller/loop/warm_pool.py)."""
+        if tend:
+            self._guarded(rt, "warm-pool", rt.lifecycle.tend_pool)
+        if not steps:
+            return
         if len(steps) == 1:
             self._advance_one(rt, steps[0], facts)
             return

@@ -20,6 +20,7 @@ from controller.loop.lifecycle import Lifecycle
 from controller.loop.planner import Plan, PlanInput, ReplicaView, plan, roll_surplus, target_after
 from controller.loop.shadow import ShadowFleet
 from controller.loop.steps import AnyReplica, in_shadow
+from controller.loop.warm_pool import disk_price
 from controller.ports import LoadBalancer, MetricsSource, WorkloadSpec
 from controller.service import register_secret
 from controller.store.models import (
@@ -162,7 +163,8 @@ class PolicyRuntime:
         snapshot: no query at all, PERF)."""
         out: list[Holding] = []
         rows, launches = self.store.costing(self.name) if costing is None else costing  # PERF: tuples, one read
-        instances = {row[0]: row for row in rows}  # id -> (id, replica_id, instance_type, price_per_hour)
+        # id -> (id, replica_id, instance_type, price_per_hour, warm_since)
+        instances = {row[0]: row for row in rows}
         placed: set[str] = set()
         for r in self.store.live_replicas(self.name) if live is None else live:
             row = instances.get(r.instance_id) if r.instance_id else None
@@ -171,7 +173,11 @@ class PolicyRuntime:
             out.append(Holding(key=r.id, instance_type=row[2] if row else None,
                                price_per_hour=row[3] if row else None,
                                instance_id=row[0] if row else None, joinable=r.state in JOINABLE_STATES))
-        for iid, replica_id, instance_type, price in (v for k, v in instances.items() if k not in placed):
+        for iid, replica_id, instance_type, price, warm_since in (v for k, v in instances.items() if k not in placed):
+            if warm_since is not None:  # stopped in the warm pool: its disks cost (controller/loop/warm_pool.py)
+                out.append(Holding(key=f"warm:{iid}", instance_type=instance_type,
+                                   price_per_hour=disk_price(self.policy), warm=True))
+                continue
             # its replica gone or unknown: still costs
             out.append(Holding(key=replica_id or f"instance:{iid}", instance_type=instance_type, price_per_hour=price))
         for intent_id, replica_id in launches:

@@ -13,9 +13,9 @@ from controller.loop.budget import per_node
 from controller.loop.steps import (
     DRAIN_SETTLE,
     AnyReplica,
-    ReplicaSteps,
     S,
 )
+from controller.loop.warm_pool import WarmSteps
 from controller.ports import (
     LABEL_REPLICA,
     TAG_INTENT,
@@ -28,8 +28,8 @@ __all__ = ["WayOut"]
 logger = logging.getLogger(__name__)
 
 
-class WayOut(ReplicaSteps):
-    """The steps from draining to gone."""
+class WayOut(WarmSteps):
+    """The steps from draining to gone (a node kept warm instead of released: controller/loop/warm_pool.py)."""
 
     # ------------------------------------------------------------------ the way out
 
@@ -113,7 +113,8 @@ class WayOut(ReplicaSteps):
                 if others:
                     return self._leave_instance(r, others)
                 return self._release(r)
-        return self._release(r)
+        parked = self._park(r)  # into the warm pool, when the policy keeps one and the node qualifies
+        return parked if parked is not None else self._release(r)
 
     def _leave_instance(self, r: AnyReplica, others: list[str]) -> AnyReplica:
         ctx = self.ctx

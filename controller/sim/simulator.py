@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from controller.loop.budget import Holding
 from controller.loop.planner import PlanInput, ReplicaView, plan, target_after
+from controller.loop.warm_pool import DEFAULT_DISK_PRICE
 from controller.sim.trace import Trace
 from controller.store.models import ReplicaState as S
 from policies.engine import decide
@@ -62,6 +63,15 @@ class SimSettings:
     # a drained replica's way out (sessions end, container stops, instance released): it bills and holds
     # budget until then
     drain_time: float = 30.0
+    # boot delay per source (docs/decisions.md "Warm pool and baked images"): ``boot_delay`` is a stock node's
+    # (VM boot, Docker installed, image pulled); a baked image's node (None: no baked image) and a warm node
+    # started from the pool (StartInstances, image on its disk) serve sooner
+    baked_boot: float | None = None
+    warm_boot: float = 40.0
+    # the policy's warm pool (warm_pool.size, max_age) and a stopped node's price against a running one's
+    warm_size: int = 0
+    warm_max_age: float = 86400.0
+    disk_fraction: float = 0.05
 
 
 def default_settings(trace: Trace, onprem: float | None = None, replica: float | None = None,
@@ -93,6 +103,8 @@ class Outcome:
     max_replicas: int
     penalized_cost: float
     replicas_launched: int = 0  # replicas started over the run
+    warm_starts: int = 0  # replicas started on a warm node of the pool
+    warm_node_hours: float = 0.0  # stopped nodes kept in the pool, billed at their disks' price
     timeline: Timeline | None = None
 
     def as_dict(self) -> dict[str, float | int]:
@@ -119,6 +131,13 @@ class SimFleet:
 
     def __init__(self, s: SimSettings, t_end: float) -> None:
         self.boot, self.drain_time, self.t_end = s.boot_delay, s.drain_time, t_end
+        self.cold_boot = s.boot_delay if s.baked_boot is None else s.baked_boot
+        self.warm_boot, self.warm_size, self.warm_max_age = s.warm_boot, s.warm_size, s.warm_max_age
+        # the warm pool: (stopped at, launched at) of each stopped node; and each active replica's true launch
+        self.pool: list[tuple[float, float]] = []
+        self.born: dict[str, float] = {}
+        self.warm_starts = 0
+        self.disk_seconds = 0.0
         self.launched: list[float] = []  # launch times of the active replicas, ascending
         self.ids: list[str] = []  # their ids, in the same order
         self.leaving: list[tuple[float, str]] = []  # (gone at, id) of drained replicas, ascending
@@ -139,10 +158,18 @@ class SimFleet:
         return self.leaving
 
     def launch(self, count: int, t: float) -> None:
+        """A replica booting in less than ``boot_delay`` (a baked or a warm node) is kept as if launched that
+        much earlier, so ``ready`` stays one bisection; its billing still starts at ``t``."""
         for _ in range(count):
             self._next += 1
-            self.launched.append(t)
-            self.ids.append(f"r{self._next:07d}")
+            boot = self.warm_boot if self._take_warm(t) else self.cold_boot
+            shifted = t - (self.boot - boot)
+            k = bisect_right(self.launched, shifted)
+            rid = f"r{self._next:07d}"
+            self.launched.insert(k, shifted)
+            self.ids.insert(k, rid)
+            self.born[rid] = t
+            self.ih_seconds -= self.boot - boot
         self.launches += 1
         self.started += count
         self.version += 1
@@ -154,6 +181,9 @@ class SimFleet:
             self.ih_seconds += gone - self.launched.pop(k)
             self.ids.pop(k)
             insort(self.leaving, (gone, rid))
+            born = self.born.pop(rid, t)
+            if len(self.pool) < self.warm_size and gone - born < self.warm_max_age and gone < self.t_end:
+                self.pool.append((gone, born))  # stopped into the pool once drained
         self.version += 1
 
     def scale_to(self, want: int, t: float, min_lifetime: float = 0.0) -> None:
@@ -165,9 +195,29 @@ class SimFleet:
             k = bisect_right(self.launched, t - min_lifetime)
             self.drain(self.ids[max(0, k - (active - want)):k], t)
 
+    def _take_warm(self, t: float) -> bool:
+        """Start a node of the pool at ``t`` if one is stopped and young enough; expired ones are released."""
+        kept = []
+        for stopped, born in self.pool:
+            if t - born >= self.warm_max_age:
+                self.disk_seconds += max(0.0, born + self.warm_max_age - stopped)
+            else:
+                kept.append((stopped, born))
+        self.pool = kept
+        for i, (stopped, _born) in enumerate(self.pool):
+            if stopped <= t:
+                self.disk_seconds += t - stopped
+                del self.pool[i]
+                self.warm_starts += 1
+                return True
+        return False
+
     def finish(self) -> None:
         for lt in self.launched:  # what is left is released when the trace ends
             self.ih_seconds += self.t_end - lt
+        for stopped, born in self.pool:
+            self.disk_seconds += max(0.0, min(self.t_end, born + self.warm_max_age) - stopped)
+        self.pool = []
 
 
 # A rule sees (now, utilisation, demand, the fleet) and launches or drains through the fleet.
@@ -236,8 +286,11 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, record: bool = False,
         instance_hours=instance_hours,
         launches=fleet.launches,
         max_replicas=max_active,
-        penalized_cost=instance_hours + s.unserved_penalty * unserved_rh,
+        penalized_cost=instance_hours + s.unserved_penalty * unserved_rh
+        + s.disk_fraction * fleet.disk_seconds / 3600.0,
         replicas_launched=fleet.started,
+        warm_starts=fleet.warm_starts,
+        warm_node_hours=fleet.disk_seconds / 3600.0,
         timeline=timeline,
     )
 
@@ -385,9 +438,21 @@ def oracle_instance_hours(trace: Trace, s: SimSettings) -> float:
 def simulate(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False) -> Report:
     """The policy, both baselines and the oracle over one trace."""
     steps = max(0, math.ceil((trace.end - trace.times[0]) / s.interval))
-    return Report(policy=run_policy(policy, trace, s, record=record), hpa=run_hpa(trace, s, record=record),
-                  step=run_step(trace, s, record=record), oracle_instance_hours=oracle_instance_hours(trace, s),
+    base = replace(s, warm_size=0)  # the baselines have no warm pool (they boot from the same image)
+    return Report(policy=run_policy(policy, trace, s, record=record), hpa=run_hpa(trace, base, record=record),
+                  step=run_step(trace, base, record=record), oracle_instance_hours=oracle_instance_hours(trace, s),
                   settings=s, steps=steps)
+
+
+def with_warm_pool(s: SimSettings, policy: Any) -> SimSettings:
+    """``s`` with the policy's warm pool (size, max_age) and its stopped node's price against the policy's
+    cheapest instance type."""
+    warm = getattr(policy, "warm_pool", None)
+    if warm is None:
+        return s
+    prices = [float(v) for v in policy.budget.prices.values()] or [1.0]
+    disk = float(warm.disk_price) if warm.disk_price is not None else DEFAULT_DISK_PRICE
+    return replace(s, warm_size=int(warm.size), warm_max_age=float(warm.max_age), disk_fraction=disk / min(prices))
 
 
 def criteria_failures(report: Report) -> list[str]:

@@ -73,6 +73,24 @@ class InstanceStatus(_Model):
     spot: bool = False
 
 
+class WarmNodeStatus(_Model):
+    """A stopped node of the warm pool, its workload image on its disk."""
+
+    id: str
+    type: str
+    age_seconds: float = Field(..., ge=0, description="since its launch (warm_pool.max_age counts from there)")
+    stopped_seconds: float = Field(..., ge=0, description="since it was stopped into the pool")
+    spec_hash: str = Field(default="", description="the workload spec its disk carries")
+
+
+class WarmPoolStatus(_Model):
+    """The policy's warm pool (warm_pool): stopped nodes a scale-out starts before it launches new ones."""
+
+    size: int = Field(default=0, ge=0, description="warm_pool.size: the most nodes kept (0: no pool)")
+    warm: int = Field(default=0, ge=0, description="stopped nodes in the pool now")
+    nodes: list[WarmNodeStatus] = Field(default_factory=list, description="oldest launch first")
+
+
 class ErrorEntry(_Model):
     at: float
     message: str
@@ -91,6 +109,7 @@ class PolicyStatus(_Model):
     decision: DecisionStatus | None = Field(default=None, description="null until the first evaluation")
     replicas: dict[str, int] = Field(default_factory=dict, description="replica count by lifecycle state")
     instances: list[InstanceStatus] = Field(default_factory=list)
+    warm_pool: WarmPoolStatus = Field(default_factory=WarmPoolStatus, description="stopped nodes kept for the next burst")
     spend_per_hour: float = Field(default=0.0, ge=0, description="hourly run rate of the instances held now, "
                                   "at the policy's budget.prices (what the budget caps)")
     spent_today: float = Field(default=0.0, ge=0, description="money spent by the policy's instances since "

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from controller.loop.budget import hourly_spend
+from controller.loop.warm_pool import disk_price, pool_size
 from controller.status.models import (
     ControllerStatus,
     DecisionStatus,
@@ -21,6 +22,8 @@ from controller.status.models import (
     MetricStatus,
     PolicyStatus,
     SampleRow,
+    WarmNodeStatus,
+    WarmPoolStatus,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +72,16 @@ class StatusReport:
         for itype, price_per_hour, created, released in rows.released.get(runtime.name, []):
             price = price_per_hour or float(prices.get(itype, 0.0))
             spent_today += price * max(0.0, released - max(created, day_start)) / 3600.0
+        warm: list[WarmNodeStatus] = []
         for row in rows.instances.get(runtime.name, []):
+            if row.warm_since is not None:  # stopped in the warm pool: its disks cost
+                age, price = max(0.0, now - row.created_at), disk_price(runtime.policy)
+                spent_today += price * max(0.0, now - max(row.warm_since, day_start)) / 3600.0
+                warm.append(WarmNodeStatus(id=row.id, type=row.instance_type, age_seconds=round(age, 1),
+                                           stopped_seconds=round(max(0.0, now - row.warm_since), 1)))
+                instances.append(InstanceStatus(id=row.id, zone=row.zone, type=row.instance_type, state="warm",
+                                                age_seconds=age, spend=0.0, address=row.private_ip, spot=row.spot))
+                continue
             replica = by_id.get(row.replica_id or "")
             # ECS CreationTime has minute precision: when the launch returned (booting_at) is the true age
             born = (replica.booting_at if replica and replica.booting_at else None) or row.created_at
@@ -84,6 +96,7 @@ class StatusReport:
             name=runtime.name, mode="shadow" if runtime.in_shadow else "active", paused=paused, draining=drain_requested or removed,
             metric=metric, decision=decision, replicas=dict(Counter(r.state for r in replicas)),
             instances=instances,
+            warm_pool=WarmPoolStatus(size=pool_size(runtime.policy), warm=len(warm), nodes=warm),
             # the rows just read, no query of its own (the status is built up to 4 times a second)
             spend_per_hour=round(hourly_spend(runtime.policy, runtime.holdings(
                 live=replicas, costing=rows.costing(runtime.name))), 4),  # type: ignore[arg-type]

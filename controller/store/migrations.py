@@ -187,10 +187,19 @@ def _v3_node_images(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v4_warm_pool(conn: Connection) -> None:
+    """The warm pool (controller/loop/warm_pool.py): an instance stopped for the next burst instead of released
+    is kept in ``instances`` with when it was stopped and what its disk carries (the workload spec hash and
+    the replica image it ran), so a scale-out can start it and check both."""
+    for column, kind in (("warm_since", "FLOAT"), ("warm_spec_hash", "VARCHAR(80)"), ("warm_image", "VARCHAR(512)")):
+        conn.execute(text(f"ALTER TABLE instances ADD COLUMN {column} {kind}"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "leader lease", _v2_leader_lease),
     (3, "baked node images", _v3_node_images),
+    (4, "warm pool", _v4_warm_pool),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -38,6 +38,11 @@ class IntentKind(StrEnum):
     STOP = "stop"
     RELEASE = "release"
     ADOPT = "adopt"
+    # the warm pool (controller/loop/warm_pool.py): stop a drained node instead of releasing it, start one
+    # for a new replica, release one that expired
+    PARK = "park"
+    WAKE = "wake"
+    EXPIRE = "expire"
 
 
 class IntentState(StrEnum):
@@ -105,6 +110,10 @@ class InstanceRow(SQLModel, table=True):
     created_at: float
     updated_at: float
     released_at: float | None = None
+    # in the warm pool: stopped since then, with this workload spec and replica image on its disk (None: not)
+    warm_since: float | None = None
+    warm_spec_hash: str | None = None
+    warm_image: str | None = None
 
 
 class Replica(SQLModel, table=True):

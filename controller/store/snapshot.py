@@ -65,6 +65,7 @@ class LiveInstance:
     docker_endpoint: str | None
     spot: bool
     price_per_hour: float | None
+    warm_since: float | None  # in the warm pool (stopped) since then
 
 
 @dataclass(slots=True)
@@ -80,7 +81,8 @@ class PolicyFlags:
     target: int | None
 
 
-Costing = tuple[list[tuple[str, str | None, str, float | None]], list[tuple[str, str | None]]]
+# (live instances (id, replica_id, instance_type, price_per_hour, warm_since), pending launches (intent, replica))
+Costing = tuple[list[tuple[str, str | None, str, float | None, float | None]], list[tuple[str, str | None]]]
 
 
 @dataclass
@@ -151,7 +153,7 @@ def read_fleet(engine: Engine) -> tuple[FleetSnapshot, list[LiveInstance]]:
         launches = conn.execute(_PENDING_LAUNCHES).all()
     for inst in instances:
         snap.costing.setdefault(inst.policy, ([], []))[0].append(
-            (inst.id, inst.replica_id, inst.instance_type, inst.price_per_hour))
+            (inst.id, inst.replica_id, inst.instance_type, inst.price_per_hour, inst.warm_since))
     for policy, intent_id, replica_id in launches:
         snap.costing.setdefault(policy, ([], []))[1].append((intent_id, replica_id))
     return snap, instances
@@ -184,6 +186,7 @@ class StatusInstance:
     spot: bool
     price_per_hour: float | None
     created_at: float
+    warm_since: float | None  # in the warm pool (stopped) since then
 
 
 @dataclass(slots=True)
@@ -207,7 +210,8 @@ class StatusRows:
 
     def costing(self, policy: str) -> Costing:
         """The policy's rows as ``PolicyRuntime.holdings`` counts them (no query)."""
-        return ([(i.id, i.replica_id, i.instance_type, i.price_per_hour) for i in self.instances.get(policy, [])],
+        return ([(i.id, i.replica_id, i.instance_type, i.price_per_hour, i.warm_since)
+                 for i in self.instances.get(policy, [])],
                 self.launches.get(policy, []))
 
 

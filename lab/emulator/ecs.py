@@ -84,8 +84,8 @@ def _instance_json(rec: InstanceRecord, status: str) -> dict[str, Any]:
         "GPUSpec": "",
         "LocalStorageAmount": 0,
         "LocalStorageCapacity": 0,
-        # the emulator keeps charging a stopped instance until it is deleted (no economical mode)
-        "StoppedMode": "KeepCharging" if stopped else "Not-applicable",
+        # as the last StopInstances asked (economical mode: StopCharging), Not-applicable while not stopped
+        "StoppedMode": (rec.stopped_mode or "KeepCharging") if stopped else "Not-applicable",
         "OperationLocks": {"LockReason": []},  # no overdue payment, no spot reclaim, no security lock
         "PublicIpAddress": {"IpAddress": []},
         "InnerIpAddress": {"IpAddress": []},
@@ -279,7 +279,12 @@ class _Handlers:
         ids = req.repeat("InstanceId", 100)
         if not ids:
             req.require("InstanceId.1")
-        return {"InstanceResponses": {"InstanceResponse": self.state.stop(_region(req), ids)}}
+        mode = req.get("StoppedMode") or "KeepCharging"  # the API's default without the account-wide setting
+        if mode not in ("KeepCharging", "StopCharging"):
+            raise ApiError("InvalidParameter.StoppedMode", f'The specified parameter "StoppedMode" is not valid: '
+                           f"{mode!r} (KeepCharging or StopCharging).")
+        force = req.get_bool("ForceStop")
+        return {"InstanceResponses": {"InstanceResponse": self.state.stop(_region(req), ids, mode, force)}}
 
     def start_instances(self, req: RpcRequest) -> dict[str, Any]:
         ids = req.repeat("InstanceId", 100)

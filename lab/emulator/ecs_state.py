@@ -274,12 +274,16 @@ class EcsState:
                 if self.nodes is not None:
                     self.nodes.delete_instance(rec.id)
                 key = self._stock_key(rec.zone, rec.instance_type)
-                if key is not None:
+                if key is not None and rec.stopped_mode != "StopCharging":  # that one gave it back already
                     self.config.stock[key] += 1
             self.save()
             logger.info("DeleteInstances %s", ",".join(ids))
 
-    def stop(self, region: str, ids: list[str]) -> list[dict[str, str]]:
+    def stop(self, region: str, ids: list[str], mode: str = "KeepCharging",
+             force: bool = False) -> list[dict[str, str]]:
+        """StopInstances. ``mode`` StopCharging (economical mode) applies to pay-as-you-go instances only; the
+        API does not refuse it for others (subscription ones), it stops them in KeepCharging. A StopCharging
+        instance gives its compute resources back: its type's stock grows by one until it starts again."""
         with self.lock:
             found = self.existing(region, ids)
             now = self.clock()
@@ -291,8 +295,13 @@ class EcsState:
                                    f"support this operation ({rec.id} is {before}).", 403)
                 if rec.stopped_at is None:
                     rec.stopped_at = now
+                    rec.stopped_mode = mode if rec.charge_type == "PostPaid" else "KeepCharging"
+                    if rec.stopped_mode == "StopCharging":
+                        key = self._stock_key(rec.zone, rec.instance_type)
+                        if key is not None:
+                            self.config.stock[key] += 1
                     if self.nodes is not None:
-                        self.nodes.stop_instance(rec.id)
+                        self.nodes.stop_instance(rec.id, force)
                 out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",
                             "PreviousStatus": before, "CurrentStatus": self.status(rec, now)})
             self.save()
@@ -310,7 +319,17 @@ class EcsState:
                     raise ApiError("IncorrectInstanceStatus", "The current status of the resource does not "
                                    f"support this operation ({rec.id} is {before}).", 403)
                 if before == "Stopped":
-                    rec.stopped_at, rec.started_at = None, now
+                    if rec.stopped_mode == "StopCharging":
+                        # its compute resources were given back: starting takes them from the stock again
+                        # ("Due to insufficient resources, starting may fail", the API's own warning)
+                        key = self._stock_key(rec.zone, rec.instance_type)
+                        if key is not None and self.config.stock[key] < 1:
+                            raise ApiError("OperationDenied.NoStock", "The resource is out of stock in the "
+                                           "specified zone. Please try other types, or choose other regions "
+                                           "and zones.", 403)
+                        if key is not None:
+                            self.config.stock[key] -= 1
+                    rec.stopped_at, rec.started_at, rec.stopped_mode = None, now, ""
                     if self.nodes is not None:
                         self.nodes.start_instance(rec.id)
                 out.append({"InstanceId": rec.id, "Code": "200", "Message": "success",

@@ -294,12 +294,15 @@ class NodeHost:
         return {"pending": "Pending", "booting": "Starting", "up": "Running", "failed": "Starting",
                 "stopping": "Stopping", "stopped": "Stopped"}[node.phase]
 
-    def stop_instance(self, instance_id: str) -> None:
+    def stop_instance(self, instance_id: str, force: bool = False) -> None:
+        """StopInstances: the machine shuts down (ForceStop: at once), its disk (the container's file system
+        and its Docker volume) kept for StartInstances."""
         node = self._nodes.get(instance_id)
         if node is None or not node.container_id:
             return
         node.phase = "stopping"
-        threading.Thread(target=lambda: self._quietly(lambda: self.client.api.stop(node.container_id, timeout=30)),
+        grace = 0 if force else 30
+        threading.Thread(target=lambda: self._quietly(lambda: self.client.api.stop(node.container_id, timeout=grace)),
                          name=f"stop-{instance_id}", daemon=True).start()
 
     def start_instance(self, instance_id: str) -> None:

@@ -30,6 +30,10 @@ from policies.model import Policy
 from policies.types import Observation
 
 
+class Killed(Exception):
+    """The controller process dies here: what the journal holds is what a SIGKILL at this point leaves."""
+
+
 class FakeCompute:
     def __init__(self, clock: Any, boot_delay: float = 5.0) -> None:
         self.clock = clock
@@ -40,6 +44,8 @@ class FakeCompute:
         self.created = 0
         self.fail_next: list[Exception] = []
         self.never_boot = False
+        self.stop_calls = self.start_calls = 0
+        self.crash_after_call = False  # stop/start raise Killed once the call took effect (a crash before the outcome)
         self._ids = itertools.count(1)
 
     def launch(self, spec: LaunchSpec, count: int, token: str) -> list[Instance]:
@@ -60,7 +66,11 @@ class FakeCompute:
 
     def _inst(self, iid: str) -> Instance:
         d = self.instances[iid]
-        up = not self.never_boot and self.clock() - d["created"] >= self.boot_delay
+        if d.get("stopped") is not None:
+            return Instance(id=iid, state=InstanceState.STOPPED, instance_type=d["type"], zone=d["zone"],
+                            private_ip=d["ip"], tags=d["tags"], created_at=d["created"],
+                            docker_endpoint="tcp://127.0.0.1:2376")
+        up = not self.never_boot and self.clock() - d.get("started", d["created"]) >= self.boot_delay
         return Instance(id=iid, state=InstanceState.RUNNING if up else InstanceState.PENDING,
                         instance_type=d["type"], zone=d["zone"], private_ip=d["ip"] if up else None, tags=d["tags"],
                         created_at=d["created"], docker_endpoint="tcp://127.0.0.1:2376")
@@ -75,6 +85,35 @@ class FakeCompute:
     def release(self, ids: Sequence[str]) -> None:
         for i in ids:
             self.instances.pop(i, None)
+        if self.crash_after_call:
+            raise Killed("killed after DeleteInstances")
+
+    def stop(self, ids: Sequence[str], *, charging: bool = False) -> None:
+        """As StopInstances: the instance is Stopped at once here (``stop_calls`` counts the calls)."""
+        self.stop_calls += 1
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        for i in ids:
+            if i not in self.instances:
+                raise NotFoundError(f"no instance {i}", code="InvalidInstanceId.NotFound")
+            if self.instances[i].get("stopped") is None:
+                self.instances[i]["stopped"] = self.clock()
+                self.instances[i]["mode"] = "KeepCharging" if charging else "StopCharging"
+        if self.crash_after_call:
+            raise Killed("killed after StopInstances")
+
+    def start(self, ids: Sequence[str]) -> None:
+        """As StartInstances: it boots again (``boot_delay``), disk and address kept."""
+        self.start_calls += 1
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        for i in ids:
+            if i not in self.instances:
+                raise NotFoundError(f"no instance {i}", code="InvalidInstanceId.NotFound")
+            if self.instances[i].pop("stopped", None) is not None:
+                self.instances[i]["started"] = self.clock()
+        if self.crash_after_call:
+            raise Killed("killed after StartInstances")
 
     def close(self) -> None: ...
 

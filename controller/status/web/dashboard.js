@@ -253,6 +253,13 @@
     card.replicas.replaceChildren(...(entries.length
       ? entries.map(([s, n]) => h("span", { class: "chip chip-" + stateClass(s) }, `${n} ${s}`))
       : [h("span", { class: "muted" }, "none")]));
+    const pool = p.warm_pool || { size: 0, warm: 0, nodes: [] };
+    if (pool.size > 0 || pool.warm > 0) {  // stopped nodes kept for the next burst, with their ages
+      const ages = (pool.nodes || []).map((n) => `${n.id}: launched ${fmtAge(n.age_seconds)} ago, stopped ` +
+        `${fmtAge(n.stopped_seconds)}`).join("\n");
+      card.replicas.append(h("span", { class: "chip chip-info", title: ages || "no stopped node",
+        "data-warm": String(pool.warm) }, `${pool.warm}/${pool.size} warm`));
+    }
 
     const budget = p.budget_per_hour || 0;
     const share = budget > 0 ? Math.min(1, p.spend_per_hour / budget) : 0;
