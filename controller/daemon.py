@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import metrics
 from controller.errors import BurstError, NotFoundError, StateBusyError
+from controller.loop.auto_bake import AutoBake
 from controller.loop.edges import Edges, LoopOptions
 from controller.loop.policyset import PolicySet
 from controller.loop.reconcile import Reconciler
@@ -50,6 +51,7 @@ class Daemon(StatusReport):
         self.runtimes: dict[str, PolicyRuntime] = {}
         self.reconciler = Reconciler(store, edges, options, clock)
         self.rounds = FleetRounds(store, edges, options, clock, on_store_busy=self._store_busy)
+        self.auto_bake = AutoBake(store, edges, options.controller_id, boot_timeout=options.boot_timeout)
         self.started_at = clock()
         self._lock = threading.RLock()
         self._ready, self._why = False, "starting"
@@ -127,6 +129,7 @@ class Daemon(StatusReport):
             self.rounds.close(max(0.0, timeout - (time.monotonic() - started)))
         else:
             self.rounds.close()
+        self.auto_bake.close()  # a bake in flight releases its builder; its intent is resumed at the next start
         for runtime in self.runtimes.values():
             runtime.close()
         self.store.record_event("stop", f"controller {self.options.controller_id} stopped")
@@ -187,7 +190,13 @@ class Daemon(StatusReport):
 
     def _schedule_policy(self, name: str) -> None:
         runtime = self.runtimes[name]
-        self._add(f"replicate:{name}", runtime.refresh_workload, self.options.replicate_interval)
+        self._add(f"replicate:{name}", lambda: self._replicate(runtime), self.options.replicate_interval)
+
+    def _replicate(self, runtime: PolicyRuntime) -> None:
+        """The replicate job: copy the workload's image ahead of a burst; a new spec hash may start an
+        automatic bake (policy ``bake.auto``, controller/loop/auto_bake.py), in the background."""
+        runtime.refresh_workload()
+        self.auto_bake.consider(runtime.policy, runtime.spec_hash())
 
     def _unschedule_policy(self, name: str) -> None:
         with contextlib.suppress(JobLookupError):  # already gone

@@ -39,6 +39,7 @@ from policies.strategy_config import ScheduleWindow, StrategyConfig
 from policies.units import Duration
 
 __all__ = [
+    "Bake",
     "Budget",
     "Cloud",
     "Cooldown",
@@ -317,6 +318,16 @@ class WarmPool(_Section):
                                   "system disk, docs/daemon.md)")
 
 
+class Bake(_Section):
+    """Baked node images made by the daemon itself (``burstctl bake`` does the same by hand): in the background,
+    once per workload spec hash, journaled; docs/operations.md "Automatic bakes"."""
+
+    auto: bool = Field(default=False, description="bake a node image whenever the workload's spec changes "
+                                                   "(a new image digest, env...), at most once per spec; a "
+                                                   "failed bake is an event, never a reason to hold a burst")
+    keep: int = Field(default=2, ge=1, le=20, description="newest baked images of the policy kept")
+
+
 class Policy(_Section):
     """One burst policy: which workload, when to burst, where to, and how to route and drain."""
 
@@ -340,6 +351,7 @@ class Policy(_Section):
     drain: Drain = Field(default_factory=Drain, description="how replicas leave without dropping requests")
     budget: Budget = Field(description="spending cap and instance prices")
     warm_pool: WarmPool = Field(default_factory=WarmPool, description="stopped nodes kept for the next burst")
+    bake: Bake = Field(default_factory=Bake, description="baked node images made automatically")
 
     @model_validator(mode="after")
     def _across_sections(self) -> Policy:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.errors import BurstError, NotFoundError
+from controller.loop.bake import TAG_BAKE
 from controller.loop.edges import Edges, LoopOptions
 from controller.loop.steps import replica_weight, server_name
 from controller.loop.tick import PolicyRuntime
@@ -116,6 +117,9 @@ class Reconciler:
             self._event("adopt", f"adopted {inst.id}: launched by intent {intent.id} for replica {replica.id}",
                         replica.policy, instance=inst.id, replica=replica.id)
             return
+        if inst.tags.get(TAG_BAKE) and policy and self.store.intents(policy=policy, kind=IntentKind.BAKE,
+                                                                     state=IntentState.PENDING):
+            return  # a builder of the daemon's own bake in flight (controller/loop/auto_bake.py): it releases it
         now = self.clock()
         born = inst.created_at if inst.created_at is not None else self._first_seen.setdefault(inst.id, now)
         age = now - born

@@ -43,6 +43,8 @@ class IntentKind(StrEnum):
     PARK = "park"
     WAKE = "wake"
     EXPIRE = "expire"
+    # an automatic bake of a node image for one workload spec hash (controller/loop/auto_bake.py)
+    BAKE = "bake"
 
 
 class IntentState(StrEnum):

@@ -1,8 +1,11 @@
-"""The warm pool on booted nodes, end to end: `burstctl run` as its own process against the lab (ECS emulator
-with booted nodes over the real SDK, registries, HAProxy), a policy with ``warm_pool.size: 1`` and one replica,
-real load through HAProxy. One story, one lab (booted nodes cost minutes each):
+"""The warm pool and the automatic bake on booted nodes, end to end: `burstctl run` as its own process against
+the lab (ECS emulator with booted nodes over the real SDK, registries, HAProxy), a policy with
+``warm_pool.size: 1``, ``bake.auto`` and one replica, real load through HAProxy. One story, one lab (booted
+nodes cost minutes each):
 
-1. a burst launches a node; the scale-in stops it into the pool (StopInstances, StoppedMode=StopCharging: the
+0. at its start the daemon bakes a node image for the workload's spec hash by itself (a builder node, released
+   after), once;
+1. a burst launches a node from that image; the scale-in stops it into the pool (StopInstances, StoppedMode=StopCharging: the
    emulator says Stopped/StopCharging, the node's machine is stopped, its Docker disk kept); the controller is
    SIGKILLed while the park is journaled and not finished, and the restart finishes it: the node is in the
    pool once;
@@ -26,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.loop.bake import TAG_BAKE
 from lab.emulator.nodes import LABEL_INSTANCE
 from lab.lab import Lab, LabSettings
 from lab.loadgen import LoadGenerator
@@ -39,7 +43,7 @@ API_LATENCY = 3.0  # seconds before the emulator answers (and acts on) StopInsta
 
 
 def _policy(lab: Lab) -> str:
-    return lab.policy_yaml() + "warm_pool: {size: 1, max_age: 1h}\n"
+    return lab.policy_yaml() + "warm_pool: {size: 1, max_age: 1h}\nbake: {auto: true, keep: 1}\n"
 
 
 def pending(journal: Journal, kind: str) -> bool:
@@ -79,6 +83,14 @@ def serving(lab: Lab, journal: Journal) -> bool:
     return bool(journal.replicas(("serving",))) and bool(lab.cloud_servers())
 
 
+def launched(lab: Lab, *, builders: bool) -> list[str]:
+    """Every instance the emulator ever launched for the lab: the bake's builders, or the others."""
+    assert lab.emulator is not None
+    with lab.emulator.state.lock:
+        recs = list(lab.emulator.state.instances.values())
+    return [r.id for r in recs if bool(r.tags.get(TAG_BAKE)) == builders]
+
+
 def kill_and_restart(controller: ControllerProcess, journal: Journal, kind: str) -> None:
     wait_for(f"a pending {kind} intent", lambda: pending(journal, kind), timeout=300)
     controller.kill()
@@ -95,10 +107,22 @@ def test_warm_pool_parks_wakes_and_releases_across_sigkills(tmp_path: Path) -> N
         load = LoadGenerator(lab.url)
         try:
             controller.start()
-            # 1. a cold burst, then the scale-in parks its node (SIGKILL mid-park)
+            # 0. the automatic bake of the workload's spec, before any load
+            wait_for("the automatic bake", lambda: any(e["kind"] in ("bake", "bake-failed") for e in events(lab)),
+                     timeout=600)
+            [baked] = [e for e in events(lab) if e["kind"] in ("bake", "bake-failed")]
+            assert baked["kind"] == "bake", baked
+            image = baked["details"]["image"]
+            [builder] = launched(lab, builders=True)
+            wait_for("the builder released", lambda: builder not in {i["id"] for i in lab.live_instances()}, 60)
+            [bake_intent] = journal.intents("bake").values()
+            assert bake_intent["state"] == "done" and bake_intent["target"] == baked["details"]["spec_hash"]
+
+            # 1. a burst from the baked image, then the scale-in parks its node (SIGKILL mid-park)
             load.set_clients(CLIENTS)
             wait_for("a cloud replica serving", lambda: serving(lab, journal), timeout=600)
             [iid] = [i["id"] for i in lab.live_instances()]
+            assert any(e["kind"] == "launch" and iid in e["message"] and image in e["message"] for e in events(lab))
             load.set_clients(1)
             kill_and_restart(controller, journal, "park")
             wait_for("the node parked", lambda: parked(lab, journal, iid), timeout=180)
@@ -113,13 +137,14 @@ def test_warm_pool_parks_wakes_and_releases_across_sigkills(tmp_path: Path) -> N
             kill_and_restart(controller, journal, "wake")
             wait_for("the woken node serving", lambda: serving(lab, journal), timeout=600)
             assert [i["id"] for i in lab.live_instances()] == [iid]
-            assert lab.emulator.state.snapshot()["launched"] == 1  # ever: the wake launched nothing
+            assert launched(lab, builders=False) == [iid]  # ever: the wake launched nothing
             calls = lab.emulator.calls()
-            assert calls.get("RunInstances") == 1 and calls.get("StartInstances", 0) >= 1, calls
+            assert calls.get("RunInstances") == 2 and calls.get("StartInstances", 0) >= 1, calls  # builder, node
             assert warm(journal) == []
-            starts = [e["message"] for e in events(lab) if e["kind"] == "start" and ": container " in e["message"]]
-            assert len(starts) == 2 and "image pulled in" in starts[0], starts
-            assert iid in starts[1] and "image pulled" not in starts[1], starts  # the image was on its disk
+            starts = [e for e in events(lab) if e["kind"] == "start" and ": container " in e["message"]]
+            assert len(starts) == 2 and all(iid in e["message"] for e in starts), starts
+            # the image on its disk: no pull, neither on the baked node nor on the woken one
+            assert all(e["details"].get("pull_s") is None and "image pulled" not in e["message"] for e in starts)
             assert any(e["kind"] == "wake" and iid in e["message"] and "started warm node" in e["message"]
                        for e in events(lab))
 
@@ -139,5 +164,6 @@ def test_warm_pool_parks_wakes_and_releases_across_sigkills(tmp_path: Path) -> N
               f"emulator calls {lab.emulator.calls()}; events {kinds}")
         assert stats.failed == 0 and not stats.errors, stats.errors
         assert kinds.count("park") == 2 and kinds.count("warm-expired") == 1, kinds
+        assert kinds.count("bake-started") == 1 and kinds.count("bake") == 1, kinds  # once per spec hash, restarts too
         assert controller.terminate() == 0, controller.log()
         assert "Traceback" not in controller.log(50_000)

@@ -4,14 +4,16 @@ servers with our name and no replica are removed, lost ones are put back."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
+from controller.loop.bake import TAG_BAKE
 from controller.loop.reconcile import Reconciler
 from controller.loop.steps import launch_spec
 from controller.ports import Server
-from controller.store.models import IntentState, ReplicaState
+from controller.store.models import IntentKind, IntentState, ReplicaState
 from tests.controller.loop.test_loop import OPTIONS, Env, make_env, serve_one
 
 S = ReplicaState
@@ -54,6 +56,21 @@ def test_orphans_are_released_after_the_grace_only(env: Env) -> None:
     assert report.orphans_released == [orphan.id] and env.world.compute.instances == {}
     kinds = [e.kind for e in env.store.events()[0]]
     assert "orphan" in kinds and "orphan-released" in kinds
+
+
+def test_the_builder_of_an_automatic_bake_in_flight_is_no_orphan(env: Env) -> None:
+    """A builder (tagged ``burst-controller:bake``) is left to its bake while the policy's bake intent is pending
+    (controller/loop/auto_bake.py), however long it boots; once the intent ends it is an orphan like any."""
+    spec = launch_spec(env.rt.policy, "dc1", "bake-1", "bake-1", "")
+    [builder] = env.world.compute.launch(dataclasses.replace(spec, tags={**spec.tags, TAG_BAKE: "web"}), 1, "bake-1")
+    intent = env.store.pool_intent("web", IntentKind.BAKE, target="spec-a")
+    r = reconciler(env)
+    env.clock.advance(1000)  # far past orphan_grace (100 s)
+    report = r.run({"web": env.rt})
+    assert report.orphans_released == report.orphans_waiting == [] and builder.id in env.world.compute.instances
+    env.store.fail(intent.id, "CreateFailed")
+    report = r.run({"web": env.rt})  # its launch is long past the grace
+    assert report.orphans_released == [builder.id] and env.world.compute.instances == {}
 
 
 def test_another_controllers_instances_are_left_alone(env: Env) -> None:
