@@ -4,9 +4,8 @@ seasonality found on a seasonal load and not on noise, and a spike that recurs p
 from __future__ import annotations
 
 import math
-import re
 import random
-
+import re
 from pathlib import Path
 
 import pytest
@@ -132,5 +131,5 @@ def test_a_bad_forecast_field_is_reported_at_its_line(tmp_path: Path) -> None:
     path = tmp_path / "web.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     problems = [str(p) for p in load_policies([str(path)]).problems]
-    assert problems == [f"{path}:{at + 1}:9: strategy.keep: must be at least boot (2m): a replica released sooner "
-                        "than that cannot be back in time, got 1m"]
+    assert problems == [(f"{path}:{at + 1}:9: strategy.keep: must be at least boot (2m): a replica released "
+                         "sooner than that cannot be back in time, got 1m")]
