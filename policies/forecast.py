@@ -25,7 +25,7 @@ is known), so a replica likely to be needed again within ``keep`` is kept rather
 scale-out buys for that horizon at once. The season and the margin are refitted on multiples of ``refit``
 (on the samples' own clock) from the samples before that moment, so every evaluation between two refits
 reads the same fit: it is computed once and remembered, keyed by the configuration, the refit time and a
-fingerprint of the samples it reads (their count, first and last times and sixteen of their loads).
+fingerprint of the samples it reads (their count, first and last times and eight of their loads).
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 
 from policies.series import Series
 from policies.sizing import Proposal, replicas_for
 from policies.strategy_config import ForecastStrategy
-from policies.units import format_duration
+from policies.units import format_duration as _format_duration
 
 __all__ = [
     "MARGINS",
@@ -58,6 +59,9 @@ SEASON_GAIN = 0.05  # a season must cut the pinball loss by this fraction to be 
 MIN_POINTS = 30  # fewer backtest points than this: no season and no margin yet (the forecast alone)
 MAX_POINTS = 480  # backtest points per fit: every sample of the fit window, or an even subset of it
 _CACHE_SIZE = 512
+
+# reasons name the same few durations every evaluation
+format_duration = lru_cache(maxsize=256)(_format_duration)
 
 
 def bin_width(season: float) -> float:
@@ -96,13 +100,31 @@ class Fit:
     margin: float  # fraction of the forecast added
     points: int  # backtest points it was fitted on
     losses: tuple[tuple[float, float], ...] = ()  # (season, pinball loss per point) of each candidate tried
+    means: tuple[float, ...] = ()  # S at each bin from ``start`` on, worked out once (``with_means``)
+
+    def with_means(self, until: float) -> Fit:
+        """This fit with S worked out for every bin up to ``until``: each evaluation then reads S at a
+        handful of times for the price of an index."""
+        if not self.season:
+            return self
+        n = math.ceil((until - self.start) / self.width)
+        means = tuple(self._seasonal(self.start + (k + 0.5) * self.width) for k in range(max(0, n)))
+        return Fit(self.season, self.start, self.width, self.profile, self.cycles, self.margin, self.points,
+                   self.losses, means)
 
     def seasonal(self, t: float) -> float:
         """S(t): the mean load at ``t``'s phase over the last ``cycles`` recorded seasons before ``t`` (and
         before the fit: later phases come from the seasons before it), 0 without a season."""
-        season = self.season
-        if not season:
+        if not self.season:
             return 0.0
+        k = int((t - self.start) // self.width)
+        means = self.means
+        if 0 <= k < len(means):
+            return means[k]
+        return self._seasonal(t)
+
+    def _seasonal(self, t: float) -> float:
+        season = self.season
         prof, start, w = self.profile, self.start, self.width
         nb = len(prof)
         j = max(1, math.floor((t - start - nb * w) / season) + 1)  # the first season whose phase was recorded
@@ -248,7 +270,7 @@ def best_margin(outs: list[tuple[float, float]], cfg: ForecastStrategy) -> tuple
 def _fingerprint(series: Series, lo: int, hi: int) -> tuple[float, ...]:
     if hi <= lo:
         return (0.0,)
-    picks = sorted({lo + (hi - 1 - lo) * k // 15 for k in range(16)})
+    picks = sorted({lo + (hi - 1 - lo) * k // 7 for k in range(8)})
     return (float(hi - lo), series.time(lo), series.time(hi - 1), *(series.load(i) for i in picks))
 
 
@@ -275,6 +297,8 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         return _NO_FIT
     q = cfg.quantile
     prefix = list(accumulate(loads, initial=0.0))
+    # S is read up to the next refit's horizons
+    until = at + cfg.refit + cfg.keep + cfg.boot + 2 * interval
     first = bisect_left(times, at - cfg.fit_window)
     # a season is a candidate once ``cycles`` of it are recorded before the fit window
     candidates = [0.0] + [p for p in cfg.seasons if times[0] <= at - cfg.fit_window - cfg.cycles * p]
@@ -286,7 +310,7 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         if season:
             start = at - cfg.fit_window - cfg.cycles * season
             model = Fit(season, start, bin_width(season), _profile(times, prefix, start, at, season), cfg.cycles,
-                        0.0, 0)
+                        0.0, 0).with_means(until)
         outs, ratios = _backtest(cfg, model, times, loads, first, interval)
         if len(ratios) < MIN_POINTS:
             return Fit(0.0, 0.0, 60.0, (), cfg.cycles, 0.0, len(ratios))
@@ -296,24 +320,30 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         if loss < best_loss * (1.0 - SEASON_GAIN):
             margin, _ = best_margin(outs, cfg)
             best, best_loss = Fit(season, model.start, model.width, model.profile, cfg.cycles, margin,
-                                  len(ratios)), loss
+                                  len(ratios), (), model.means), loss
     return Fit(best.season, best.start, best.width, best.profile, best.cycles, best.margin, best.points,
-               tuple(losses))
+               tuple(losses), best.means)
 
 
-def _level(cfg: ForecastStrategy, model: Fit, series: Series) -> float:
-    """The EWMA of load minus S over the last three half-lives (the last residual with no half-life)."""
+def _level_and_recent(cfg: ForecastStrategy, model: Fit, series: Series) -> tuple[float, float]:
+    """(the EWMA of load minus S over the last three half-lives, or the last residual with no half-life;
+    the highest load minus S over the last ``keep``), from one pass over the samples."""
     n = len(series)
     h = float(cfg.level_halflife)
-    if h <= 0:
-        return series.load(n - 1) - model.seasonal(series.now_t)
-    start = series.window(3 * h)
+    start = series.window(max(3 * h, float(cfg.keep)))
     times = series.times(start, n)
     loads = series.loads(start, n)
-    level = loads[0] - model.seasonal(times[0])
-    for k in range(1, len(times)):
-        level = _ewma_step(level, loads[k] - model.seasonal(times[k]), times[k] - times[k - 1], h)
-    return level
+    seasonal = model.seasonal
+    residuals = [x - seasonal(t) for t, x in zip(times, loads, strict=True)]
+    since = series.now_t - cfg.keep
+    recent = max(r for t, r in zip(times, residuals, strict=True) if t >= since)
+    if h <= 0:
+        return residuals[-1], recent
+    first = bisect_left(times, series.now_t - 3 * h)
+    level = residuals[first]
+    for k in range(first + 1, len(times)):
+        level = _ewma_step(level, residuals[k], times[k] - times[k - 1], h)
+    return level, recent
 
 
 def propose(cfg: ForecastStrategy, series: Series, active: int, label: str) -> Proposal:
@@ -324,14 +354,11 @@ def propose(cfg: ForecastStrategy, series: Series, active: int, label: str) -> P
     n = len(series)
     load = series.load(n - 1)
     residual = load - model.seasonal(now)
-    level = _level(cfg, model, series)
+    level, recent = _level_and_recent(cfg, model, series)
     b = float(cfg.boot)
     f_out = max(load, max(residual, level) + model.seasonal_max(now, b, b + interval))
     out_load = f_out * (1.0 + model.margin)
     # hysteresis: the highest excess over the season of the last ``keep`` may come back within ``keep``
-    start = series.window(cfg.keep)
-    recent = max((x - model.seasonal(t) for t, x in zip(series.times(start, n), series.loads(start, n),
-                                                          strict=True)), default=residual)
     keep_load = max(f_out, max(level, recent) + model.seasonal_max(now, 0.0, cfg.keep)) * (1.0 + model.margin)
     target = cfg.target / 100.0
     out_need = replicas_for(out_load, target, cfg.onprem_replicas)
