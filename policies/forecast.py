@@ -100,24 +100,27 @@ class Fit:
     margin: float  # fraction of the forecast added
     points: int  # backtest points it was fitted on
     losses: tuple[tuple[float, float], ...] = ()  # (season, pinball loss per point) of each candidate tried
-    means: tuple[float, ...] = ()  # S at each bin from ``start`` on, worked out once (``with_means``)
+    means: tuple[float, ...] = ()  # S at each bin from bin ``first_mean`` on, worked out once
+    first_mean: int = 0
 
-    def with_means(self, until: float) -> Fit:
-        """This fit with S worked out for every bin up to ``until``: each evaluation then reads S at a
-        handful of times for the price of an index."""
+    def with_means(self, since: float, until: float) -> Fit:
+        """This fit with S worked out for every bin from ``since`` to ``until``: each evaluation then reads S
+        at a handful of times for the price of an index."""
         if not self.season:
             return self
-        n = math.ceil((until - self.start) / self.width)
-        means = tuple(self._seasonal(self.start + (k + 0.5) * self.width) for k in range(max(0, n)))
-        return Fit(self.season, self.start, self.width, self.profile, self.cycles, self.margin, self.points,
-                   self.losses, means)
+        w = self.width
+        first = max(0, int((since - self.start) // w))
+        n = math.ceil((until - self.start) / w)
+        means = tuple(self._seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n)))
+        return Fit(self.season, self.start, w, self.profile, self.cycles, self.margin, self.points, self.losses,
+                   means, first)
 
     def seasonal(self, t: float) -> float:
         """S(t): the mean load at ``t``'s phase over the last ``cycles`` recorded seasons before ``t`` (and
         before the fit: later phases come from the seasons before it), 0 without a season."""
         if not self.season:
             return 0.0
-        k = int((t - self.start) // self.width)
+        k = int((t - self.start) // self.width) - self.first_mean
         means = self.means
         if 0 <= k < len(means):
             return means[k]
@@ -152,7 +155,7 @@ class Fit:
 
 
 _NO_FIT = Fit(0.0, 0.0, 60.0, (), 1, 0.0, 0)
-_cache: OrderedDict[tuple[object, ...], Fit] = OrderedDict()
+_cache: OrderedDict[tuple[object, ...], tuple[ForecastStrategy, Fit]] = OrderedDict()
 
 
 def clear_cache() -> None:
@@ -280,13 +283,14 @@ def fit(cfg: ForecastStrategy, series: Series, at: float, interval: float) -> Fi
     lo_t = at - cfg.fit_window - cfg.cycles * longest - 300.0
     lo = series.index_at_or_after(lo_t)
     hi = series.index_at_or_after(at)
-    key = (cfg, at, interval, *_fingerprint(series, lo, hi))
+    # the configuration by identity: the entry holds it, so its id cannot be reused while the entry lives
+    key = (id(cfg), at, interval, *_fingerprint(series, lo, hi))
     found = _cache.get(key)
-    if found is not None:
+    if found is not None and found[0] is cfg:
         _cache.move_to_end(key)
-        return found
+        return found[1]
     result = _fit(cfg, series.times(lo, hi), series.loads(lo, hi), at, interval)
-    _cache[key] = result
+    _cache[key] = (cfg, result)
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return result
@@ -297,7 +301,9 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         return _NO_FIT
     q = cfg.quantile
     prefix = list(accumulate(loads, initial=0.0))
-    # S is read up to the next refit's horizons
+    # S is read from the backtest's first level (three half-lives before the fit window) to the horizons of
+    # the last evaluation before the next refit
+    since = at - cfg.fit_window - 3 * cfg.level_halflife - interval
     until = at + cfg.refit + cfg.keep + cfg.boot + 2 * interval
     first = bisect_left(times, at - cfg.fit_window)
     # a season is a candidate once ``cycles`` of it are recorded before the fit window
@@ -310,7 +316,7 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         if season:
             start = at - cfg.fit_window - cfg.cycles * season
             model = Fit(season, start, bin_width(season), _profile(times, prefix, start, at, season), cfg.cycles,
-                        0.0, 0).with_means(until)
+                        0.0, 0).with_means(since, until)
         outs, ratios = _backtest(cfg, model, times, loads, first, interval)
         if len(ratios) < MIN_POINTS:
             return Fit(0.0, 0.0, 60.0, (), cfg.cycles, 0.0, len(ratios))
@@ -320,9 +326,9 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         if loss < best_loss * (1.0 - SEASON_GAIN):
             margin, _ = best_margin(outs, cfg)
             best, best_loss = Fit(season, model.start, model.width, model.profile, cfg.cycles, margin,
-                                  len(ratios), (), model.means), loss
+                                  len(ratios), (), model.means, model.first_mean), loss
     return Fit(best.season, best.start, best.width, best.profile, best.cycles, best.margin, best.points,
-               tuple(losses), best.means)
+               tuple(losses), best.means, best.first_mean)
 
 
 def _level_and_recent(cfg: ForecastStrategy, model: Fit, series: Series) -> tuple[float, float]:
