@@ -134,21 +134,22 @@ class PredictiveStrategy(_Reactive):
 
 
 class ForecastStrategy(_Block):
-    """Size the fleet for a quantile of the forecast load: seasonality found in the data (one of ``seasons``,
-    or none), a level that follows drift, and the spread of the model's own recent errors. The quantile is
-    the one that minimises the expected cost (``penalty / (penalty + 1)``, the newsvendor rule); a replica
-    is kept while the forecast says it will be needed within ``keep``."""
+    """Size the fleet for a forecast of the load ``boot`` ahead: a season found in the data (one of
+    ``seasons``, or none), a level that follows drift, and the margin over the forecast that would have cost
+    least on the last ``fit_window`` (the newsvendor rule, ``penalty / (penalty + 1)``, on the forecast's own
+    errors); a replica is kept while the forecast says it will be needed within ``keep``."""
 
-    type: Literal["forecast"] = Field(description="forecast: size for the cost-minimising quantile of a "
-                                                  "seasonal forecast")
+    type: Literal["forecast"] = Field(description="forecast: size for a seasonal forecast plus the margin "
+                                                  "that minimises the expected cost")
     onprem_replicas: float = Field(
         default=10.0, gt=0, le=100000,
         description="on-prem capacity in replica equivalents (how many cloud replicas it is worth)")
     target: float = Field(default=100.0, gt=0, le=100,
                           description="utilisation percent of the pooled capacity counted as full")
     penalty: float = Field(default=10.0, gt=0, le=10000,
-                           description="cost of one replica-hour of load turned away, in replica-hours: sets "
-                                       "the forecast quantile sized for, penalty / (penalty + 1)")
+                           description="cost of one replica-hour of load turned away, in replica-hours: what "
+                                       "the margin is fitted against (the newsvendor quantile "
+                                       "penalty / (penalty + 1))")
     boot: PositiveDuration = Field(default=120.0, description="launch to serving: how far ahead a launch must "
                                                                "be decided")
     keep: PositiveDuration = Field(default=300.0, description="a replica is kept while the forecast says it "
@@ -161,11 +162,11 @@ class ForecastStrategy(_Block):
     cycles: int = Field(default=2, ge=1, le=8, description="past seasons averaged into the seasonal profile")
     level_halflife: NonNegativeDuration = Field(
         default=300.0, description="half-life of the level that follows drift (0 = the last reading)")
-    fit_window: PositiveDuration = Field(default=86400.0, description="recent history the forecast errors "
-                                                                      "(the quantiles) are measured over")
-    refit: PositiveDuration = Field(default=21600.0, description="how often the season and the error "
-                                                                 "quantiles are refitted (on the clock: "
-                                                                 "every multiple of it)")
+    fit_window: PositiveDuration = Field(default=86400.0, description="recent history the season is chosen "
+                                                                      "and the margin fitted on")
+    refit: PositiveDuration = Field(default=21600.0, description="how often the season and the margin are "
+                                                                 "refitted (at every multiple of it on the "
+                                                                 "samples' clock)")
 
     @field_validator("seasons")
     @classmethod
