@@ -310,6 +310,8 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
     candidates = [0.0] + [p for p in cfg.seasons if times[0] <= at - cfg.fit_window - cfg.cycles * p]
     best = _NO_FIT
     best_loss = math.inf
+    best_outs: list[tuple[float, float]] = []
+    points = 0
     losses = []
     for season in candidates:
         model = _NO_FIT
@@ -324,10 +326,10 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         loss = _pinball(logs, q, quantile(logs, q)) / len(logs)
         losses.append((season, loss))
         if loss < best_loss * (1.0 - SEASON_GAIN):
-            margin, _ = best_margin(outs, cfg)
-            best, best_loss = Fit(season, model.start, model.width, model.profile, cfg.cycles, margin,
-                                  len(ratios), (), model.means, model.first_mean), loss
-    return Fit(best.season, best.start, best.width, best.profile, best.cycles, best.margin, best.points,
+            best, best_loss, best_outs = model, loss, outs
+            points = len(ratios)
+    margin, _ = best_margin(best_outs, cfg)  # for the chosen season only
+    return Fit(best.season, best.start, best.width, best.profile, best.cycles, margin, points,
                tuple(losses), best.means, best.first_mean)
 
 
