@@ -31,8 +31,10 @@ fingerprint of the samples it reads (their count, first and last times and eight
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -58,7 +60,8 @@ __all__ = [
 SEASON_GAIN = 0.05  # a season must cut the pinball loss by this fraction to be preferred to none
 MIN_POINTS = 30  # fewer backtest points than this: no season and no margin yet (the forecast alone)
 MAX_POINTS = 480  # backtest points per fit: every sample of the fit window, or an even subset of it
-_CACHE_SIZE = 512
+# one entry per policy between refits (a weekly profile is about 35 kB): room for a thousand policies
+_CACHE_SIZE = 1024
 
 # reasons name the same few durations every evaluation
 format_duration = lru_cache(maxsize=256)(_format_duration)
@@ -95,12 +98,12 @@ class Fit:
     season: float
     start: float  # time of the first profile bin
     width: float  # bin width
-    profile: tuple[float | None, ...]
+    profile: Sequence[float]  # mean load per bin, NaN where no sample fell
     cycles: int
     margin: float  # fraction of the forecast added
     points: int  # backtest points it was fitted on
     losses: tuple[tuple[float, float], ...] = ()  # (season, pinball loss per point) of each candidate tried
-    means: tuple[float, ...] = ()  # S at each bin from bin ``first_mean`` on, worked out once
+    means: Sequence[float] = ()  # S at each bin from bin ``first_mean`` on, worked out once
     first_mean: int = 0
 
     def with_means(self, since: float, until: float) -> Fit:
@@ -111,7 +114,7 @@ class Fit:
         w = self.width
         first = max(0, int((since - self.start) // w))
         n = math.ceil((until - self.start) / w)
-        means = tuple(self._seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n)))
+        means = array("d", (self._seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n))))
         return Fit(self.season, self.start, w, self.profile, self.cycles, self.margin, self.points, self.losses,
                    means, first)
 
@@ -136,7 +139,7 @@ class Fit:
             k = int((t - c * season - start) // w)
             if 0 <= k < nb:
                 v = prof[k]
-                if v is not None:
+                if not math.isnan(v):
                     total += v
                     n += 1
         return total / n if n else 0.0
@@ -177,8 +180,8 @@ def _ewma_step(level: float, x: float, dt: float, halflife: float) -> float:
 
 
 def _profile(times: list[float], prefix: list[float], start: float, stop: float,
-             season: float) -> tuple[float | None, ...]:
-    """Mean load per bin from ``start`` to ``stop`` (None where no sample fell), smoothed over a little of
+             season: float) -> array[float]:
+    """Mean load per bin from ``start`` to ``stop`` (NaN where no sample fell), smoothed over a little of
     the season; ``prefix`` holds the running sums of the loads (one bisect per bin edge, not a pass over
     every sample)."""
     width, smooth = bin_width(season), _smooth_bins(season)
@@ -189,7 +192,8 @@ def _profile(times: list[float], prefix: list[float], start: float, stop: float,
         lo_i, hi_i = edges[:nb], edges[nb:]
     else:
         lo_i, hi_i = edges[:-1], edges[1:]
-    return tuple((prefix[h] - prefix[i]) / (h - i) if h > i else None for i, h in zip(lo_i, hi_i, strict=True))
+    nan = math.nan
+    return array("d", ((prefix[h] - prefix[i]) / (h - i) if h > i else nan for i, h in zip(lo_i, hi_i, strict=True)))
 
 
 def _window_max(times: list[float], loads: list[float], a: float, c: float) -> float | None:
