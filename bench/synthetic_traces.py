@@ -1,6 +1,8 @@
 """Synthetic load traces of the shapes real ones come in, to check a policy generalises beyond the two
-shipped traces: a daily cycle with noise, flash crowds on a quiet base, and per-minute noise. Deterministic
-(seeded); used by bench/decision_quality.py and `python bench/synthetic_traces.py DIR` writes them as CSV."""
+shipped traces: a daily cycle with noise (lighter weekends), flash crowds on a quiet base, per-minute noise,
+four weeks of a daily cycle with a deep weekly dip, and regime shifts (the level jumps to a new plateau every
+day or few, with a daily cycle on top). Deterministic (seeded); used by bench/decision_quality.py and
+`python bench/synthetic_traces.py DIR` writes them as CSV."""
 
 from __future__ import annotations
 
@@ -52,10 +54,39 @@ def _noise(rng: random.Random, days: int) -> list[float]:
     return out
 
 
-SHAPES = {"daily": _daily, "flash": _flash, "noise": _noise}
+def _weekly(rng: random.Random, days: int) -> list[float]:
+    # a daily cycle whose weekends fall to a third of a weekday's peak, 5% per-minute noise, over 4 weeks
+    out = []
+    for m in range(days * DAY):
+        phase = (m % DAY) / DAY
+        weekend = 0.3 if (m // DAY) % 7 in (5, 6) else 1.0
+        bump = 120 * weekend * max(0.0, math.sin(math.pi * (phase - 0.3) / 0.5)) if 0.3 <= phase <= 0.8 else 0.0
+        out.append(max(1.0, (90 + bump) * (1 + 0.05 * rng.gauss(0, 1))))
+    return out
 
 
-def make(shape: str, days: int = 14, seed: int = 7) -> Trace:
+def _regime(rng: random.Random, days: int) -> list[float]:
+    # plateaus that last 6 hours to 3 days and jump to a level between 0.6x and 1.8x of the first, with a
+    # mild daily cycle and 5% noise on top: yesterday is a poor guide just after a shift
+    out: list[float] = []
+    level = 100.0
+    left = 0
+    for m in range(days * DAY):
+        if left == 0:
+            level = 100.0 * rng.uniform(0.6, 1.8)
+            left = rng.randint(6 * 60, 3 * DAY)
+        left -= 1
+        daily = 1 + 0.15 * math.sin(2 * math.pi * (m % DAY) / DAY - math.pi / 2)
+        out.append(max(1.0, level * daily * (1 + 0.05 * rng.gauss(0, 1))))
+    return out
+
+
+SHAPES = {"daily": _daily, "flash": _flash, "noise": _noise, "weekly": _weekly, "regime": _regime}
+DAYS = {"weekly": 28}  # long enough for two weekly seasons before a day's fit window
+
+
+def make(shape: str, days: int | None = None, seed: int = 7) -> Trace:
+    days = DAYS.get(shape, 14) if days is None else days
     values = SHAPES[shape](random.Random(f"{shape}-{seed}"), days)
     times = [START + 60.0 * i for i in range(len(values))]
     return Trace.from_samples(times, values, f"synthetic-{shape}")

@@ -22,11 +22,17 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from policies import predictive, target, threshold
+from policies import forecast, predictive, target, threshold
 from policies.schedule import floor_at
 from policies.series import Series
 from policies.sizing import Proposal
-from policies.strategy_config import PredictiveStrategy, ScheduleWindow, TargetStrategy, ThresholdStrategy
+from policies.strategy_config import (
+    ForecastStrategy,
+    PredictiveStrategy,
+    ScheduleWindow,
+    TargetStrategy,
+    ThresholdStrategy,
+)
 from policies.types import Decision, Direction, Fleet, Observation
 from policies.units import format_duration as _format_duration
 
@@ -42,6 +48,10 @@ def history_span(policy: Any) -> float:
     cfg = policy.strategy
     if isinstance(cfg, ThresholdStrategy):
         span = max(cfg.sustained_out, cfg.sustained_in)
+    elif isinstance(cfg, ForecastStrategy):
+        # the fit reads back from the last refit; the level, five half-lives
+        span = (cfg.refit + cfg.fit_window + cfg.cycles * max(cfg.seasons, default=0.0) + 300.0
+                + 5 * cfg.level_halflife)
     else:
         span = max(cfg.scale_in_window, 5 * cfg.smoothing, cfg.spare.window if cfg.spare else 0.0)
         if isinstance(cfg, PredictiveStrategy):
@@ -78,6 +88,8 @@ def _propose(policy: Any, observation: Observation, fleet: Fleet, now: float, la
         return threshold.propose(cfg, series, fleet.active, label, now)
     if isinstance(cfg, TargetStrategy):
         return target.propose(cfg, series, fleet.active, label)
+    if isinstance(cfg, ForecastStrategy):
+        return forecast.propose(cfg, series, fleet.active, label)
     return predictive.propose(cfg, series, fleet.active, label)
 
 

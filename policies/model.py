@@ -340,7 +340,7 @@ class Policy(_Section):
                     "or drains; replicas left from an active spell are drained. A reload switches modes")
     workload: Workload = Field(description="which on-prem containers to replicate")
     metric: Metric = Field(description="the load figure the strategy decides on")
-    strategy: StrategyConfig = Field(description="when to scale: threshold, target or predictive")
+    strategy: StrategyConfig = Field(description="when to scale: threshold, target, predictive or forecast")
     schedule: tuple[ScheduleWindow, ...] = Field(default=(), description="floors by time of week, on top of the strategy")
     replicas: Replicas = Field(description="bounds on the number of cloud replicas")
     cooldown: Cooldown = Field(default_factory=Cooldown, description="quiet periods after scaling")

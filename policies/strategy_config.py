@@ -17,6 +17,7 @@ from policies.units import Duration, format_duration
 
 __all__ = [
     "WEEKDAYS",
+    "ForecastStrategy",
     "PredictiveStrategy",
     "ScheduleWindow",
     "Spare",
@@ -132,8 +133,69 @@ class PredictiveStrategy(_Reactive):
         return value
 
 
+class ForecastStrategy(_Block):
+    """Size the fleet for a forecast of the load ``boot`` ahead: a season found in the data (one of
+    ``seasons``, or none), a level that follows drift, and the margin over the forecast that would have cost
+    least on the last ``fit_window`` (the newsvendor rule, ``penalty / (penalty + 1)``, on the forecast's own
+    errors); a replica is kept while the forecast says it will be needed within ``keep``."""
+
+    type: Literal["forecast"] = Field(description="forecast: size for a seasonal forecast plus the margin "
+                                                  "that minimises the expected cost")
+    onprem_replicas: float = Field(
+        default=10.0, gt=0, le=100000,
+        description="on-prem capacity in replica equivalents (how many cloud replicas it is worth)")
+    target: float = Field(default=100.0, gt=0, le=100,
+                          description="utilisation percent of the pooled capacity counted as full")
+    penalty: float = Field(default=10.0, gt=0, le=10000,
+                           description="cost of one replica-hour of load turned away, in replica-hours: what "
+                                       "the margin is fitted against (the newsvendor quantile "
+                                       "penalty / (penalty + 1))")
+    boot: PositiveDuration = Field(default=120.0, description="launch to serving: how far ahead a launch must "
+                                                               "be decided")
+    keep: PositiveDuration = Field(default=300.0, description="a replica is kept while the forecast says it "
+                                                               "will be needed within this horizon; a scale-out "
+                                                               "buys for it too")
+    seasons: Annotated[tuple[PositiveDuration, ...], BeforeValidator(_season_list), Field(max_length=4)] = Field(
+        default=(3600.0, 86400.0, 604800.0),
+        description="candidate season lengths; the one whose forecast did best on recent data is used, or "
+                    "none ([] for none)")
+    cycles: int = Field(default=2, ge=1, le=8, description="past seasons averaged into the seasonal profile")
+    level_halflife: NonNegativeDuration = Field(
+        default=300.0, description="half-life of the level that follows drift (0 = the last reading)")
+    fit_window: PositiveDuration = Field(default=86400.0, description="recent history the season is chosen "
+                                                                      "and the margin fitted on")
+    refit: PositiveDuration = Field(default=21600.0, description="how often the season and the margin are "
+                                                                 "refitted (at every multiple of it on the "
+                                                                 "samples' clock)")
+
+    @field_validator("seasons")
+    @classmethod
+    def _seasons(cls, value: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        for s in value:
+            if s < 3600:
+                raise ValueError(f"a season of {format_duration(s)} is too short (at least 1h)")
+        if len(set(value)) != len(value):
+            raise ValueError("a season is listed twice")
+        return tuple(sorted(value))
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: float, info: ValidationInfo) -> float:
+        boot = info.data.get("boot")
+        if boot is not None and value < boot:
+            raise ValueError(f"must be at least boot ({format_duration(boot)}): a replica released sooner "
+                             f"than that cannot be back in time, got {format_duration(value)}")
+        return value
+
+    @property
+    def quantile(self) -> float:
+        """The newsvendor quantile: hold the k-th replica while the chance it is needed exceeds its cost
+        over the cost of the load it would leave unserved."""
+        return self.penalty / (self.penalty + 1.0)
+
+
 StrategyConfig = Annotated[
-    ThresholdStrategy | TargetStrategy | PredictiveStrategy,
+    ThresholdStrategy | TargetStrategy | PredictiveStrategy | ForecastStrategy,
     Field(discriminator="type"),
 ]
 

@@ -26,6 +26,7 @@ COMMANDS = [
     "emulate",
     "status",
     "simulate",
+    "tune",
     "history",
     "replicate",
     "bake",

@@ -129,7 +129,7 @@ class SimFleet:
     is on its way out, still billing and holding budget, until ``t + drain_time``. Bills per second from
     launch to gone."""
 
-    def __init__(self, s: SimSettings, t_end: float) -> None:
+    def __init__(self, s: SimSettings, t_end: float, count_from: float = -math.inf) -> None:
         self.boot, self.drain_time, self.t_end = s.boot_delay, s.drain_time, t_end
         self.cold_boot = s.boot_delay if s.baked_boot is None else s.baked_boot
         self.warm_boot, self.warm_size, self.warm_max_age = s.warm_boot, s.warm_size, s.warm_max_age
@@ -138,6 +138,7 @@ class SimFleet:
         self.born: dict[str, float] = {}
         self.warm_starts = 0
         self.disk_seconds = 0.0
+        self.count_from = count_from  # bills and launches before this time are not counted
         self.launched: list[float] = []  # launch times of the active replicas, ascending
         self.ids: list[str] = []  # their ids, in the same order
         self.leaving: list[tuple[float, str]] = []  # (gone at, id) of drained replicas, ascending
@@ -169,19 +170,20 @@ class SimFleet:
             self.launched.insert(k, shifted)
             self.ids.insert(k, rid)
             self.born[rid] = t
-            self.ih_seconds -= self.boot - boot
-        self.launches += 1
-        self.started += count
+        if t >= self.count_from:
+            self.launches += 1
+            self.started += count
         self.version += 1
 
     def drain(self, ids: Sequence[str], t: float) -> None:
         gone = min(t + self.drain_time, self.t_end)
         for rid in ids:
             k = self.ids.index(rid)
-            self.ih_seconds += gone - self.launched.pop(k)
+            self.launched.pop(k)
             self.ids.pop(k)
             insort(self.leaving, (gone, rid))
             born = self.born.pop(rid, t)
+            self.ih_seconds += self._counted(born, gone)  # billed from the true launch, not the shifted one
             if len(self.pool) < self.warm_size and gone - born < self.warm_max_age and gone < self.t_end:
                 self.pool.append((gone, born))  # stopped into the pool once drained
         self.version += 1
@@ -195,28 +197,32 @@ class SimFleet:
             k = bisect_right(self.launched, t - min_lifetime)
             self.drain(self.ids[max(0, k - (active - want)):k], t)
 
+    def _counted(self, start: float, end: float) -> float:
+        """The seconds of [start, end] that count: those from ``count_from`` on (a held-back part's score)."""
+        return max(0.0, end - max(start, self.count_from))
+
     def _take_warm(self, t: float) -> bool:
         """Start a node of the pool at ``t`` if one is stopped and young enough; expired ones are released."""
         kept = []
         for stopped, born in self.pool:
             if t - born >= self.warm_max_age:
-                self.disk_seconds += max(0.0, born + self.warm_max_age - stopped)
+                self.disk_seconds += self._counted(stopped, born + self.warm_max_age)
             else:
                 kept.append((stopped, born))
         self.pool = kept
         for i, (stopped, _born) in enumerate(self.pool):
             if stopped <= t:
-                self.disk_seconds += t - stopped
+                self.disk_seconds += self._counted(stopped, t)
                 del self.pool[i]
                 self.warm_starts += 1
                 return True
         return False
 
     def finish(self) -> None:
-        for lt in self.launched:  # what is left is released when the trace ends
-            self.ih_seconds += self.t_end - lt
+        for lt, rid in zip(self.launched, self.ids, strict=True):  # what is left is released when the trace ends
+            self.ih_seconds += self._counted(self.born.get(rid, lt), self.t_end)
         for stopped, born in self.pool:
-            self.disk_seconds += max(0.0, min(self.t_end, born + self.warm_max_age) - stopped)
+            self.disk_seconds += self._counted(stopped, min(self.t_end, born + self.warm_max_age))
         self.pool = []
 
 
@@ -225,13 +231,15 @@ Rule = Callable[[float, float, float, SimFleet], None]
 
 
 def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, record: bool = False,
-              reasons: list[str] | None = None) -> Outcome:
-    """Run ``rule`` every ``interval`` over the trace and integrate service and cost exactly."""
+              reasons: list[str] | None = None, score_from: float = -math.inf) -> Outcome:
+    """Run ``rule`` every ``interval`` over the trace and integrate service and cost exactly; with
+    ``score_from``, the rule runs from the start but only what happens from then on is counted (a held-back
+    part scored after the rule has seen the history before it)."""
     times, values = trace.times, trace.values
     X, Y, boot, dt = s.onprem_capacity, s.replica_capacity, s.boot_delay, s.interval
     t0, t_end = times[0], trace.end
     n_samples = len(times)
-    fleet = SimFleet(s, t_end)
+    fleet = SimFleet(s, t_end, score_from)
     launched = fleet.launched
     unserved = overload = demand_total = 0.0
     max_active = 0
@@ -246,7 +254,8 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, record: bool = False,
         u = 100.0 * d / (X + Y * ready)
         rule(t, u, d, fleet)
         active = len(launched)
-        max_active = max(max_active, active)
+        if t >= score_from:
+            max_active = max(max_active, active)
         # integrate to the next evaluation, split where demand or capacity changes
         b = min(t + dt, t_end)
         a = t
@@ -261,7 +270,7 @@ def _simulate(trace: Trace, s: SimSettings, rule: Rule, *, record: bool = False,
                 seg_end = min(seg_end, next_ready)
             dd = values[j]
             cap = X + Y * ready
-            span = seg_end - a
+            span = seg_end - a if a >= score_from else max(0.0, seg_end - score_from)
             demand_total += dd * span
             if dd > cap:
                 unserved += (dd - cap) * span
@@ -375,10 +384,12 @@ class PolicyStepper:
             self.steps.append(Step(now, p.desired, p.launch, tuple(sorted(drained))))
 
 
-def run_policy(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
+def run_policy(policy: Any, trace: Trace, s: SimSettings, *, record: bool = False,
+               score_from: float = -math.inf) -> Outcome:
     """The policy through the daemon's decision path (``PolicyStepper``)."""
     reasons: list[str] | None = [] if record else None
-    return _simulate(trace, s, PolicyStepper(policy, s, reasons=reasons), record=record, reasons=reasons)
+    return _simulate(trace, s, PolicyStepper(policy, s, reasons=reasons), record=record, reasons=reasons,
+                     score_from=score_from)
 
 
 def policy_steps(policy: Any, trace: Trace, s: SimSettings) -> list[Step]:
@@ -388,7 +399,7 @@ def policy_steps(policy: Any, trace: Trace, s: SimSettings) -> list[Step]:
     return stepper.steps or []
 
 
-def run_hpa(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
+def run_hpa(trace: Trace, s: SimSettings, *, record: bool = False, score_from: float = -math.inf) -> Outcome:
     """Kubernetes HPA on pooled capacity: desired = ceil((demand / 0.8 - X) / Y), scaling in only to the
     highest desired value of the last 5 minutes."""
     X, Y = s.onprem_capacity, s.replica_capacity
@@ -402,7 +413,7 @@ def run_hpa(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:
         active = len(fleet.launched)
         fleet.scale_to(want if want >= active else min(active, max(w for _, w in recent)), now)
 
-    return _simulate(trace, s, rule, record=record)
+    return _simulate(trace, s, rule, record=record, score_from=score_from)
 
 
 def run_step(trace: Trace, s: SimSettings, *, record: bool = False) -> Outcome:

@@ -25,6 +25,9 @@ STRATEGIES = [
      "spare": {"window": "20m", "per_stdev": 2, "max": 3}},
     {"type": "predictive", "target": 80, "onprem_replicas": 10, "season": ["10m", "30m"], "cycles": 2,
      "lookahead": "3m", "scale_in_window": "2m"},
+    {"type": "forecast", "onprem_replicas": 10, "seasons": ["1h"], "cycles": 1, "fit_window": "30m",
+     "refit": "10m", "keep": "3m", "level_halflife": "2m"},
+    {"type": "forecast", "onprem_replicas": 4, "seasons": [], "fit_window": "20m", "refit": "5m", "penalty": 3},
 ]
 SCHEDULES = [
     [],

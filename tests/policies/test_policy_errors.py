@@ -77,10 +77,10 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("scale-in threshold above scale-out", "  scale_in_below: 40", "  scale_in_below: 80",
      ["10:19: strategy.scale_in_below: must be below scale_out_above (75)..."]),
     ("unknown strategy type with did-you-mean", "  type: threshold", "  type: treshold",
-     ["8:3: strategy: unknown type 'treshold': expected one of threshold, target, predictive; "
+     ["8:3: strategy: unknown type 'treshold': expected one of threshold, target, predictive, forecast; "
       "did you mean 'threshold'?"]),
     ("strategy without a type", "  type: threshold", "  # type: threshold",
-     ["7:1: strategy.type: required field 'type' is missing: one of threshold, target, predictive"]),
+     ["7:1: strategy.type: required field 'type' is missing: one of threshold, target, predictive, forecast"]),
     ("merge of something that is not a mapping", "budget:", "budget:\n  <<: [1]",
      ["26:8: budget: '<<' merges only mappings (an alias to key: value lines)"]),
     ("enum value with did-you-mean", "  source: workload_cpu", "  source: workload-cpu",

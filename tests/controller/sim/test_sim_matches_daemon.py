@@ -2,8 +2,10 @@
 sample and step rounds of controller/loop/rounds.py, the journal on SQLite, ``PolicyRuntime.evaluate``, the planner,
 the lifecycle, with the in-memory cloud, nodes and load balancer of tests/controller/fakes.py on a virtual
 clock) and ``burstctl simulate``'s engine (controller/sim/simulator.py) replay the same two days of each shared
-trace with the shipped web.yaml, and must decide the same desired count, launch the same number of replicas
-and drain the same replicas (by launch time) at every evaluation.
+trace with the shipped web.yaml (its forecast strategy, and the predictive one it shipped with before), and
+must decide the same desired count, launch the same number of replicas and drain the same replicas (by launch
+time) at every evaluation. The forecast's remembered fits are forgotten before each side runs, so the daemon
+fits its own.
 
 The timing is the simulator's model made real: evaluations every 60 s, step rounds every 30 s; a node boots
 90 s after its launch, so its replica serves from that round and the evaluation 120 s after the launch is the
@@ -34,6 +36,7 @@ from controller.sim.simulator import SimSettings, Step, default_settings, policy
 from controller.sim.trace import Trace, load_trace
 from controller.store.models import ReplicaState
 from controller.store.state import StateStore, sqlite_url
+from policies import forecast
 from policies.loader import load_policies
 from policies.model import Policy
 from policies.types import Observation
@@ -71,7 +74,11 @@ class TraceMetric:
     def close(self) -> None: ...
 
 
-def web_policy() -> Policy:
+PREDICTIVE = {"type": "predictive", "target": 95, "onprem_replicas": 10, "tolerance": 0, "scale_in_window": 300,
+              "season": [3600, 86400], "cycles": 3, "lookahead": 300}
+
+
+def web_policy(strategy: dict[str, Any] | None = None) -> Policy:
     """The shipped web.yaml with tighter limits, so that on these two days every rule binds many times: the
     budget (6 replicas' worth, below replicas.max 8, with leaving replicas still holding it), the step limits,
     both cooldowns and min_lifetime (docs/decisions.md); and about a third of the replicas the shipped limits
@@ -83,6 +90,8 @@ def web_policy() -> Policy:
     data["cooldown"] = {"scale_out": 600, "scale_in": 900}
     data["min_lifetime"] = 1200
     data["budget"]["max_per_hour"] = 4.0
+    if strategy is not None:
+        data["strategy"] = strategy
     return Policy.model_validate(data)
 
 
@@ -132,9 +141,9 @@ def daemon_steps(policy: Policy, trace: Trace, s: SimSettings, db: Path) -> list
             for at, want in desired]
 
 
-@pytest.fixture(scope="module")
-def policy() -> Policy:
-    return web_policy()
+@pytest.fixture(scope="module", params=["forecast", "predictive"])
+def policy(request: pytest.FixtureRequest) -> Policy:
+    return web_policy(None if request.param == "forecast" else PREDICTIVE)
 
 
 @pytest.fixture
@@ -165,7 +174,9 @@ def trace(request: pytest.FixtureRequest) -> Iterator[Trace]:
 
 def test_the_simulators_decisions_match_the_daemons_step_by_step(policy: Any, trace: Trace, db: Path) -> None:
     s = default_settings(trace, boot_delay=BOOT, interval=EVALUATE, drain_time=DRAIN)
+    forecast.clear_cache()
     sim = policy_steps(policy, trace, s)
+    forecast.clear_cache()
     daemon = daemon_steps(policy, trace, s, db)
     assert len(sim) == len(daemon) >= DAYS * 86400 // EVALUATE
     # the slice must exercise the rules, or matching proves little

@@ -1,0 +1,393 @@
+"""Forecast sizing: the fleet is sized for the margin over a seasonal forecast that would have cost least on
+the recent load (the newsvendor rule, solved on the forecast's own errors), and a replica is kept while the
+forecast says it will be needed again within ``keep``. Called by `policies.engine.decide`; pure (the fit is
+remembered by its inputs, never by the clock).
+
+The forecast of the load at ``t + s`` is ``level + S(t + s)``:
+* ``S`` is the seasonal profile: the mean load at the same phase of the last ``cycles`` seasons (bins of a
+  288th of the season, one to five minutes, smoothed over a 96th of it), or 0 without a season. Which season
+  of ``seasons`` (or none) is used is chosen by the data at each refit: the one whose forecast of the
+  highest load over ``keep`` had the least pinball loss (at the newsvendor quantile) over ``fit_window``;
+  a season only when it beats none by ``SEASON_GAIN``, so noise never passes for a season;
+* ``level`` follows drift: an exponential moving average (half-life ``level_halflife``) of the load minus
+  ``S``. For a scale-out the forecast is never below the last reading, nor below the last reading's own
+  excess over ``S`` carried along the season (a jump is assumed to stay);
+* the margin: over the backtest of ``fit_window`` (what the forecast said ``boot`` ahead and the highest
+  load that came), the fraction of the forecast that would have cost least, a replica-interval for each
+  replica bought and ``penalty`` for each replica-unit of load turned away. With no on-prem floor this is
+  the ``penalty / (penalty + 1)`` quantile of the actual-to-forecast ratio (``newsvendor_quantile``); the
+  floor makes most errors free (the load stays below on-prem), which only the cost itself shows.
+
+Two horizons: a launch decided now serves from ``boot`` on, until the next evaluation's launches can, so the
+scale-out level covers ``(boot, boot + interval]``. The scale-in level covers ``(0, keep]``: the forecast
+over it and the highest excess over ``S`` of the last ``keep`` (noise that came may come back; the season
+is known), so a replica likely to be needed again within ``keep`` is kept rather than churned, and a
+scale-out buys for that horizon at once. The season and the margin are refitted on multiples of ``refit``
+(on the samples' own clock) from the samples before that moment, so every evaluation between two refits
+reads the same fit: it is computed once and remembered, keyed by the configuration, the refit time and a
+fingerprint of the samples it reads (their count, first and last times and eight of their loads).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate
+
+from policies.series import Series
+from policies.sizing import Proposal, replicas_for
+from policies.strategy_config import ForecastStrategy
+from policies.units import format_duration as _format_duration
+
+__all__ = [
+    "MARGINS",
+    "SEASON_GAIN",
+    "Fit",
+    "best_margin",
+    "bin_width",
+    "clear_cache",
+    "fit",
+    "newsvendor_quantile",
+    "propose",
+    "quantile",
+]
+
+SEASON_GAIN = 0.05  # a season must cut the pinball loss by this fraction to be preferred to none
+MIN_POINTS = 30  # fewer backtest points than this: no season and no margin yet (the forecast alone)
+MAX_POINTS = 480  # backtest points per fit: every sample of the fit window, or an even subset of it
+# one entry per policy between refits (a weekly profile is about 35 kB): room for a thousand policies
+_CACHE_SIZE = 1024
+
+# reasons name the same few durations every evaluation
+format_duration = lru_cache(maxsize=256)(_format_duration)
+
+
+def bin_width(season: float) -> float:
+    """Width of a season's profile bins: a 288th of it, between one and five minutes."""
+    return min(300.0, max(60.0, season / 288.0))
+
+
+def _smooth_bins(season: float) -> int:
+    # the profile is averaged over a 96th of the season either side: its shape, not one cycle's noise
+    return int(season / 96.0 / bin_width(season))
+
+
+def newsvendor_quantile(penalty: float, cost: float = 1.0) -> float:
+    """The quantile of demand to provision for when a unit short costs ``penalty`` and a unit idle ``cost``:
+    the k-th unit is worth holding while the chance it is used exceeds ``cost / (penalty + cost)``."""
+    return penalty / (penalty + cost)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (the smallest value at or above a fraction ``q`` of them)."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """What a refit found: the season (0 for none) and its profile, and the margin sized for."""
+
+    season: float
+    start: float  # time of the first profile bin
+    width: float  # bin width
+    profile: Sequence[float]  # mean load per bin, NaN where no sample fell
+    cycles: int
+    margin: float  # fraction of the forecast added
+    points: int  # backtest points it was fitted on
+    losses: tuple[tuple[float, float], ...] = ()  # (season, pinball loss per point) of each candidate tried
+    means: Sequence[float] = ()  # S at each bin from bin ``first_mean`` on, worked out once
+    first_mean: int = 0
+
+    def with_means(self, since: float, until: float) -> Fit:
+        """This fit with S worked out for every bin from ``since`` to ``until``: each evaluation then reads S
+        at a handful of times for the price of an index."""
+        if not self.season:
+            return self
+        w = self.width
+        first = max(0, int((since - self.start) // w))
+        n = math.ceil((until - self.start) / w)
+        means = array("d", (self._seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n))))
+        return Fit(self.season, self.start, w, self.profile, self.cycles, self.margin, self.points, self.losses,
+                   means, first)
+
+    def seasonal(self, t: float) -> float:
+        """S(t): the mean load at ``t``'s phase over the last ``cycles`` recorded seasons before ``t`` (and
+        before the fit: later phases come from the seasons before it), 0 without a season."""
+        if not self.season:
+            return 0.0
+        k = int((t - self.start) // self.width) - self.first_mean
+        means = self.means
+        if 0 <= k < len(means):
+            return means[k]
+        return self._seasonal(t)
+
+    def _seasonal(self, t: float) -> float:
+        season = self.season
+        prof, start, w = self.profile, self.start, self.width
+        nb = len(prof)
+        j = max(1, math.floor((t - start - nb * w) / season) + 1)  # the first season whose phase was recorded
+        total, n = 0.0, 0
+        for c in range(j, j + self.cycles):
+            k = int((t - c * season - start) // w)
+            if 0 <= k < nb:
+                v = prof[k]
+                if not math.isnan(v):
+                    total += v
+                    n += 1
+        return total / n if n else 0.0
+
+    def seasonal_max(self, t: float, a: float, c: float) -> float:
+        """The highest S over ``(t + a, t + c]``, read at the bin edges inside it."""
+        if not self.season:
+            return 0.0
+        best = self.seasonal(t + c)
+        w = self.width
+        edge = self.start + (math.floor((t + a - self.start) / w) + 1) * w
+        while edge < t + c:
+            best = max(best, self.seasonal(edge))
+            edge += w
+        return best
+
+
+_NO_FIT = Fit(0.0, 0.0, 60.0, (), 1, 0.0, 0)
+_cache: OrderedDict[tuple[object, ...], tuple[ForecastStrategy, Fit]] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget remembered fits (tests that compare two runs in one process start each from nothing)."""
+    _cache.clear()
+
+
+def _interval(series: Series) -> float:
+    """The spacing of the evaluations: the median gap of the last few samples (60 s without history)."""
+    n = len(series)
+    gaps = sorted(series.time(i) - series.time(i - 1) for i in range(max(1, n - 6), n))
+    return gaps[len(gaps) // 2] if gaps else 60.0
+
+
+def _ewma_step(level: float, x: float, dt: float, halflife: float) -> float:
+    if halflife <= 0:
+        return x
+    return level + (1.0 - 0.5 ** (dt / halflife)) * (x - level)
+
+
+def _profile(times: list[float], prefix: list[float], start: float, stop: float,
+             season: float) -> array[float]:
+    """Mean load per bin from ``start`` to ``stop`` (NaN where no sample fell), smoothed over a little of
+    the season; ``prefix`` holds the running sums of the loads (one bisect per bin edge, not a pass over
+    every sample)."""
+    width, smooth = bin_width(season), _smooth_bins(season)
+    nb = max(0, math.ceil((stop - start) / width))
+    edges = [bisect_left(times, start + k * width) for k in range(nb + 1)]
+    if smooth:
+        edges = [edges[max(0, k - smooth)] for k in range(nb)] + [edges[min(nb, k + smooth + 1)] for k in range(nb)]
+        lo_i, hi_i = edges[:nb], edges[nb:]
+    else:
+        lo_i, hi_i = edges[:-1], edges[1:]
+    nan = math.nan
+    return array("d", ((prefix[h] - prefix[i]) / (h - i) if h > i else nan for i, h in zip(lo_i, hi_i, strict=True)))
+
+
+def _window_max(times: list[float], loads: list[float], a: float, c: float) -> float | None:
+    """The highest load in force over ``(a, c]``: the sample in force just after ``a`` and those up to ``c``;
+    None when the samples do not reach ``c``."""
+    if not times or times[-1] < c:
+        return None
+    i = max(0, bisect_right(times, a) - 1)
+    j = bisect_right(times, c)
+    return max(loads[i:j]) if j > i else loads[i]
+
+
+def _pinball(errors: list[float], q: float, offset: float) -> float:
+    return sum(q * (e - offset) if e >= offset else (q - 1.0) * (e - offset) for e in errors)
+
+
+def _backtest(cfg: ForecastStrategy, model: Fit, times: list[float], loads: list[float], first: int,
+              interval: float) -> tuple[list[tuple[float, float]], list[float]]:
+    """At every sample from ``first`` on whose horizons have passed: (the scale-out forecast, the highest load
+    of its horizon), and the ratio of the highest load over ``keep`` to its forecast."""
+    b, keep, h = float(cfg.boot), float(cfg.keep), float(cfg.level_halflife)
+    outs: list[tuple[float, float]] = []
+    ratios: list[float] = []
+    level = None
+    prev_t = 0.0
+    if first >= len(times):
+        return outs, ratios
+    warm = max(0, bisect_left(times, times[first] - 3 * h) if h > 0 else first)
+    stride = max(1, (len(times) - first) // MAX_POINTS)
+    for i in range(warm, len(times)):
+        t, x = times[i], loads[i]
+        r = x - model.seasonal(t)
+        level = r if level is None else _ewma_step(level, r, t - prev_t, h)
+        prev_t = t
+        if i < first or (i - first) % stride:
+            continue
+        actual_keep = _window_max(times, loads, t, t + keep)
+        if actual_keep is None:
+            break
+        actual_out = _window_max(times, loads, t + b, t + b + interval)
+        if actual_out is None:
+            break
+        f_out = max(x, max(r, level) + model.seasonal_max(t, b, b + interval))
+        outs.append((f_out, actual_out))
+        f_keep = max(f_out, level + model.seasonal_max(t, 0.0, keep))
+        ratios.append(actual_keep / f_keep if f_keep > 0 else 1.0)
+    return outs, ratios
+
+
+# candidate margins, as a fraction of the forecast: the one with the least backtest cost is used
+MARGINS = (-0.1, -0.05, 0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
+
+
+def best_margin(outs: list[tuple[float, float]], cfg: ForecastStrategy) -> tuple[float, float]:
+    """(the margin, its cost per point): the fraction added to the forecast that would have cost least over
+    the backtest, a replica-interval for each replica bought and ``penalty`` for each replica-unit of load
+    left unserved. Without the on-prem floor and with a continuous fleet this is the newsvendor quantile
+    ``penalty / (penalty + 1)`` of the actual-to-forecast ratio; the floor makes most errors free (the load
+    stays below on-prem), which only the cost itself shows."""
+    if not outs:
+        return 0.0, 0.0
+    target, onprem, p = cfg.target / 100.0, cfg.onprem_replicas, cfg.penalty
+    top = 1.0 + MARGINS[-1]
+    floor = onprem * target
+    # points where neither the load nor the largest margin reach past on-prem cost nothing at any margin
+    live = [(f / target, a) for f, a in outs if f * top > floor or a > floor]
+    best, best_cost = 0.0, math.inf
+    ceil = math.ceil
+    for m in MARGINS:
+        k = 1.0 + m
+        cost = 0.0
+        for f, a in live:
+            n = max(ceil(f * k - onprem - 1e-6), 0)
+            short = a - (onprem + n) * target
+            cost += n + p * short if short > 0 else n
+        if cost < best_cost - 1e-9:
+            best, best_cost = m, cost
+    return best, best_cost / len(outs)
+
+
+def _fingerprint(series: Series, lo: int, hi: int) -> tuple[float, ...]:
+    if hi <= lo:
+        return (0.0,)
+    picks = sorted({lo + (hi - 1 - lo) * k // 7 for k in range(8)})
+    return (float(hi - lo), series.time(lo), series.time(hi - 1), *(series.load(i) for i in picks))
+
+
+def fit(cfg: ForecastStrategy, series: Series, at: float, interval: float) -> Fit:
+    """The season and the margin from the samples before ``at`` (remembered: see the module)."""
+    longest = max(cfg.seasons, default=0.0)
+    lo_t = at - cfg.fit_window - cfg.cycles * longest - 300.0
+    lo = series.index_at_or_after(lo_t)
+    hi = series.index_at_or_after(at)
+    # the configuration by identity: the entry holds it, so its id cannot be reused while the entry lives
+    key = (id(cfg), at, interval, *_fingerprint(series, lo, hi))
+    found = _cache.get(key)
+    if found is not None and found[0] is cfg:
+        _cache.move_to_end(key)
+        return found[1]
+    result = _fit(cfg, series.times(lo, hi), series.loads(lo, hi), at, interval)
+    _cache[key] = (cfg, result)
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return result
+
+
+def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: float, interval: float) -> Fit:
+    if len(times) < 2:
+        return _NO_FIT
+    q = cfg.quantile
+    prefix = list(accumulate(loads, initial=0.0))
+    # S is read from the backtest's first level (three half-lives before the fit window) to the horizons of
+    # the last evaluation before the next refit
+    since = at - cfg.fit_window - 3 * cfg.level_halflife - interval
+    until = at + cfg.refit + cfg.keep + cfg.boot + 2 * interval
+    first = bisect_left(times, at - cfg.fit_window)
+    # a season is a candidate once ``cycles`` of it are recorded before the fit window
+    candidates = [0.0] + [p for p in cfg.seasons if times[0] <= at - cfg.fit_window - cfg.cycles * p]
+    best = _NO_FIT
+    best_loss = math.inf
+    best_outs: list[tuple[float, float]] = []
+    points = 0
+    losses = []
+    for season in candidates:
+        model = _NO_FIT
+        if season:
+            start = at - cfg.fit_window - cfg.cycles * season
+            model = Fit(season, start, bin_width(season), _profile(times, prefix, start, at, season), cfg.cycles,
+                        0.0, 0).with_means(since, until)
+        outs, ratios = _backtest(cfg, model, times, loads, first, interval)
+        if len(ratios) < MIN_POINTS:
+            return Fit(0.0, 0.0, 60.0, (), cfg.cycles, 0.0, len(ratios))
+        logs = [math.log(max(r, 1e-6)) for r in ratios]
+        loss = _pinball(logs, q, quantile(logs, q)) / len(logs)
+        losses.append((season, loss))
+        if loss < best_loss * (1.0 - SEASON_GAIN):
+            best, best_loss, best_outs = model, loss, outs
+            points = len(ratios)
+    margin, _ = best_margin(best_outs, cfg)  # for the chosen season only
+    return Fit(best.season, best.start, best.width, best.profile, best.cycles, margin, points,
+               tuple(losses), best.means, best.first_mean)
+
+
+def _level_and_recent(cfg: ForecastStrategy, model: Fit, series: Series) -> tuple[float, float]:
+    """(the EWMA of load minus S over the last three half-lives, or the last residual with no half-life;
+    the highest load minus S over the last ``keep``), from one pass over the samples."""
+    n = len(series)
+    h = float(cfg.level_halflife)
+    start = series.window(max(3 * h, float(cfg.keep)))
+    times = series.times(start, n)
+    loads = series.loads(start, n)
+    seasonal = model.seasonal
+    residuals = [x - seasonal(t) for t, x in zip(times, loads, strict=True)]
+    since = series.now_t - cfg.keep
+    recent = max(r for t, r in zip(times, residuals, strict=True) if t >= since)
+    if h <= 0:
+        return residuals[-1], recent
+    first = bisect_left(times, series.now_t - 3 * h)
+    level = residuals[first]
+    for k in range(first + 1, len(times)):
+        level = _ewma_step(level, residuals[k], times[k] - times[k - 1], h)
+    return level, recent
+
+
+def propose(cfg: ForecastStrategy, series: Series, active: int, label: str) -> Proposal:
+    now = series.now_t
+    interval = _interval(series)
+    at = math.floor(now / cfg.refit) * cfg.refit
+    model = fit(cfg, series, at, interval)
+    n = len(series)
+    load = series.load(n - 1)
+    residual = load - model.seasonal(now)
+    level, recent = _level_and_recent(cfg, model, series)
+    b = float(cfg.boot)
+    f_out = max(load, max(residual, level) + model.seasonal_max(now, b, b + interval))
+    out_load = f_out * (1.0 + model.margin)
+    # hysteresis: the highest excess over the season of the last ``keep`` may come back within ``keep``
+    keep_load = max(f_out, max(level, recent) + model.seasonal_max(now, 0.0, cfg.keep)) * (1.0 + model.margin)
+    target = cfg.target / 100.0
+    out_need = replicas_for(out_load, target, cfg.onprem_replicas)
+    keep_need = max(out_need, replicas_for(keep_load, target, cfg.onprem_replicas))
+    season = format_duration(model.season) if model.season else "none"
+    details: dict[str, float | str] = {
+        "load": round(load, 3), "level": round(level, 3), "season": season, "quantile": round(cfg.quantile, 4),
+        "forecast_out": round(out_load, 3), "forecast_keep": round(keep_load, 3), "need": out_need,
+        "hold_need": keep_need, "target": cfg.target}
+    q = f"p{100 * cfg.quantile:.0f}"
+    what = (f"{label} {series.now_value:.1f}% = load {load:.1f} replica-units; season {season}; {q} of the load "
+            f"{format_duration(b)} ahead is {out_load:.1f}")
+    if out_need > active:
+        return Proposal(keep_need, f"{what}, needs {out_need}; buying {keep_need} for the next "
+                        f"{format_duration(cfg.keep)} ({q} {keep_load:.1f})", details)
+    if keep_need < active:
+        return Proposal(keep_need, f"{what}; {q} over the next {format_duration(cfg.keep)} is {keep_load:.1f}, "
+                        f"{keep_need} suffice", details)
+    return Proposal(active, f"{what}; keeping {active}: {q} over the next {format_duration(cfg.keep)} is "
+                    f"{keep_load:.1f}", details)
