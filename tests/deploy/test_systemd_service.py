@@ -202,7 +202,7 @@ def test_enable_now_reaches_active_and_answers(machine: Machine) -> None:
                       + "' http://127.0.0.1:9180/v1/policies/none/pause")
     assert code == "404", code
     # the status endpoint's process runs at nice 10: setpriority passed the syscall filter
-    child = machine.sh(f"pgrep -P {pid} -f status_child").split()
+    child = machine.sh(f"pgrep -P {pid} -f controller.status.child").split()
     assert child and machine.sh(f"ps -o ni= -p {child[0]}").strip() == "10"
 
 
@@ -330,7 +330,7 @@ def test_docker_from_the_mirror_and_the_status_process_drops_its_group(machine: 
     daemon = _proc_status(machine, pid)
     assert gid in daemon["Groups"].split(), daemon["Groups"]
     assert int(daemon["CapEff"], 16) == 0 and int(daemon["CapAmb"], 16) == 1 << 6, daemon  # CAP_SETGID
-    child = _wait("the status process", lambda: machine.sh(f"pgrep -P {pid} -f status_child").split(), 60)
+    child = _wait("the status process", lambda: machine.sh(f"pgrep -P {pid} -f controller.status.child").split(), 60)
     status = _proc_status(machine, child[0])
     assert status["Groups"] == "", status["Groups"]
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status

@@ -1,4 +1,4 @@
-"""The status endpoint in its own process (controller/status/process.py, status_child.py, status_snapshot.py):
+"""The status endpoint in its own process (controller/status/process.py, child.py, snapshot.py):
 it answers exactly as the in-thread app over the same source (fast path and forwarded requests alike), an
 operator action is visible in the next read, standby and busy-store answers keep their meaning, a killed
 status process is replaced, and a killed daemon takes its status process with it (the port is freed)."""
