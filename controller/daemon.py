@@ -253,7 +253,13 @@ class Daemon(StatusReport):
         self.reconciler.run(runtimes)
 
     def gc(self) -> None:
-        counts = self.store.prune(before=self.clock() - self.options.history_retention)
+        with self._lock:
+            spans = [runtime.history_span() for runtime in self.runtimes.values()]
+        now = self.clock()
+        # samples stay as long as any policy's strategy reads them (a forecast's weekly season: about 15 days),
+        # so a restarted daemon reloads the history the simulator gives the strategy (docs/decisions.md)
+        keep = max([self.options.history_retention, *spans])
+        counts = self.store.prune(before=now - self.options.history_retention, samples_before=now - keep)
         with self._lock:
             for name, runtime in list(self.runtimes.items()):
                 if runtime.removed and not self.store.live_replicas(name) and not self.store.warm_instances(name):

@@ -114,7 +114,8 @@ class Fit:
         w = self.width
         first = max(0, int((since - self.start) // w))
         n = math.ceil((until - self.start) / w)
-        means = array("d", (self._seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n))))
+        seasonal = self._seasonal
+        means = array("d", [seasonal(self.start + (k + 0.5) * w) for k in range(first, max(first, n))])
         return Fit(self.season, self.start, w, self.profile, self.cycles, self.margin, self.points, self.losses,
                    means, first)
 
@@ -139,7 +140,7 @@ class Fit:
             k = int((t - c * season - start) // w)
             if 0 <= k < nb:
                 v = prof[k]
-                if not math.isnan(v):
+                if v == v:  # noqa: PLR0124 (not NaN, an empty bin; cheaper than math.isnan)
                     total += v
                     n += 1
         return total / n if n else 0.0
@@ -151,8 +152,11 @@ class Fit:
         best = self.seasonal(t + c)
         w = self.width
         edge = self.start + (math.floor((t + a - self.start) / w) + 1) * w
+        seasonal = self.seasonal
         while edge < t + c:
-            best = max(best, self.seasonal(edge))
+            v = seasonal(edge)
+            if v > best:  # noqa: PLR1730 (a comparison is cheaper than a call in this loop)
+                best = v
             edge += w
         return best
 
@@ -179,21 +183,30 @@ def _ewma_step(level: float, x: float, dt: float, halflife: float) -> float:
     return level + (1.0 - 0.5 ** (dt / halflife)) * (x - level)
 
 
-def _profile(times: list[float], prefix: list[float], start: float, stop: float,
-             season: float) -> array[float]:
+def _profile(times: list[float], prefix: list[float], start: float, stop: float, season: float,
+             spans: Sequence[tuple[float, float]] = ((-math.inf, math.inf),)) -> array[float]:
     """Mean load per bin from ``start`` to ``stop`` (NaN where no sample fell), smoothed over a little of
     the season; ``prefix`` holds the running sums of the loads (one bisect per bin edge, not a pass over
-    every sample)."""
+    every sample). Only the bins whose smoothed window lies inside one of ``spans`` (the stretches of time
+    the samples were read for) are worked out; the others are NaN, as if empty."""
     width, smooth = bin_width(season), _smooth_bins(season)
     nb = max(0, math.ceil((stop - start) / width))
-    edges = [bisect_left(times, start + k * width) for k in range(nb + 1)]
-    if smooth:
-        edges = [edges[max(0, k - smooth)] for k in range(nb)] + [edges[min(nb, k + smooth + 1)] for k in range(nb)]
-        lo_i, hi_i = edges[:nb], edges[nb:]
-    else:
-        lo_i, hi_i = edges[:-1], edges[1:]
     nan = math.nan
-    return array("d", ((prefix[h] - prefix[i]) / (h - i) if h > i else nan for i, h in zip(lo_i, hi_i, strict=True)))
+    out = array("d", [nan]) * nb
+    for a, b in spans:
+        # bins k with start + max(0, k - smooth) * width >= a and start + min(nb, k + smooth + 1) * width <= b
+        k0 = 0 if a <= start else max(0, math.ceil((a - start) / width) + smooth)
+        k1 = nb if b >= start + nb * width else min(nb, math.floor((b - start) / width) - smooth)
+        if k1 <= k0:
+            continue
+        lo_k, hi_k = max(0, k0 - smooth), min(nb, k1 + smooth)
+        edges = [bisect_left(times, start + k * width) for k in range(lo_k, hi_k + 1)]
+        for k in range(k0, k1):
+            i = edges[max(0, k - smooth) - lo_k]
+            h = edges[min(nb, k + smooth + 1) - lo_k]
+            if h > i:
+                out[k] = (prefix[h] - prefix[i]) / (h - i)
+    return out
 
 
 def _window_max(times: list[float], loads: list[float], a: float, c: float) -> float | None:
@@ -210,36 +223,81 @@ def _pinball(errors: list[float], q: float, offset: float) -> float:
     return sum(q * (e - offset) if e >= offset else (q - 1.0) * (e - offset) for e in errors)
 
 
+_Points = tuple[list[int], list[float], list[float]]
+
+
+def _points(cfg: ForecastStrategy, times: list[float], loads: list[float], first: int, interval: float) -> _Points:
+    """The backtest points, the same for every candidate season: every sample from ``first`` on (or an even
+    subset, at most ``MAX_POINTS``) whose horizons have passed, with the highest load that came over its
+    scale-out horizon ``(boot, boot + interval]`` and over ``keep``."""
+    b, keep = float(cfg.boot), float(cfg.keep)
+    idx: list[int] = []
+    outs: list[float] = []
+    keeps: list[float] = []
+    if not times:
+        return idx, outs, keeps
+    last = times[-1]
+    reach = max(keep, b + interval)
+    stride = max(1, (len(times) - first) // MAX_POINTS)
+    for i in range(first, len(times), stride):
+        t = times[i]
+        if last < t + reach:
+            break
+        idx.append(i)
+        keeps.append(_window_max(times, loads, t, t + keep) or 0.0)
+        outs.append(_window_max(times, loads, t + b, t + b + interval) or 0.0)
+    return idx, outs, keeps
+
+
 def _backtest(cfg: ForecastStrategy, model: Fit, times: list[float], loads: list[float], first: int,
-              interval: float) -> tuple[list[tuple[float, float]], list[float]]:
-    """At every sample from ``first`` on whose horizons have passed: (the scale-out forecast, the highest load
-    of its horizon), and the ratio of the highest load over ``keep`` to its forecast."""
+              interval: float, points: _Points) -> tuple[list[tuple[float, float]], list[float]]:
+    """At every backtest point: (the scale-out forecast, the highest load of its horizon), and the ratio of
+    the highest load over ``keep`` to its forecast. One pass over the samples from the level's warm-up on."""
     b, keep, h = float(cfg.boot), float(cfg.keep), float(cfg.level_halflife)
     outs: list[tuple[float, float]] = []
     ratios: list[float] = []
-    level = None
-    prev_t = 0.0
-    if first >= len(times):
+    idx, actual_out, actual_keep = points
+    if not idx:
         return outs, ratios
     warm = max(0, bisect_left(times, times[first] - 3 * h) if h > 0 else first)
-    stride = max(1, (len(times) - first) // MAX_POINTS)
-    for i in range(warm, len(times)):
+    seasonal, seasonal_max = model._seasonal, model.seasonal_max
+    flat = not model.season
+    start, width, means, first_mean = model.start, model.width, model.means, model.first_mean
+    n_means = len(means)
+    level = 0.0
+    prev_t = prev_dt = math.nan
+    alpha = 1.0
+    p, n_points = 0, len(idx)
+    due = idx[0]
+    for i in range(warm, idx[-1] + 1):
         t, x = times[i], loads[i]
-        r = x - model.seasonal(t)
-        level = r if level is None else _ewma_step(level, r, t - prev_t, h)
+        if flat:
+            r = x
+        else:  # Fit.seasonal, inlined: the hot loop of a refit
+            k = int((t - start) // width) - first_mean
+            r = x - (means[k] if 0 <= k < n_means else seasonal(t))
+        if i == warm or h <= 0:
+            level = r
+        else:
+            dt = t - prev_t
+            if dt != prev_dt:  # the factor of _ewma_step, worked out once per spacing
+                alpha, prev_dt = 1.0 - 0.5 ** (dt / h), dt
+            level = level + alpha * (r - level)
         prev_t = t
-        if i < first or (i - first) % stride:
+        if i != due:
             continue
-        actual_keep = _window_max(times, loads, t, t + keep)
-        if actual_keep is None:
+        if flat:
+            f_out = max(x, max(r, level))
+            f_keep = max(f_out, level)
+        else:
+            f_out = max(x, max(r, level) + seasonal_max(t, b, b + interval))
+            f_keep = max(f_out, level + seasonal_max(t, 0.0, keep))
+        outs.append((f_out, actual_out[p]))
+        ratios.append(actual_keep[p] / f_keep if f_keep > 0 else 1.0)
+        p += 1
+        if p == n_points:
             break
-        actual_out = _window_max(times, loads, t + b, t + b + interval)
-        if actual_out is None:
-            break
-        f_out = max(x, max(r, level) + model.seasonal_max(t, b, b + interval))
-        outs.append((f_out, actual_out))
-        f_keep = max(f_out, level + model.seasonal_max(t, 0.0, keep))
-        ratios.append(actual_keep / f_keep if f_keep > 0 else 1.0)
+        due = idx[p]
     return outs, ratios
 
 
@@ -266,7 +324,9 @@ def best_margin(outs: list[tuple[float, float]], cfg: ForecastStrategy) -> tuple
         k = 1.0 + m
         cost = 0.0
         for f, a in live:
-            n = max(ceil(f * k - onprem - 1e-6), 0)
+            n = ceil(f * k - onprem - 1e-6)
+            if n < 0:  # noqa: PLR1730 (a comparison is cheaper than a call in this loop)
+                n = 0
             short = a - (onprem + n) * target
             cost += n + p * short if short > 0 else n
         if cost < best_cost - 1e-9:
@@ -275,10 +335,49 @@ def best_margin(outs: list[tuple[float, float]], cfg: ForecastStrategy) -> tuple
 
 
 def _fingerprint(series: Series, lo: int, hi: int) -> tuple[float, ...]:
+    """Count, first and last times and eight readings of samples ``lo`` .. ``hi - 1``, and the ready-count
+    changes up to the last of them (a reading's load is its value times the capacity then in force)."""
     if hi <= lo:
         return (0.0,)
     picks = sorted({lo + (hi - 1 - lo) * k // 7 for k in range(8)})
-    return (float(hi - lo), series.time(lo), series.time(hi - 1), *(series.load(i) for i in picks))
+    return (float(hi - lo), series.time(lo), series.time(hi - 1), *(series.value(i) for i in picks),
+            *series.ready_changes_until(series.time(hi - 1)))
+
+
+def _horizon(cfg: ForecastStrategy, at: float, interval: float) -> tuple[float, float]:
+    """(since, until): S is read from the backtest's first level (three half-lives before the fit window) to
+    the horizons of the last evaluation before the next refit."""
+    return (at - cfg.fit_window - 3 * cfg.level_halflife - interval,
+            at + cfg.refit + cfg.keep + cfg.boot + 2 * interval)
+
+
+def _spans(cfg: ForecastStrategy, at: float, interval: float, oldest: float) -> list[tuple[float, float]]:
+    """The stretches of time a refit reads, merged, oldest first: the backtest's (from ``since`` to ``at``)
+    and, for each candidate season, the samples behind the profile bins S reads over ``(since, until)``
+    (``cycles`` seasons back, more where ``until`` passes a season beyond the profile, and the smoothing
+    either side). A weekly candidate reads two stretches of a day and a bit, a week and two weeks back,
+    rather than the whole fortnight."""
+    since, until = _horizon(cfg, at, interval)
+    want = [(since, at)]
+    for p in cfg.seasons:
+        start = at - cfg.fit_window - cfg.cycles * p
+        if oldest > start:
+            continue  # not a candidate (see _fit)
+        w = bin_width(p)
+        pad = (_smooth_bins(p) + 2) * w
+        ahead = max(0, math.floor((until - at) / p) + 1)  # seasons S may skip past the end of the profile
+        for c in range(1, cfg.cycles + ahead + 1):
+            want.append((max(start, since - c * p - pad), min(at, until - c * p + pad)))
+    want.sort()
+    out: list[tuple[float, float]] = []
+    for a, b in want:
+        if b <= a:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def fit(cfg: ForecastStrategy, series: Series, at: float, interval: float) -> Fit:
@@ -293,37 +392,50 @@ def fit(cfg: ForecastStrategy, series: Series, at: float, interval: float) -> Fi
     if found is not None and found[0] is cfg:
         _cache.move_to_end(key)
         return found[1]
-    result = _fit(cfg, series.times(lo, hi), series.loads(lo, hi), at, interval)
+    oldest = series.time(lo) if hi > lo else math.inf
+    spans = _spans(cfg, at, interval, oldest)
+    times: list[float] = []
+    loads: list[float] = []
+    for a, b in spans:
+        i, j = max(lo, series.index_at_or_after(a)), min(hi, series.index_at_or_after(b))
+        times += series.times(i, j)
+        loads += series.loads(i, j)
+    if hi - lo < 2:
+        times, loads = [], []
+    # the first and the last span reach the ends of what was read: samples beyond them are not there at all
+    if spans:
+        spans[0] = (-math.inf, spans[0][1])
+        spans[-1] = (spans[-1][0], math.inf)
+    result = _fit(cfg, times, loads, at, interval, oldest, spans)
     _cache[key] = (cfg, result)
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return result
 
 
-def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: float, interval: float) -> Fit:
+def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: float, interval: float,
+         oldest: float, spans: Sequence[tuple[float, float]]) -> Fit:
     if len(times) < 2:
         return _NO_FIT
     q = cfg.quantile
     prefix = list(accumulate(loads, initial=0.0))
-    # S is read from the backtest's first level (three half-lives before the fit window) to the horizons of
-    # the last evaluation before the next refit
-    since = at - cfg.fit_window - 3 * cfg.level_halflife - interval
-    until = at + cfg.refit + cfg.keep + cfg.boot + 2 * interval
+    since, until = _horizon(cfg, at, interval)
     first = bisect_left(times, at - cfg.fit_window)
+    points = _points(cfg, times, loads, first, interval)  # the same for every candidate
     # a season is a candidate once ``cycles`` of it are recorded before the fit window
-    candidates = [0.0] + [p for p in cfg.seasons if times[0] <= at - cfg.fit_window - cfg.cycles * p]
+    candidates = [0.0] + [p for p in cfg.seasons if oldest <= at - cfg.fit_window - cfg.cycles * p]
     best = _NO_FIT
     best_loss = math.inf
     best_outs: list[tuple[float, float]] = []
-    points = 0
+    points_used = 0
     losses = []
     for season in candidates:
         model = _NO_FIT
         if season:
             start = at - cfg.fit_window - cfg.cycles * season
-            model = Fit(season, start, bin_width(season), _profile(times, prefix, start, at, season), cfg.cycles,
-                        0.0, 0).with_means(since, until)
-        outs, ratios = _backtest(cfg, model, times, loads, first, interval)
+            model = Fit(season, start, bin_width(season), _profile(times, prefix, start, at, season, spans),
+                        cfg.cycles, 0.0, 0).with_means(since, until)
+        outs, ratios = _backtest(cfg, model, times, loads, first, interval, points)
         if len(ratios) < MIN_POINTS:
             return Fit(0.0, 0.0, 60.0, (), cfg.cycles, 0.0, len(ratios))
         logs = [math.log(max(r, 1e-6)) for r in ratios]
@@ -331,9 +443,9 @@ def _fit(cfg: ForecastStrategy, times: list[float], loads: list[float], at: floa
         losses.append((season, loss))
         if loss < best_loss * (1.0 - SEASON_GAIN):
             best, best_loss, best_outs = model, loss, outs
-            points = len(ratios)
+            points_used = len(ratios)
     margin, _ = best_margin(best_outs, cfg)  # for the chosen season only
-    return Fit(best.season, best.start, best.width, best.profile, best.cycles, margin, points,
+    return Fit(best.season, best.start, best.width, best.profile, best.cycles, margin, points_used,
                tuple(losses), best.means, best.first_mean)
 
 
@@ -345,16 +457,23 @@ def _level_and_recent(cfg: ForecastStrategy, model: Fit, series: Series) -> tupl
     start = series.window(max(3 * h, float(cfg.keep)))
     times = series.times(start, n)
     loads = series.loads(start, n)
-    seasonal = model.seasonal
-    residuals = [x - seasonal(t) for t, x in zip(times, loads, strict=True)]
+    if model.season:
+        seasonal = model.seasonal
+        residuals = [x - seasonal(t) for t, x in zip(times, loads, strict=True)]
+    else:
+        residuals = loads
     since = series.now_t - cfg.keep
-    recent = max(r for t, r in zip(times, residuals, strict=True) if t >= since)
+    recent = max(residuals[bisect_left(times, since):])
     if h <= 0:
         return residuals[-1], recent
     first = bisect_left(times, series.now_t - 3 * h)
     level = residuals[first]
+    prev_dt, alpha = math.nan, 1.0
     for k in range(first + 1, len(times)):
-        level = _ewma_step(level, residuals[k], times[k] - times[k - 1], h)
+        dt = times[k] - times[k - 1]
+        if dt != prev_dt:  # the factor of _ewma_step, worked out once per spacing
+            alpha, prev_dt = 1.0 - 0.5 ** (dt / h), dt
+        level = level + alpha * (residuals[k] - level)
     return level, recent
 
 

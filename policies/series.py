@@ -70,6 +70,15 @@ class Series:
         i = bisect_right(rh, t, key=_first) - 1
         return rh[i][1] if i >= 0 else rh[0][1]
 
+    def ready_changes_until(self, t: float) -> tuple[float, float, float]:
+        """(how many ready-count changes there were up to ``t``, the time and count of the last of them): with
+        the readings, what the loads up to ``t`` depend on."""
+        rh = self._ready_hist
+        j = bisect_right(rh, t, key=_first) if rh else 0
+        if j:
+            return float(j), rh[j - 1][0], float(rh[j - 1][1])
+        return 0.0, 0.0, float(rh[0][1] if rh else self._ready_now)
+
     def load(self, i: int) -> float:
         if i == self._n:
             return self.now_value / 100.0 * (self.onprem + self._ready_now)

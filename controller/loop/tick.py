@@ -219,6 +219,10 @@ class PolicyRuntime:
         self.last_observation, self.last_sample_at = obs, at
         return obs
 
+    def history_span(self) -> float:
+        """Seconds of samples this policy's strategy reads: the store keeps them at least this long."""
+        return self._span()
+
     def _span(self) -> float:
         """Seconds of history the strategy reads (at least an hour, so the dashboard and smoothing have some)."""
         try:
@@ -251,7 +255,14 @@ class PolicyRuntime:
         age = max(0.0, now - at)
         # copied in one C call first: the sampling round and the status snapshot's thread append or read it
         # meanwhile ("deque mutated during iteration" crashed the tick on a loaded machine)
-        history = tuple(p for p in tuple(self._history) if p[0] < at)
+        # then only its newest entries are checked (samples arrive in time order): no pass over the 15 days a
+        # forecast policy keeps
+        history = tuple(self._history)
+        end = len(history)
+        while end and history[end - 1][0] >= at:
+            end -= 1
+        if end < len(history):
+            history = history[:end]
         ok, error = obs.ok, obs.error
         if age > float(self.policy.metric.stale_after):
             ok, error = False, f"stale: last sample {age:.0f}s old"

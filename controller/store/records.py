@@ -220,13 +220,15 @@ class Records(StoreBase):
 
     # ------------------------------------------------------------------ garbage collection
 
-    def prune(self, *, before: float) -> dict[str, int]:
-        """Drop history older than ``before``: samples, decisions, events, finished intents, gone replicas
+    def prune(self, *, before: float, samples_before: float | None = None) -> dict[str, int]:
+        """Drop history older than ``before``: samples (older than ``samples_before`` if given: the
+        strategies' own history need may be longer), decisions, events, finished intents, gone replicas
         and released instances. Pending intents and live replicas are never pruned."""
         counts: dict[str, int] = {}
+        samples_cut = before if samples_before is None else samples_before
         with self._write() as (s, _):
             for name, stmt in (
-                ("samples", delete(MetricSample).where(col(MetricSample.at) < before)),
+                ("samples", delete(MetricSample).where(col(MetricSample.at) < samples_cut)),
                 ("decisions", delete(DecisionRow).where(col(DecisionRow.at) < before)),
                 ("events", delete(EventRow).where(col(EventRow.at) < before)),
                 ("intents", delete(Intent).where(col(Intent.state) != IntentState.PENDING,

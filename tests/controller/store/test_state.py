@@ -163,6 +163,21 @@ def test_prune_keeps_pending_intents_and_live_replicas() -> None:
             store.close()
 
 
+def test_prune_keeps_samples_as_long_as_the_strategies_read_them(state_url: str) -> None:
+    # a forecast policy reads about 15 days of samples: the daemon's gc keeps them past the 7-day retention
+    now = [30 * 86400.0]
+    store = StateStore(state_url, clock=lambda: now[0])
+    try:
+        for day in (1, 10, 20, 29):
+            store.record_sample("web", at=day * 86400.0, value=float(day), ok=True, source="s")
+        counts = store.prune(before=now[0] - 7 * 86400.0, samples_before=now[0] - 16 * 86400.0)
+        assert counts["samples"] == 2
+        assert [s.value for s in store.samples("web", since=0.0)] == [20.0, 29.0]
+        assert store.prune(before=now[0] - 7 * 86400.0)["samples"] == 1  # without it: the 7 days
+    finally:
+        store.close()
+
+
 def test_fence_hook_guards_every_write_and_stamps_intents(state_url: str) -> None:
     leader = {"token": 7, "ok": True}
 
