@@ -3,7 +3,8 @@ strategy reads (``policies.engine.history_span``: about 15.3 days for the shippe
 candidate needs two weeks before its day of backtest), against the threshold policy api.yaml as reference.
 
 Each tick does what `PolicyRuntime.sample` and `PolicyRuntime.observation` do with the in-memory history
-(append the new samples, drop those older than the span, copy it for the engine) and runs the real
+(`policies.history.History`: append the new samples, drop those older than the span, hand the engine a view
+of it, no copy) and runs the real
 `policies.engine.decide`; refits (every 6 h of the samples' clock for web.yaml) fall inside the measured
 ticks, so the mean includes them and the slowest tick is a refit. The load is a daily cycle with a lighter
 weekend and noise. Memory is the Python heap (tracemalloc) held by the history and the strategy's cache.
@@ -19,7 +20,6 @@ import random
 import sys
 import time
 import tracemalloc
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies import forecast
 from policies.engine import decide, history_span
+from policies.history import History
 from policies.loader import load_policies
 from policies.types import Fleet, Observation
 
@@ -48,16 +49,17 @@ def run(policy: Any, sample_every: float, evaluate_every: float, hours: float) -
     forecast.clear_cache()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    history: deque[tuple[float, float]] = deque(maxlen=200_000)
+    history = History(span)
     t = START - span
     while t < START:
-        history.append((t, utilisation(t, rng)))
+        last = (t, utilisation(t, rng))
+        history.append(*last)
         t += sample_every
     ready = ((START - span, 0),)
     fleet = Fleet(active=0, ready=0, ready_history=ready)
     # one untimed tick, so the memory figure includes the first fit
-    obs = Observation(value=history[-1][1], age=0.0, source="cpu", history=tuple(history)[:-1])
-    decide(policy, obs, fleet, START)
+    obs = Observation(value=last[1], age=0.0, source="cpu", history=history.view(before=last[0]))
+    decide(policy, obs, fleet, last[0])
     memory = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     ticks = int(hours * 3600 / evaluate_every)
@@ -68,14 +70,10 @@ def run(policy: Any, sample_every: float, evaluate_every: float, hours: float) -
         c = time.process_time()
         for _ in range(per_tick):  # the sample rounds since the last tick
             now += evaluate_every / per_tick
-            history.append((now, utilisation(now, rng)))
-            while history and history[0][0] < now - span:
-                history.popleft()
-        copied = tuple(history)  # PolicyRuntime.observation: the samples before the current one
-        end = len(copied)
-        while end and copied[end - 1][0] >= now:
-            end -= 1
-        obs = Observation(value=copied[-1][1], age=0.0, source="cpu", history=copied[:end])
+            value = utilisation(now, rng)
+            history.append(now, value)
+        # PolicyRuntime.observation: a view of the samples before the current one
+        obs = Observation(value=value, age=0.0, source="cpu", history=history.view(before=now))
         decide(policy, obs, fleet, now)
         spent = time.process_time() - c
         total += spent

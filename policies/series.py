@@ -11,10 +11,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from operator import itemgetter
 
+from policies.history import HistoryView
+
 __all__ = ["Series"]
 
 _first = itemgetter(0)
-_second = itemgetter(1)
 
 
 class Series:
@@ -24,13 +25,23 @@ class Series:
     Load is in replica units: a utilisation of ``u`` percent while ``ready`` replicas served, with on-prem
     worth ``onprem`` replicas, is ``u / 100 * (onprem + ready)``. ``ready_history`` gives ``ready`` at each
     sample's time; without it the current count is assumed throughout.
+
+    The samples are read as two columns (times, values): a `policies.history.HistoryView` (what the daemon
+    and the simulator pass) is read in place, any other sequence of pairs is split into columns first.
     """
 
-    __slots__ = ("_hist", "_n", "_ready_hist", "_ready_now", "now_t", "now_value", "onprem")
+    __slots__ = ("_lo", "_n", "_ready_hist", "_ready_now", "_t", "_v", "now_t", "now_value", "onprem")
 
     def __init__(self, history: Sequence[tuple[float, float]], now_t: float, now_value: float,
                  ready_history: Sequence[tuple[float, int]], ready_now: int, onprem: float = 0.0) -> None:
-        self._hist = history
+        if isinstance(history, HistoryView):
+            self._t: Sequence[float] = history.times
+            self._v: Sequence[float] = history.values
+            self._lo = history.lo
+        else:
+            self._t = [p[0] for p in history]
+            self._v = [p[1] for p in history]
+            self._lo = 0
         self._n = len(history)
         self._ready_hist = ready_history
         self._ready_now = ready_now
@@ -42,26 +53,28 @@ class Series:
         return self._n + 1
 
     def time(self, i: int) -> float:
-        return self.now_t if i == self._n else self._hist[i][0]
+        return self.now_t if i == self._n else self._t[self._lo + i]
 
     def value(self, i: int) -> float:
-        return self.now_value if i == self._n else self._hist[i][1]
+        return self.now_value if i == self._n else self._v[self._lo + i]
 
     @property
     def oldest(self) -> float:
-        return self._hist[0][0] if self._n else self.now_t
+        return self._t[self._lo] if self._n else self.now_t
 
     def index_at_or_after(self, t: float) -> int:
         """The first sample at or after ``t`` (``len(self)`` if none)."""
         if t > self.now_t:
             return self._n + 1
-        return bisect_left(self._hist, t, key=_first)
+        lo = self._lo
+        return bisect_left(self._t, t, lo, lo + self._n) - lo
 
     def index_at_or_before(self, t: float) -> int:
         """The last sample at or before ``t`` (-1 if none): the value in force at ``t``."""
         if t >= self.now_t:
             return self._n
-        return bisect_right(self._hist, t, key=_first) - 1
+        lo = self._lo
+        return bisect_right(self._t, t, lo, lo + self._n) - 1 - lo
 
     def ready_at(self, t: float) -> int:
         rh = self._ready_hist
@@ -82,13 +95,13 @@ class Series:
     def load(self, i: int) -> float:
         if i == self._n:
             return self.now_value / 100.0 * (self.onprem + self._ready_now)
-        t, v = self._hist[i]
-        return v / 100.0 * (self.onprem + self.ready_at(t))
+        k = self._lo + i
+        return self._v[k] / 100.0 * (self.onprem + self.ready_at(self._t[k]))
 
     def times(self, start: int, stop: int) -> list[float]:
         """Times of samples ``start`` .. ``stop - 1``."""
-        n = self._n
-        out = [p[0] for p in self._hist[start:min(stop, n)]]
+        n, lo = self._n, self._lo
+        out = list(self._t[lo + start:lo + min(stop, n)])
         if stop > n:
             out.append(self.now_t)
         return out
@@ -99,27 +112,27 @@ class Series:
         out: list[float] = []
         if start >= stop:
             return out
-        hist, n, onprem = self._hist, self._n, self.onprem
+        ts, vs, lo, n, onprem = self._t, self._v, self._lo, self._n, self.onprem
         rh = self._ready_hist
-        last = min(stop, n)
+        last = lo + min(stop, n)
+        i = lo + start
         if not rh:
             cap = (onprem + self._ready_now) / 100.0
-            out = [p[1] * cap for p in hist[start:last]]
-        elif start < last:
+            out = [v * cap for v in vs[i:last]]
+        elif i < last:
             inf = float("inf")
             nr = len(rh)
-            j = max(bisect_right(rh, hist[start][0], key=_first) - 1, 0)
+            j = max(bisect_right(rh, ts[i], key=_first) - 1, 0)
             cap = (onprem + rh[j][1]) / 100.0
             next_change = rh[j + 1][0] if j + 1 < nr else inf
-            i = start
             while True:
-                k = last if next_change == inf else bisect_left(hist, next_change, i, last, key=_first)
+                k = last if next_change == inf else bisect_left(ts, next_change, i, last)
                 if k > i:
-                    out += [p[1] * cap for p in hist[i:k]]
+                    out += [v * cap for v in vs[i:k]]
                     i = k
                 if i >= last:
                     break
-                t = hist[i][0]
+                t = ts[i]
                 while j + 1 < nr and rh[j + 1][0] <= t:
                     j += 1
                 cap = (onprem + rh[j][1]) / 100.0
@@ -137,24 +150,25 @@ class Series:
         list: the hot path of the simulator."""
         if start >= stop:
             return 0.0
-        hist, n, onprem = self._hist, self._n, self.onprem
+        ts, vs, lo, n, onprem = self._t, self._v, self._lo, self._n, self.onprem
         rh = self._ready_hist
-        last = min(stop, n)
+        last = lo + min(stop, n)
+        i = lo + start
         best = self.now_value / 100.0 * (onprem + self._ready_now) if stop > n else 0.0
-        if start >= last:
+        if i >= last:
             return best
         if not rh:
-            top = max(hist[start:last], key=_second)[1] * (onprem + self._ready_now) / 100.0
+            top = max(vs[i:last]) * (onprem + self._ready_now) / 100.0
             return max(best, top)
         inf = float("inf")
         nr = len(rh)
-        j = max(bisect_right(rh, hist[start][0], key=_first) - 1, 0)
+        j = max(bisect_right(rh, ts[i], key=_first) - 1, 0)
         next_change = rh[j + 1][0] if j + 1 < nr else inf
-        if last - start <= 24:
+        if last - i <= 24:
             # a short window (the usual): one pass, following the ready count along
             cap = (onprem + rh[j][1]) / 100.0
             top = 0.0
-            for t, v in hist[start:last]:
+            for t, v in zip(ts[i:last], vs[i:last], strict=True):
                 if t >= next_change:
                     while j + 1 < nr and rh[j + 1][0] <= t:
                         j += 1
@@ -163,16 +177,15 @@ class Series:
                 if v * cap > top:  # noqa: PLR1730 (a comparison is cheaper than a call in this loop)
                     top = v * cap
             return max(top, best)
-        i = start
         while i < last:
-            k = last if next_change == inf else bisect_left(hist, next_change, i, last, key=_first)
+            k = last if next_change == inf else bisect_left(ts, next_change, i, last)
             if k > i:
-                top = max(hist[i:k], key=_second)[1] * (onprem + rh[j][1]) / 100.0
+                top = max(vs[i:k]) * (onprem + rh[j][1]) / 100.0
                 best = max(best, top)
                 i = k
             if i >= last:
                 break
-            t = hist[i][0]
+            t = ts[i]
             while j + 1 < nr and rh[j + 1][0] <= t:
                 j += 1
             next_change = rh[j + 1][0] if j + 1 < nr else inf

@@ -19,8 +19,9 @@ class Observation:
 
     ``value`` is None when the source failed; ``age`` is seconds between the sample and ``now``;
     ``history`` holds older (timestamp, value) samples, oldest first, for smoothing and seasonality
-    (any sequence: the simulator passes a view over its record instead of copying it every tick; how much
-    history each strategy needs is ``policies.engine.history_span(policy)``, see docs/decisions.md).
+    (any sequence: the daemon and the simulator pass a ``policies.history.HistoryView``, read in place
+    rather than copied every tick; how much history each strategy needs is
+    ``policies.engine.history_span(policy)``, see docs/decisions.md).
     """
 
     value: float | None

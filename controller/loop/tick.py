@@ -32,6 +32,7 @@ from controller.store.models import (
 )
 from controller.store.snapshot import Costing, FleetSnapshot, PolicyFlags
 from controller.store.state import HistorySink, StateStore
+from policies.history import History
 from policies.types import Decision, Direction, Fleet, Observation
 
 __all__ = ["Decide", "PolicyRuntime"]
@@ -65,7 +66,8 @@ class PolicyRuntime:
         self.errors: deque[tuple[float, str]] = deque(maxlen=20)
         self.last_observation: Observation | None = None
         self.last_sample_at: float | None = None
-        self._history: deque[tuple[float, float]] = deque(maxlen=200_000)
+        # the usable readings of the span the strategy reads, in compact columns the engine reads in place
+        self._history = History(self._span())
         self._ready_history: deque[tuple[float, int]] = deque(maxlen=20_000)  # (at, serving) at each change
         self._workload: WorkloadSpec | None = None
         self._workload_at = 0.0
@@ -190,7 +192,7 @@ class PolicyRuntime:
         try:
             for s in self.store.samples(self.name, since=self.clock() - self._span()):
                 if s.ok and s.value is not None:
-                    self._history.append((s.at, s.value))
+                    self._history.append(s.at, s.value)
                 self._note_ready(s.at, s.replicas)
         except StateBusyError as exc:
             logger.warning("policy %s: history not loaded: %s", self.name, exc)
@@ -210,10 +212,8 @@ class PolicyRuntime:
                                  error=obs.error, capacity=self._scale_line(), replicas=serving, into=into)
         self._note_ready(at, serving)
         if obs.usable and obs.value is not None:
-            self._history.append((at, obs.value))
-            horizon = at - self._span()
-            while self._history and self._history[0][0] < horizon:
-                self._history.popleft()
+            self._history.span = self._span()  # a reloaded policy may read more or less
+            self._history.append(at, obs.value)  # drops what is older than the span
         else:
             self.error(f"metric {obs.source or self.policy.metric.source}: {obs.error or 'no value'}")
         self.last_observation, self.last_sample_at = obs, at
@@ -253,16 +253,9 @@ class PolicyRuntime:
             return Observation(value=None, age=float("inf"), source=str(self.policy.metric.source), ok=False,
                                error="no sample yet")
         age = max(0.0, now - at)
-        # copied in one C call first: the sampling round and the status snapshot's thread append or read it
-        # meanwhile ("deque mutated during iteration" crashed the tick on a loaded machine)
-        # then only its newest entries are checked (samples arrive in time order): no pass over the 15 days a
-        # forecast policy keeps
-        history = tuple(self._history)
-        end = len(history)
-        while end and history[end - 1][0] >= at:
-            end -= 1
-        if end < len(history):
-            history = history[:end]
+        # a view, not a copy (policies/history.py): the sampling round may append meanwhile, the view keeps
+        # the samples it was given; the current reading (at ``at``) is not part of it
+        history = self._history.view(before=at)
         ok, error = obs.ok, obs.error
         if age > float(self.policy.metric.stale_after):
             ok, error = False, f"stale: last sample {age:.0f}s old"

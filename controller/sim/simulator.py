@@ -24,7 +24,8 @@ from controller.loop.planner import PlanInput, ReplicaView, plan, target_after
 from controller.loop.warm_pool import DEFAULT_DISK_PRICE
 from controller.sim.trace import Trace
 from controller.store.models import ReplicaState as S
-from policies.engine import decide
+from policies.engine import decide, history_span
+from policies.history import History
 from policies.types import Fleet, Observation
 
 __all__ = [
@@ -322,7 +323,8 @@ class PolicyStepper:
     def __init__(self, policy: Any, s: SimSettings, *, record_steps: bool = False,
                  reasons: list[str] | None = None) -> None:
         self.policy, self.s = policy, s
-        self.samples: list[tuple[float, float]] = []  # (time, utilisation) at each evaluation
+        # (time, utilisation) at each evaluation: the span the strategy reads, kept as the daemon keeps it
+        self.samples = History(max(3600.0, history_span(policy)))
         self.ready_changes: list[tuple[float, int]] = []
         self.last_out: float | None = None
         self.last_in: float | None = None
@@ -355,14 +357,14 @@ class PolicyStepper:
             self.ready_changes.append((now, ready))
         leaving = fleet.leaving_at(now)
         active = len(fleet.launched)
-        # the whole record is passed as it is (the engine bisects to the windows it reads): copying or
-        # wrapping it every step would cost more than the decision
-        obs = Observation(value=u, age=0.0, source=self.source, history=self.samples)
+        # as the daemon's runtime: the reading goes in (the span is pruned), the engine gets a view of the
+        # samples before it (no copy; the engine bisects to the windows it reads)
+        self.samples.append(now, u)
+        obs = Observation(value=u, age=0.0, source=self.source, history=self.samples.view(before=now))
         facts = Fleet(active=active, ready=ready, draining=len(leaving), last_scale_out=self.last_out,
                       last_scale_in=self.last_in, launched_at=tuple(fleet.launched), target=self.target,
                       ready_history=self.ready_changes)
         decision = decide(self.policy, obs, facts, now)
-        self.samples.append((now, u))
         p = plan(self.policy, PlanInput(decision=decision, active=self._replica_views(fleet, ready),
                                         holdings=self._held(fleet), now=now, target=self.target,
                                         leaving=len(leaving)))
