@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import forecast
+from policies import forecast, seasonal
 from policies.engine import decide, history_span
 from policies.loader import load_policies
 from policies.series import Series
@@ -44,8 +44,8 @@ def hourly_spike(hours: int, rng: random.Random, noise: float = 0.3) -> list[flo
 
 
 def test_the_newsvendor_quantile_is_penalty_over_penalty_plus_cost() -> None:
-    assert forecast.newsvendor_quantile(10) == pytest.approx(10 / 11)
-    assert forecast.newsvendor_quantile(3, cost=1) == pytest.approx(0.75)
+    assert seasonal.newsvendor_quantile(10) == pytest.approx(10 / 11)
+    assert seasonal.newsvendor_quantile(3, cost=1) == pytest.approx(0.75)
     assert cfg(penalty=10).quantile == pytest.approx(10 / 11)
 
 
@@ -62,8 +62,8 @@ def test_the_fitted_margin_is_the_newsvendor_quantile_without_an_onprem_floor(pe
        st.floats(0.01, 0.99))
 def test_quantiles_are_ordered(values: list[float], q1: float, q2: float) -> None:
     lo, hi = sorted((q1, q2))
-    assert forecast.quantile(values, lo) <= forecast.quantile(values, hi)
-    assert min(values) <= forecast.quantile(values, lo) <= max(values)
+    assert seasonal.quantile(values, lo) <= seasonal.quantile(values, hi)
+    assert min(values) <= seasonal.quantile(values, lo) <= max(values)
 
 
 @given(st.lists(st.tuples(st.floats(0, 40), st.floats(0, 40)), min_size=1, max_size=40),
