@@ -3,7 +3,6 @@ gathered, the policy context, the names and weights of load-balancer servers, th
 ``ReplicaSteps``, the base of the step classes: failing a replica, finding its node, probing its health.
 """
 
-
 from __future__ import annotations
 
 import logging

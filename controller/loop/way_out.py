@@ -3,7 +3,6 @@ sessions end), stopping its container, releasing its instance (or leaving it to 
 Each step is journaled and resumable like the way in (controller/loop/lifecycle.py).
 """
 
-
 from __future__ import annotations
 
 import logging
