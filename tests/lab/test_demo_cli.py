@@ -29,6 +29,7 @@ SUMMARY = re.compile(r"^demo: replicas launched 2, requests served by cloud repl
                      r"boot [\d.]+s, bootstrap [\d.]+s, pull [\d.]+s, start [\d.]+s, admit [\d.]+s)\), "
                      r"load stop to drained ([\d.]+)s: OK$")
 SCOPE = "io.burst-controller.ecs-emulator"  # the emulator's booted machines
+VSWITCH = "vsw-lab"  # the lab's VSwitch (lab/parts.py)
 
 
 def lab_things(client: docker.DockerClient) -> set[str]:
@@ -44,8 +45,12 @@ def lab_things(client: docker.DockerClient) -> set[str]:
     containers = {f"container {c.name}" for c in listed(LAB_LABEL)}
     cloud = {f"container {c.name}" for c in listed(LABEL_CONTROLLER)
              if c.labels.get(LABEL_CONTROLLER, "").startswith("lab-")}  # shared-engine cloud replicas
-    machines = {f"node {c.name}" for c in listed(SCOPE)}
-    networks = {f"network {n.name}" for n in client.networks.list(filters={"label": SCOPE})}
+    # booted machines of other emulators (the other tests' own, running beside these) are not the lab's: their
+    # networks are named after another VSwitch than the lab's
+    nets = client.networks.list(filters={"label": SCOPE})
+    foreign = {n.attrs.get("Labels", {}).get(SCOPE) for n in nets if not n.name.endswith(f"-{VSWITCH}")}
+    machines = {f"node {c.name}" for c in listed(SCOPE) if c.labels.get(SCOPE) not in foreign}
+    networks = {f"network {n.name}" for n in nets if n.attrs.get("Labels", {}).get(SCOPE) not in foreign}
     return procs | containers | cloud | machines | networks
 
 
