@@ -4,9 +4,12 @@ and anything that wants a separate process). Tests start it in-process with ``Ec
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from controller.errors import ConfigError
@@ -44,6 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="at most N live instances of TYPE (or in total with *)")
     e.add_argument("--stock", action="append", default=[], metavar="[ZONE/]TYPE|ZONE=N",
                    help="only N instances left of that offering")
+    e.add_argument("--slb", action="store_true",
+                   help="also serve the SLB API (2014-05-15) on this endpoint, for a policy whose traffic goes to "
+                   "an SLB; create load balancers with POST /_admin/slb/load-balancers")
+    e.add_argument("--cr-instance", action="append", default=[], metavar="ID=USER:PASSWORD_FILE",
+                   help="also serve Container Registry's GetAuthorizationToken for instance ID, answering this "
+                   "registry user and the password in PASSWORD_FILE (repeatable; for cloud_registry.auth acr)")
     f = e.add_argument_group("fault injection (also settable with POST /_admin/faults)")
     f.add_argument("--throttle-rate", type=float, default=0.0, help="fraction of calls answered Throttling")
     f.add_argument("--error-rate", type=float, default=0.0, help="fraction answered InternalError/ServiceUnavailable")
@@ -124,6 +133,7 @@ def build_emulator(args: argparse.Namespace) -> EcsEmulator:
     for flag in ("throttle_rate", "error_rate", "spike_rate", "timeout_after_create_rate"):
         if not 0 <= getattr(args, flag) <= 1:
             problems.append(f"--{flag.replace('_', '-')}: must be within 0..1")
+    logins = _cr_logins(args.cr_instance, problems)
     if problems:
         raise ConfigError("invalid emulator flags", [f"burstctl emulate ecs: {p}" for p in problems])
     faults = Faults(
@@ -139,10 +149,38 @@ def build_emulator(args: argparse.Namespace) -> EcsEmulator:
                        quotas=quotas, stock=stock, state_file=args.state, node_engine=args.node_engine,
                        vswitches=vswitches)
     try:
-        return EcsEmulator(host=host, port=int(port_text), access_keys=keys or None, config=config,
-                           faults=faults, seed=args.seed)
+        emulator = EcsEmulator(host=host, port=int(port_text), access_keys=keys or None, config=config,
+                               faults=faults, seed=args.seed)
     except ValueError as exc:
         raise ConfigError(str(exc), [f"burstctl emulate ecs: {exc}"]) from exc
+    if args.slb:
+        emulator.add_slb()
+    if logins:
+        emulator.add_cr(logins)
+    return emulator
+
+
+def _login(user: str, path: Path) -> tuple[str, str]:
+    return user, path.read_text(encoding="utf-8").strip()
+
+
+def _cr_logins(values: list[str], problems: list[str]) -> dict[str, Callable[[], tuple[str, str]]]:
+    """``--cr-instance ID=USER:PASSWORD_FILE``: the file is read at each token request (a rotated password
+    is answered at once); it must be readable now."""
+    logins: dict[str, Callable[[], tuple[str, str]]] = {}
+    for raw in values:
+        instance, sep, rest = raw.partition("=")
+        user, sep2, path = rest.partition(":")
+        if not sep or not sep2 or not instance or not user or not path:
+            problems.append(f"--cr-instance {raw!r}: expected ID=USER:PASSWORD_FILE")
+            continue
+        try:
+            Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(f"--cr-instance {instance}: cannot read {path}: {exc.strerror}")
+            continue
+        logins[instance] = functools.partial(_login, user, Path(path))
+    return logins
 
 
 def _run_ecs(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ class WarmSteps(ReplicaSteps):
             return f"the pool is full ({parked + parking} of {size})"
         return None
 
-    def _stop_into_pool(self, r: AnyReplica, intent: Intent) -> AnyReplica:
+    def _stop_into_pool(self, r: AnyReplica, intent: Intent) -> AnyReplica | None:
         ctx = self.ctx
         iid = intent.target or r.instance_id or ""
         facts = _payload(intent)
@@ -132,16 +132,13 @@ class WarmSteps(ReplicaSteps):
             ctx.store.fail(intent.id, f"not stopped: {exc}")
             ctx.event("park", f"replica {r.id}: {iid} could not be stopped ({exc}); releasing it", replica=r.id,
                       instance=iid)
-            return self._release(r)
+            return None  # the way out releases it
         self._last_probe.pop(r.id, None)
         with ctx.store.transaction():  # the outcome in one commit: the node is in the pool, the replica gone
             ctx.store.mark_warm(iid, spec_hash=str(facts.get("spec_hash") or ""), image=str(facts.get("image") or ""))
             ctx.event("park", f"replica {r.id}: stopped {iid} into the warm pool (StopCharging; image "
                       f"{str(facts.get('image') or '')[-19:]} on its disk)", replica=r.id, instance=iid)
             return ctx.store.complete(intent.id, outcome={"parked": iid}, to=S.GONE) or r
-
-    def _release(self, r: AnyReplica) -> AnyReplica:
-        raise NotImplementedError  # the way out's
 
     # ------------------------------------------------------------------ wake (the way in)
 

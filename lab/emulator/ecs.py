@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+from lab.emulator.cr import install_cr
 from lab.emulator.ecs_images import install_images
 from lab.emulator.ecs_records import SPOT_DISCOUNT, EcsConfig, InstanceRecord, LaunchRequest
 from lab.emulator.ecs_shapes import default_host_name, derived_ids, instance_type_facts, os_facts
@@ -25,6 +26,7 @@ from lab.emulator.faults import FaultBox, Faults
 from lab.emulator.nodes import NodeHost, scope_for
 from lab.emulator.rpc import RpcServer
 from lab.emulator.rpc_wire import AccessKey, ApiError, RpcRequest
+from lab.emulator.slb import SlbState, install_slb
 
 __all__ = ["ECS_VERSION", "EcsEmulator", "install_ecs"]
 
@@ -412,6 +414,19 @@ class EcsEmulator:
             self.server.register_admin("POST", "/_admin/ecs/node-faults", self.nodes.inject)
             self.server.register_admin("GET", "/_admin/ecs/nodes", lambda _b: self.nodes.snapshot()
                                        if self.nodes else {})
+
+    def add_slb(self) -> SlbState:
+        """Serve the SLB API (2014-05-15) on the same endpoint, its backend servers checked against this
+        emulator's live instances as the real API checks them (``burstctl emulate ecs --slb``)."""
+        state = SlbState(instance_exists=lambda iid: (rec := self.state.instances.get(iid)) is not None
+                         and rec.deleted_at is None)
+        install_slb(self.server, state)
+        return state
+
+    def add_cr(self, logins: Mapping[str, Callable[[], tuple[str, str]]]) -> None:
+        """Serve Container Registry's GetAuthorizationToken on the same endpoint: ``logins[instance id]()``
+        gives the registry's user and password (``burstctl emulate ecs --cr-instance``)."""
+        install_cr(self.server, logins)
 
     def start(self) -> str:
         if self.nodes is not None:

@@ -38,7 +38,7 @@ from adapters.docker_engine.client import docker_client
 from controller.ports import LABEL_CONTROLLER, TAG_CONTROLLER, Owner
 from lab.emulator.ecs import EcsEmulator
 from lab.emulator.node_images import IMAGES
-from lab.emulator.slb import SlbState, install_slb
+from lab.emulator.slb import SlbState
 from lab.localimage import ensure_busybox_image
 from lab.localregistry import LocalRegistry
 from tests.fixtures_ecs import KEY_ID, KEY_SECRET, REGION, new_pool
@@ -132,8 +132,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     slbs: list[SlbState] = []
 
     def with_slb(emu: EcsEmulator) -> None:
-        slbs.append(SlbState(instance_exists=lambda iid: any(i["id"] == iid for i in emu.live_instances())))
-        install_slb(emu.server, slbs[0])
+        slbs.append(emu.add_slb())  # as `burstctl emulate ecs --slb` serves it
 
     # cloud-init's UserData installs python3-venv from the region's mirror
     with booted_machine(STOCK_12, USER_DATA, tag="systemd-suite", prepare=with_slb) as m:

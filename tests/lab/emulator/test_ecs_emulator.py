@@ -353,3 +353,58 @@ def test_cli_process(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in out
     assert KEY_SECRET not in out + err
     assert len(json.loads((tmp_path / "s.json").read_text())["instances"]) == 2
+
+
+def test_cli_process_serves_slb_and_cr_beside_ecs(tmp_path: Path) -> None:
+    """`burstctl emulate ecs --slb --cr-instance`: the SLB and Container Registry APIs on the same endpoint,
+    reached by the controller's own adapters: an instance of this emulator joins a load balancer, an id that
+    is not one is refused, and the ACR token is the password file's current content."""
+    from adapters.aliyun.acr import AcrTokenCredentials
+    from adapters.aliyun.credentials import CloudCredentials, StaticCredentials
+    from adapters.aliyun.slb import SlbLoadBalancer, SlbSettings
+    from controller.errors import BurstError
+    from controller.ports import Server
+
+    port = free_port()
+    secret = tmp_path / "cr-password"
+    secret.write_text("first-password\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli.main", "emulate", "ecs", "--listen", f"127.0.0.1:{port}",
+         "--access-key", f"{KEY_ID}:{KEY_SECRET}", "--boot-delay", "1s", "--slb",
+         "--cr-instance", f"cri-ops=cr_user:{secret}"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        wait_port("127.0.0.1", port, timeout=20)
+        url = f"http://127.0.0.1:{port}"
+        client = AcsClient(KEY_ID, KEY_SECRET, REGION, auto_retry=False, proxy={"http": None, "https": None})
+        client.add_endpoint(REGION, "Ecs", f"127.0.0.1:{port}")
+        instance = run(client, 1)[0]
+        lb_id = httpx.post(f"{url}/_admin/slb/load-balancers", json={"region": REGION, "name": "web"},
+                           trust_env=False).json()["LoadBalancerId"]
+        keys = StaticCredentials(CloudCredentials(KEY_ID, KEY_SECRET))
+        slb = SlbLoadBalancer(SlbSettings(region=REGION, credentials=keys, endpoint=url, max_attempts=2))
+        slb.add(lb_id, Server(name="dc1-web-r1", address="10.0.0.1", port=80, instance_id=instance))
+        state = httpx.get(f"{url}/_admin/state", trust_env=False).json()["slb"]
+        assert instance in json.dumps(state)
+        with pytest.raises(BurstError):
+            slb.add(lb_id, Server(name="dc1-web-r2", address="10.0.0.2", port=80, instance_id="i-notours"))
+        acr = AcrTokenCredentials("cri-ops", REGION, ["cr.example"], keys, endpoint=url)
+        token = acr.token().credentials
+        assert (token.username, token.password) == ("cr_user", "first-password")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "first-password" not in _out + err
+
+
+def test_cli_refuses_a_cr_instance_it_cannot_serve(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "controller.cli.main", "emulate", "ecs", "--cr-instance", "cri-x=user",
+         "--cr-instance", f"cri-y=user:{tmp_path / 'missing'}"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert out.returncode == 2, out
+    assert "--cr-instance 'cri-x=user': expected ID=USER:PASSWORD_FILE" in out.stderr
+    assert "--cr-instance cri-y: cannot read" in out.stderr and "Traceback" not in out.stderr
