@@ -1,6 +1,8 @@
 """A small, bounded HTTP load generator for the demo and the end-to-end tests: N client threads GET one
 loopback URL in a loop and count answers by the server that served them (HAProxy's ``X-Served-By``
-header) and failures. Loopback only, at most ``MAX_CLIENTS`` clients, never retrying on its own.
+header) and failures. Loopback only, at most ``MAX_CLIENTS`` clients, retrying only what a browser
+retries (a GET whose reused connection closed before any answer, counted); a failed request's connection is
+not reused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LoadStats:
     failed: int = 0
     by_server: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    retried: int = 0  # GETs sent again after their reused connection closed without an answer
 
     def served_by_prefix(self, prefix: str) -> int:
         return sum(n for name, n in self.by_server.items() if name.startswith(prefix))
@@ -80,29 +83,51 @@ class LoadGenerator:
 
     def snapshot(self) -> LoadStats:
         with self._lock:
-            return LoadStats(self.stats.ok, self.stats.failed, Counter(self.stats.by_server), Counter(self.stats.errors))
+            return LoadStats(self.stats.ok, self.stats.failed, Counter(self.stats.by_server), Counter(self.stats.errors),
+                             self.stats.retried)
 
     def _client(self, stop: threading.Event) -> None:
-        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get(self.url)
-                    server = r.headers.get(SERVED_BY, "?")
-                    good = r.status_code < 500
-                    why = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    good, server, why = False, "", type(exc).__name__
+        while not stop.is_set():
+            # a fresh connection after each failure: HAProxy closes the client's connection after a 502 for a
+            # server that died, without a ``Connection: close``
+            with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+                reused = False
+                while not stop.is_set() and self._request(client, reused):
+                    reused = True
+                    if self.pause:
+                        stop.wait(self.pause)
+            if self.pause:
+                stop.wait(self.pause)
+
+    def _request(self, client: httpx.Client, reused: bool) -> bool:
+        """One GET, counted; True when it was answered below 500. Like a browser (RFC 9112 section 9.3.1), a GET
+        whose reused connection was closed before any byte of an answer is sent again once on a new connection,
+        and counted in ``retried``: HAProxy closes the client's connection that way when the server connection it
+        reused for the request turns out dead, so that the client retries."""
+        try:
+            try:
+                r = client.get(self.url)
+            except httpx.RemoteProtocolError as exc:
+                if not reused or "without sending a response" not in str(exc):
+                    raise
                 with self._lock:
-                    if good:
-                        self.stats.ok += 1
-                        self.stats.by_server[server] += 1
-                        self.first_seen.setdefault(server, time.monotonic())
-                    else:
-                        self.stats.failed += 1
-                        self.stats.errors[why] += 1
-                if not good:
-                    logger.warning("request failed: %s (server %s)", why, server or "-")
-                    with self._lock:
-                        self.failures.append((time.time(), why, server))
-                if self.pause:
-                    stop.wait(self.pause)
+                    self.stats.retried += 1
+                with httpx.Client(timeout=self.timeout, trust_env=False) as fresh:
+                    r = fresh.get(self.url)
+            server = r.headers.get(SERVED_BY, "?")
+            good = r.status_code < 500
+            why = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            good, server, why = False, "", type(exc).__name__
+        with self._lock:
+            if good:
+                self.stats.ok += 1
+                self.stats.by_server[server] += 1
+                self.first_seen.setdefault(server, time.monotonic())
+            else:
+                self.stats.failed += 1
+                self.stats.errors[why] += 1
+                self.failures.append((time.time(), why, server))
+        if not good:
+            logger.warning("request failed: %s (server %s)", why, server or "-")
+        return good

@@ -168,6 +168,7 @@ def check_requests(env: Env, kind: str, server: str, t0: float, t1: float, befor
     open_at_death = [r for r in in_flight if r.connected is not None and r.connected <= died <= r.finished]
     COUNTS[kind] = {"failed": failed, "open_on_node_when_it_died": len(open_at_death),
                     "retried_elsewhere": sum(r.retries.startswith("+") for r in logged),
+                    "sent_again_by_clients": after.retried - before.retried,
                     "requests": after.ok + after.failed - before.ok - before.failed,
                     "errors": dict(after.errors - before.errors), **figures}
     print(f"node fault {kind}: {COUNTS[kind]}")
