@@ -89,7 +89,7 @@ def _propose(policy: Any, observation: Observation, fleet: Fleet, now: float, la
     if isinstance(cfg, TargetStrategy):
         return target.propose(cfg, series, fleet.active, label)
     if isinstance(cfg, ForecastStrategy):
-        return forecast.propose(cfg, series, fleet.active, label)
+        return forecast.propose(cfg, series, fleet.active, label, forecast.refit_phase(policy.name, cfg.refit))
     return predictive.propose(cfg, series, fleet.active, label)
 
 

@@ -22,8 +22,9 @@ Two horizons: a launch decided now serves from ``boot`` on, until the next evalu
 scale-out level covers ``(boot, boot + interval]``. The scale-in level covers ``(0, keep]``: the forecast
 over it and the highest excess over ``S`` of the last ``keep`` (noise that came may come back; the season
 is known), so a replica likely to be needed again within ``keep`` is kept rather than churned, and a
-scale-out buys for that horizon at once. The season and the margin are refitted on multiples of ``refit``
-(on the samples' own clock) from the samples before that moment, so every evaluation between two refits
+scale-out buys for that horizon at once. The season and the margin are refitted every ``refit`` (on the
+samples' own clock, at a phase within the period set by the policy's name: ``refit_phase``) from the samples
+before that moment, so every evaluation between two refits
 reads the same fit: it is computed once and remembered, keyed by the configuration, the refit time and a
 fingerprint of the samples it reads (their count, first and last times and eight of their loads).
 """
@@ -31,6 +32,7 @@ fingerprint of the samples it reads (their count, first and last times and eight
 from __future__ import annotations
 
 import math
+import zlib
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,6 +52,8 @@ __all__ = [
     "clear_cache",
     "fit",
     "propose",
+    "refit_moment",
+    "refit_phase",
 ]
 
 SEASON_GAIN = 0.05  # a season must cut the pinball loss by this fraction to be preferred to none
@@ -342,10 +346,22 @@ def _level_and_recent(cfg: ForecastStrategy, model: Fit, series: Series) -> tupl
     return level, recent
 
 
-def propose(cfg: ForecastStrategy, series: Series, active: int, label: str) -> Proposal:
+def refit_phase(name: str, refit: float) -> float:
+    """Where in each ``refit`` period a policy refits: whole seconds from the CRC-32 of its name, the same in
+    every process (the daemon, the simulator, a restarted daemon), so that policies sharing a ``refit`` spread
+    their refits over the period instead of all refitting in one tick."""
+    return float(zlib.crc32(name.encode()) % max(1, int(refit)))
+
+
+def refit_moment(now: float, refit: float, phase: float) -> float:
+    """The last refit moment at or before ``now``: ``phase`` plus a multiple of ``refit``."""
+    return math.floor((now - phase) / refit) * refit + phase
+
+
+def propose(cfg: ForecastStrategy, series: Series, active: int, label: str, phase: float = 0.0) -> Proposal:
     now = series.now_t
     interval = _interval(series)
-    at = math.floor(now / cfg.refit) * cfg.refit
+    at = refit_moment(now, cfg.refit, phase)
     model = fit(cfg, series, at, interval)
     n = len(series)
     load = series.load(n - 1)

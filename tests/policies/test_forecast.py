@@ -133,3 +133,37 @@ def test_a_bad_forecast_field_is_reported_at_its_line(tmp_path: Path) -> None:
     problems = [str(p) for p in load_policies([str(path)]).problems]
     assert problems == [(f"{path}:{at + 1}:9: strategy.keep: must be at least boot (2m): a replica released "
                          "sooner than that cannot be back in time, got 1m")]
+
+
+def test_policies_refit_at_phases_set_by_their_names_spread_over_the_period() -> None:
+    six_hours = 6 * HOUR
+    assert forecast.refit_phase("web", six_hours) == forecast.refit_phase("web", six_hours)  # every process
+    assert forecast.refit_moment(1000.0, 600.0, 0.0) == 600.0
+    assert forecast.refit_moment(1000.0, 600.0, 450.0) == 450.0
+    assert forecast.refit_moment(1100.0, 600.0, 450.0) == 1050.0
+    # 500 policies sharing refit: 6h, evaluated every 15 s: without phases all 500 refit in one tick
+    phases = [forecast.refit_phase(f"policy-{i}", six_hours) for i in range(500)]
+    assert all(0 <= p < six_hours for p in phases)
+    per_tick: dict[int, int] = {}
+    for p in phases:
+        per_tick[int(p // 15)] = per_tick.get(int(p // 15), 0) + 1
+    assert max(per_tick.values()) <= 3, max(per_tick.values())
+
+
+def test_decide_fits_at_the_policys_own_refit_moment() -> None:
+    rng = random.Random(4)
+    loads = hourly_spike(5, rng)
+    end = math.floor(NOW / 1800) * 1800 + 25 * 60
+    s = series_of(loads, end=end)
+    obs = Observation(value=s.now_value, age=0.0, source="workload_cpu", history=[(s.time(i), s.value(i))
+                                                                                 for i in range(len(s) - 1)])
+    moments = {}
+    for name in ("web", "api", "shop"):
+        forecast.clear_cache()
+        p = policy(name=name, strategy=cfg().model_dump(mode="json"))
+        decide(p, obs, Fleet(active=0, ready=0), end)
+        [key] = forecast._cache  # one fit, keyed by (configuration, refit moment, ...)
+        moments[name] = key[1]
+        assert moments[name] == forecast.refit_moment(end, 1800.0, forecast.refit_phase(name, 1800.0))
+        assert end - 1800 < moments[name] <= end
+    assert len(set(moments.values())) == 3, moments
