@@ -3,7 +3,8 @@
 weekends, flash crowds, per-minute noise, four weeks with a deep weekly dip, regime shifts), the policy next to
 HPA, step scaling and the oracle, with its ratios to HPA. Then, so over-fitting shows, `burstctl tune`'s
 time-ordered validation on each trace: parameters fitted on the first half, the policy as shipped and as
-tuned scored on the second half only, next to HPA there.
+tuned scored on the second half only, next to HPA there. Last, the noise floor of each synthetic family
+(bench/noise_floor.py): what no policy can beat there.
 
 Two bars: issue 2's (a lower penalized cost than HPA, no more launches, not dominated by a baseline; exit 1
 if it fails anywhere) and issue 17's (penalized cost and launches at most half of HPA's, no more load
@@ -25,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from noise_floor import Floor, noise_floor
 from synthetic_traces import SHAPES, make
 
 from controller.sim.simulator import Outcome, criteria_failures, default_settings, simulate
@@ -121,6 +123,30 @@ def _print(title: str, rows: list[list[Any]], notes: dict[str, str], markdown: b
         console.print(f"  {label}: {note}", highlight=False, soft_wrap=True)
 
 
+def _print_floors(floors: list[Floor], markdown: bool) -> None:
+    """bench/noise_floor.py's figures: what no policy can beat on each synthetic family."""
+    title = ("the noise floor: the least penalized cost / HPA's of a policy that knew the load's whole course "
+             "in advance, all but its per-minute noise (bench/noise_floor.py)")
+    head = ["trace", "HPA unserved", "least cost / HPA", "its unserved", "least cost / HPA with unserved <= HPA's",
+            "its unserved", "rule"]
+    rows = [[f.trace, f"{f.hpa_unserved:.5f}", f"{f.best_ratio:.2f}", f"{f.best_unserved:.5f}", f"{f.ratio:.2f}",
+             f"{f.unserved:.5f}", f.rule] for f in floors]
+    if markdown:
+        print(f"\n**{title}**\n")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        print(f"\n{title}")
+        print("  ".join(head))
+        for r in rows:
+            print("  ".join(r))
+    out = [f.trace for f in floors if f.ratio > 0.5]
+    print(f"\nno policy can meet issue 17's bar on: {', '.join(out) or 'none'} (even the floor costs more than "
+          "half of HPA's there without leaving more load unserved than HPA)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--policy", default=str(ROOT / "deploy/policies.d/web.yaml"))
@@ -140,6 +166,7 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(_simulate, jobs))
         validated = [] if args.no_tune else list(pool.map(_validate, jobs))
+        floors = [] if args.no_synthetic else list(pool.map(noise_floor, SHAPES))
     rows: list[list[Any]] = []
     notes: dict[str, str] = {}
     failed = False
@@ -160,6 +187,8 @@ def main() -> int:
             vnotes[label] = f"fitted: {changes}; tuned on the second half, issue 17: " + (
                 "met" if not bar17 else "not met: " + ", ".join(bar17))
         _print("fitted on the first half, scored on the second half only", vrows, vnotes, args.markdown)
+    if floors:
+        _print_floors(floors, args.markdown)
     print(f"issue 2's criteria: {'all met' if not failed else 'NOT met on some trace'}; "
           f"issue 17's bar met on {met17} of {len(results)} traces")
     return 1 if failed else 0
