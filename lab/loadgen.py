@@ -91,19 +91,23 @@ class LoadGenerator:
             # a fresh connection after each failure: HAProxy closes the client's connection after a 502 for a
             # server that died, without a ``Connection: close``
             with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-                reused = False
-                while not stop.is_set() and self._request(client, reused):
-                    reused = True
+                reused = False  # whether the next request goes over a connection an answer came on
+                while not stop.is_set():
+                    good, reused = self._request(client, reused)
+                    if not good:
+                        break
                     if self.pause:
                         stop.wait(self.pause)
             if self.pause:
                 stop.wait(self.pause)
 
-    def _request(self, client: httpx.Client, reused: bool) -> bool:
-        """One GET, counted; True when it was answered below 500. Like a browser (RFC 9112 section 9.3.1), a GET
-        whose reused connection was closed before any byte of an answer is sent again once on a new connection,
-        and counted in ``retried``: HAProxy closes the client's connection that way when the server connection it
-        reused for the request turns out dead, so that the client retries."""
+    def _request(self, client: httpx.Client, reused: bool) -> tuple[bool, bool]:
+        """One GET, counted: (answered below 500, whether ``client``'s connection stays open for the next). Like
+        a browser (RFC 9112 section 9.3.1), a GET whose reused connection was closed before any byte of an
+        answer is sent again once on a new connection, and counted in ``retried``: HAProxy closes the client's
+        connection that way when the server connection it reused for the request turns out dead, so that the
+        client retries."""
+        kept = True
         try:
             try:
                 r = client.get(self.url)
@@ -112,13 +116,15 @@ class LoadGenerator:
                     raise
                 with self._lock:
                     self.stats.retried += 1
+                kept = False  # client's connection is gone; the answer came on one closed since
                 with httpx.Client(timeout=self.timeout, trust_env=False) as fresh:
                     r = fresh.get(self.url)
             server = r.headers.get(SERVED_BY, "?")
             good = r.status_code < 500
             why = f"HTTP {r.status_code}"
+            kept = kept and r.headers.get("connection", "").lower() != "close"
         except httpx.HTTPError as exc:
-            good, server, why = False, "", type(exc).__name__
+            good, server, why, kept = False, "", type(exc).__name__, False
         with self._lock:
             if good:
                 self.stats.ok += 1
@@ -130,4 +136,4 @@ class LoadGenerator:
                 self.failures.append((time.time(), why, server))
         if not good:
             logger.warning("request failed: %s (server %s)", why, server or "-")
-        return good
+        return good, kept

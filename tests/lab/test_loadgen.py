@@ -109,3 +109,48 @@ def test_each_failed_request_is_counted_once_and_what_haproxy_closes_unanswered_
     # the others reached the server on a connection HAProxy reused, were dropped there, and HAProxy closed the
     # client's connection unlogged so that it retries: the generator did, once each, and counted them
     assert stats.retried > 0 and server.requests == len(logged) + stats.retried, (stats, server.requests)
+
+
+class ClosingServer:
+    """Answers the first ``answered`` requests of each connection, then closes it at the next without a byte."""
+
+    def __init__(self, answered: int) -> None:
+        self.answered = answered
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            for _ in range(self.answered):
+                if not conn.recv(65536):
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-served-by: s\r\n\r\nok\n")
+            conn.recv(65536)
+
+
+@pytest.mark.parametrize(("answered", "retried"), [(0, False), (1, True)])
+def test_only_a_request_on_a_reused_connection_is_sent_again(answered: int, retried: bool) -> None:
+    server = ClosingServer(answered)
+    load = LoadGenerator(f"http://127.0.0.1:{server.port}/")
+    try:
+        load.set_clients(2)
+        time.sleep(1)
+    finally:
+        load.stop()
+        server.sock.close()
+    stats = load.snapshot()
+    if retried:  # each connection's second request is closed unanswered, sent again, and answered
+        assert stats.failed == 0 and stats.retried > 10 and stats.ok > stats.retried, stats
+    else:  # a new connection closed unanswered is a failure, never sent again
+        assert stats.ok == 0 and stats.retried == 0 and stats.errors.keys() == {"RemoteProtocolError"}, stats
