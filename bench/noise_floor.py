@@ -1,8 +1,8 @@
 """The noise floor of each synthetic family: the least penalized cost, as a ratio to HPA's, that any policy
 could reach in `burstctl simulate`'s cost model if it knew the load's whole course in advance (the cycle, every
 flash crowd, every regime shift) and only not its per-minute noise, and were billed for nothing but the minutes
-its replicas serve (no boot, no drain). No real policy can do better: a decision takes a boot to act, and the
-noise of each minute is drawn independently of everything before it.
+its replicas serve (no boot, no drain). No real policy can do better, short of luck on the draws: a decision
+takes a boot to act, and the noise of each minute is drawn independently of everything before it.
 
 Two rules of such a policy are scored on the trace's actual draws, each over a grid of its one parameter, and
 the cheaper is reported:
@@ -45,7 +45,7 @@ class Floor:
     trace: str
     hpa_cost: float
     hpa_unserved: float
-    best_ratio: float  # the least penalized cost (w = P) over HPA's
+    best_ratio: float  # the least penalized cost of any rule over HPA's
     best_unserved: float
     ratio: float  # the least penalized cost with no more unserved load than HPA, over HPA's
     unserved: float

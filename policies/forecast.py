@@ -24,9 +24,9 @@ over it and the highest excess over ``S`` of the last ``keep`` (noise that came 
 is known), so a replica likely to be needed again within ``keep`` is kept rather than churned, and a
 scale-out buys for that horizon at once. The season and the margin are refitted every ``refit`` (on the
 samples' own clock, at a phase within the period set by the policy's name: ``refit_phase``) from the samples
-before that moment, so every evaluation between two refits
-reads the same fit: it is computed once and remembered, keyed by the configuration, the refit time and a
-fingerprint of the samples it reads (their count, first and last times and eight of their loads).
+before that moment, so every evaluation between two refits reads the same fit: it is computed once and
+remembered, keyed by the configuration, the refit time and a fingerprint of the samples it reads (their count,
+first and last times and eight of their loads).
 """
 
 from __future__ import annotations
