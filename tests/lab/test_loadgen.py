@@ -39,16 +39,15 @@ backend web
 """
 
 
-class FlakyServer:
-    """Answers 200 on odd connections' requests; closes the even ones without a byte."""
+class RawServer:
+    """A loopback HTTP/1.1 server on raw sockets, a thread per connection; ``_connection`` says what it does."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
-        self.requests = 0
-        self.dropped = 0
+        self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -60,11 +59,25 @@ class FlakyServer:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class FlakyServer(RawServer):
+    """Answers every odd-numbered request it receives (counted over all connections) with a 200; closes the
+    connection of every even-numbered one without a byte."""
+
+    def __init__(self, port: int) -> None:
+        self.requests = 0
+        self._lock = threading.Lock()
+        super().__init__(port)
+
+    def _connection(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             while conn.recv(65536):
-                self.requests += 1
-                if self.requests % 2 == 0:
-                    self.dropped += 1
+                with self._lock:
+                    self.requests += 1
+                    drop = self.requests % 2 == 0
+                if drop:
                     return
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
 
@@ -111,24 +124,12 @@ def test_each_failed_request_is_counted_once_and_what_haproxy_closes_unanswered_
     assert stats.retried > 0 and server.requests == len(logged) + stats.retried, (stats, server.requests)
 
 
-class ClosingServer:
+class ClosingServer(RawServer):
     """Answers the first ``answered`` requests of each connection, then closes it at the next without a byte."""
 
     def __init__(self, answered: int) -> None:
         self.answered = answered
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _connection(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
