@@ -8,7 +8,7 @@
 #     `burstctl pki init`) for the shared-engine nodes of the large benches. It hosts the on-prem workload and
 #     the emulated ECS instances, which are booted Debian machines (docs/ecs.md); registries on their VSwitch
 #     gateways (10.214.X.1, the lab's node networks) speak plain HTTP to it;
-#   - a PostgreSQL 15 cluster of our own (data in $RUN_DIR/pg, 127.0.0.1:55432) for the state-store and HA tests;
+#   - a PostgreSQL 15 cluster of our own (data in $RUN_DIR/pg, 127.0.0.1:25432) for the state-store and HA tests;
 #   - the node images of the ECS emulator (debootstrap, cached by content outside the checkout).
 # Registries, HAProxy, Prometheus and the ECS emulator are started per test/demo by the code itself.
 #
@@ -29,7 +29,9 @@ DOCKER_SOCK="$RUN_DIR/docker.sock"
 DOCKER_EXEC=/run/burst-controller-dev/docker
 BRIDGE=burst0
 BRIDGE_CIDR=${BURST_BRIDGE_CIDR:-10.212.0.1/24}
-PG_PORT=55432
+# Outside the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default): a port in it can
+# be held by any outgoing connection's local end, even one in TIME_WAIT, and the cluster then fails to bind.
+PG_PORT=25432
 PG_DIR="$RUN_DIR/pg"
 PKGS=(docker.io containerd runc iptables docker-registry skopeo haproxy busybox-static openssl
       prometheus postgresql chromium chromium-driver curl procps iproute2 systemd python3-venv sqlite3
@@ -104,8 +106,19 @@ start_postgres() {
     su postgres -s /bin/sh -c "$bin/initdb -D '$PG_DIR/data' -U postgres --auth=trust -E UTF8 >'$PG_DIR/initdb.log'"
   fi
   if ! su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' status" >/dev/null 2>&1; then
-    su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/postgres.log' -w -t 60 start \
-      -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1\"" >/dev/null
+    local try
+    for try in 1 2 3; do
+      su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/postgres.log' -w -t 60 start \
+        -o \"-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1\"" >/dev/null && break
+      # The port may be held for a moment (a connection's end in TIME_WAIT); anything else is said and fatal.
+      if [ "$try" = 3 ] || ! tail -5 "$PG_DIR/postgres.log" | grep -q "Address already in use"; then
+        echo "services: our PostgreSQL did not start on 127.0.0.1:$PG_PORT; the end of $PG_DIR/postgres.log:" >&2
+        tail -8 "$PG_DIR/postgres.log" >&2
+        exit 1
+      fi
+      echo "services: 127.0.0.1:$PG_PORT is in use; trying again in 5 s" >&2
+      sleep 5
+    done
     echo "postgres" >> "$STARTED"
   fi
   local psql="$bin/psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtA"

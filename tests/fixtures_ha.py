@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_URL = os.environ.get("BURST_PG_URL", "postgresql+psycopg://burst:burst@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get("BURST_PG_URL", "postgresql+psycopg://burst:burst@127.0.0.1:25432/postgres")
 
 
 def _connect(url: str) -> psycopg.Connection:

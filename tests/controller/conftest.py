@@ -12,7 +12,7 @@ import pytest
 
 from controller.store.state import StateStore, sqlite_url
 
-PG_URL = os.environ.get("BURST_PG_URL", "postgresql+psycopg://burst:burst@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get("BURST_PG_URL", "postgresql+psycopg://burst:burst@127.0.0.1:25432/postgres")
 
 
 def _pg_admin() -> psycopg.Connection:
