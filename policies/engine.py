@@ -85,7 +85,8 @@ def _propose(policy: Any, observation: Observation, fleet: Fleet, now: float, la
     onprem = 0.0 if isinstance(cfg, ThresholdStrategy) else cfg.onprem_replicas
     series = Series(observation.history, now - observation.age, value, fleet.ready_history, fleet.ready, onprem)
     if isinstance(cfg, ThresholdStrategy):
-        return threshold.propose(cfg, series, fleet.active, label, now)
+        unit = "%" if policy.metric.source in ("host_cpu", "workload_cpu") else ""
+        return threshold.propose(cfg, series, fleet.active, label, now, unit)
     if isinstance(cfg, TargetStrategy):
         return target.propose(cfg, series, fleet.active, label)
     if isinstance(cfg, ForecastStrategy):

@@ -70,8 +70,10 @@ class ThresholdStrategy(_Block):
     remove ``step_in`` when it stays below ``scale_in_below`` for ``sustained_in``."""
 
     type: Literal["threshold"] = Field(description="threshold: step out above one line, in below another")
-    scale_out_above: Percent = Field(description="utilisation percent above which replicas are added")
-    scale_in_below: float = Field(ge=0, le=1000, description="utilisation percent below which replicas are "
+    scale_out_above: Percent = Field(description="the metric's value above which replicas are added: CPU percent "
+                                     "(host_cpu, workload_cpu), sessions or queued requests (haproxy), or "
+                                     "the query's value (prometheus)")
+    scale_in_below: float = Field(ge=0, le=1000, description="the metric's value below which replicas are "
                                   "removed; must be below scale_out_above")
     sustained_out: NonNegativeDuration = Field(default=120.0, description="how long the metric must stay above "
                                                "scale_out_above before a scale-out")

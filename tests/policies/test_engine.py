@@ -41,6 +41,19 @@ def test_threshold(name, value, history, fleet, desired, reason):
                            else Direction.HOLD)
 
 
+def test_threshold_reason_gives_percent_only_for_cpu_metrics():
+    """HAProxy sessions and a query's value are not percentages: an ops user reading
+    ``haproxy:web:sessions 0.0% < 2%`` would take the lines for a utilisation."""
+    haproxy = {"source": "haproxy", "haproxy": {"socket": "/run/haproxy.sock", "backend": "web"}}
+    seen = Observation(value=7.5, age=5.0, source="haproxy:web:sessions", history=samples([8, 9, 7], end=NOW - 5))
+    d = decide(policy(strategy=dict(THRESHOLD, scale_out_above=6, scale_in_below=2), metric=haproxy), seen,
+               Fleet(active=0), NOW)
+    assert "haproxy:web:sessions 7.5 > 6 for 2m5s; +2" in d.reason, d.reason
+    cpu = decide(policy(strategy=THRESHOLD, metric={"source": "host_cpu"}), obs(82.1, [80, 81, 85]), Fleet(active=0),
+                 NOW)
+    assert "82.1% > 75%" in cpu.reason
+
+
 @pytest.mark.parametrize("name,replicas,cooldown,fleet,value,desired,reason", [
     ("step limit up", {"max_step_up": 1}, {}, Fleet(active=2, ready=2, launched_at=OLD * 2), 95, 3,
      "+1 (step limit 1)"),
