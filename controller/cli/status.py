@@ -283,6 +283,11 @@ def _events(args: argparse.Namespace) -> int:
     if args.json:
         for e in page.events:
             print(e.model_dump_json(), flush=True)
+    elif not args.follow and not console.is_terminal:
+        # piped or redirected (grep, less, a file): one whole line per event, never a message folded
+        # into a narrow column
+        for e in page.events:
+            print(f"{e.id}\t{_clock(e.at)}\t{e.policy or '-'}\t{e.kind}\t{e.message}")
     elif not args.follow:
         table = Table(header_style="bold")
         for col in ("ID", "TIME", "POLICY", "KIND", "MESSAGE"):

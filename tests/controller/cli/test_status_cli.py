@@ -92,6 +92,10 @@ def test_status_json_and_one_policy(capsys: pytest.CaptureFixture[str], server: 
 def test_events_table_json_and_filters(capsys: pytest.CaptureFixture[str], server: StatusServer) -> None:
     rc, out, _ = run(capsys, "events", "--url", server.url, "--limit", "5")
     assert rc == 0 and "event 30" in out and "event 26" in out and "event 25" not in out
+    # not a terminal: one tab-separated line per event, whole (grep finds a message in one line)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 5 and all(len(r) == 5 for r in rows), out
+    assert [r[0] for r in rows] == ["26", "27", "28", "29", "30"] and rows[-1][4].startswith("event 30"), out
     rc, out, _ = run(capsys, "events", "--url", server.url, "--json", "--policy", "web", "--cursor", "0",
                      "--limit", "1000")
     lines = [json.loads(line) for line in out.splitlines()]
