@@ -72,6 +72,7 @@ class PolicyRuntime:
         self._workload: WorkloadSpec | None = None
         self._workload_at = 0.0
         self._workload_lock = threading.Lock()
+        self._replicated: str | None = None  # the digest of the last copy recorded as an event
         self._metrics: MetricsSource | None = None
         self._lb: LoadBalancer | None = None
         self._load_history()
@@ -141,8 +142,15 @@ class PolicyRuntime:
         spec = self.edges.workloads.capture(self.policy, f"{dst}@{result.digest}")
         for key in spec.secret_env:  # before anything could log the spec: redacted from every log line
             register_secret(spec.env.get(key))
-        self.event("replicate", f"image {src} -> {dst}@{result.digest[:19]} ({result.copied_blobs} blobs copied, "
-                   f"{result.skipped_blobs} present, {result.seconds:.2f}s)", digest=result.digest)
+        what = (f"image {src} -> {dst}@{result.digest[:19]} ({result.copied_blobs} blobs copied, "
+                f"{result.skipped_blobs} present, {result.seconds:.2f}s)")
+        if result.digest != self._replicated or result.copied_blobs:
+            # the audit log gets a copy that changed something; the replicate job's check that the cloud
+            # registry still holds the same image (every intervals.replicate) is a debug line
+            self.event("replicate", what, digest=result.digest)
+            self._replicated = result.digest
+        else:
+            logger.debug("%s: %s", self.name, what)
         return spec
 
     @property

@@ -21,7 +21,7 @@ from controller.loop.steps import AnyReplica, PolicyContext, ReplicaSteps, S, in
 from controller.ports import InstanceState
 from controller.store.models import InstanceRow, Intent, IntentKind, IntentState
 
-__all__ = ["DEFAULT_DISK_PRICE", "WarmSteps", "disk_price", "pool_size"]
+__all__ = ["DEFAULT_DISK_PRICE", "WarmSteps", "disk_price", "pool_size", "short_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def _payload(intent: Intent) -> dict[str, Any]:
     except ValueError:
         return {}
 
+
+
+def short_image(reference: str) -> str:
+    """``repo@sha256:`` and the digest's first 12 hex digits, without the registry: what an event shows of a
+    long image reference (``10.0.0.1:5000/acme/shop@sha256:4efc...`` -> ``acme/shop@sha256:4efc466e5263``)."""
+    name, at, digest = reference.partition("@")
+    if "/" in name and ("." in name.split("/", 1)[0] or ":" in name.split("/", 1)[0]):
+        name = name.split("/", 1)[1]  # the registry host
+    return f"{name}{at}{digest[:19]}" if at else name
 
 class WarmSteps(ReplicaSteps):
     """Park, wake and tend; shared by the way in and the way out."""
@@ -137,7 +146,7 @@ class WarmSteps(ReplicaSteps):
         with ctx.store.transaction():  # the outcome in one commit: the node is in the pool, the replica gone
             ctx.store.mark_warm(iid, spec_hash=str(facts.get("spec_hash") or ""), image=str(facts.get("image") or ""))
             ctx.event("park", f"replica {r.id}: stopped {iid} into the warm pool (StopCharging; image "
-                      f"{str(facts.get('image') or '')[-19:]} on its disk)", replica=r.id, instance=iid)
+                      f"{short_image(str(facts.get('image') or '-'))} on its disk)", replica=r.id, instance=iid)
             return ctx.store.complete(intent.id, outcome={"parked": iid}, to=S.GONE) or r
 
     # ------------------------------------------------------------------ wake (the way in)

@@ -614,3 +614,23 @@ def test_a_node_image_baked_for_the_spec_is_launched_and_forgotten_once_it_is_go
     env.tick(dt=61, times=2)  # the replacement, after the failed launch
     third = [r for r in env.store.live_replicas("web") if r.id not in (first.id, second.id)]
     assert third and third[0].instance_id and env.world.compute.instances[third[0].instance_id]["image"] == base
+
+
+def test_the_audit_log_records_an_image_copy_that_changed_something(env: Env) -> None:
+    """The replicate job checks the cloud copy every intervals.replicate (5m by default); a check that found the
+    same image there is a debug line, not 288 events a day. A new digest, or blobs copied again (the cloud
+    registry lost them), is an event."""
+    from controller.ports import CopyResult
+
+    answers = iter([CopyResult(digest="sha256:" + "a" * 64, copied_blobs=4),
+                    CopyResult(digest="sha256:" + "a" * 64, copied_blobs=0, skipped_blobs=4),
+                    CopyResult(digest="sha256:" + "a" * 64, copied_blobs=0, skipped_blobs=4),
+                    CopyResult(digest="sha256:" + "a" * 64, copied_blobs=1, skipped_blobs=3),
+                    CopyResult(digest="sha256:" + "b" * 64, copied_blobs=0, skipped_blobs=4)])
+    env.world.edges.registry.replicate = lambda src, dst, platforms=None, progress=None: next(answers)  # type: ignore[method-assign]
+    for _ in range(5):
+        env.rt.refresh_workload()
+    copies = [e.message for e in sorted(env.store.events(limit=100)[0], key=lambda e: e.id) if e.kind == "replicate"]
+    assert len(copies) == 3, copies
+    assert "(4 blobs copied, 0 present" in copies[0] and "(1 blobs copied, 3 present" in copies[1]
+    assert "@sha256:bbbbbbbbbbbb" in copies[2]

@@ -12,7 +12,7 @@ import pytest
 
 from controller.loop.budget import check_launch, hourly_spend
 from controller.loop.reconcile import Reconciler
-from controller.loop.warm_pool import DEFAULT_DISK_PRICE
+from controller.loop.warm_pool import DEFAULT_DISK_PRICE, short_image
 from controller.ports import TAG_CONTROLLER, TAG_INTENT, TAG_POLICY, InstanceState
 from controller.store.models import IntentKind, IntentState, ReplicaState
 from tests.controller.fakes import Killed
@@ -82,8 +82,21 @@ def test_scale_in_parks_up_to_size_and_scale_out_starts_them_first(env: Env) -> 
     assert kinds == ["launch", "wake", "start", "admit"]
     launch = env.store.intents(replica_id=woken.id, kind=IntentKind.LAUNCH)[0]
     assert '"woke"' in (launch.outcome or "")
-    events = [e.kind for e in env.store.events(limit=200)[0]]
-    assert "park" in events and "wake" in events
+    events = env.store.events(limit=200)[0]
+    assert {"park", "wake"} <= {e.kind for e in events}
+    [park] = [e.message for e in events if e.kind == "park"]
+    assert f"image {short_image(row.warm_image)} on its disk" in park, park
+
+
+@pytest.mark.parametrize("reference,shown", [
+    ("10.214.7.1:5000/acme/shop@sha256:4efc466e52633f9801a42a69cd529e8820c7703c569f0126007f5eee5298ccd5",
+     "acme/shop@sha256:4efc466e5263"),
+    ("registry.cn-hangzhou.aliyuncs.com/team/api@sha256:" + "ab" * 32, "team/api@sha256:abababababab"),
+    ("team/api@sha256:" + "cd" * 32, "team/api@sha256:cdcdcdcdcdcd"),
+    ("acme/shop:2.3", "acme/shop:2.3"),
+])
+def test_an_event_names_an_image_by_repository_and_short_digest(reference: str, shown: str) -> None:
+    assert short_image(reference) == shown
 
 
 def test_nodes_that_should_go_are_released(env: Env) -> None:
