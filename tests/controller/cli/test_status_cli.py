@@ -63,6 +63,18 @@ def test_status_table(capsys: pytest.CaptureFixture[str], server: StatusServer,
         assert text in out, text
 
 
+def test_status_piped_is_not_folded_to_80_columns(capsys: pytest.CaptureFixture[str], server: StatusServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal and no COLUMNS (a pipe, a file, a cron mail): each policy is one table line, not a
+    dozen folded ones."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    rc, out, err = run(capsys, "status", "--url", server.url, "--instances")
+    assert rc == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("│ ")]
+    assert [r.split("│")[1].strip() for r in rows[:2]] == ["web", "api"], out
+    assert "80 workload_cpu" in rows[0] and "1.24/h of 20.00/h" in rows[0] and "booting=1 serving=2" in rows[0], out
+
+
 def test_a_shadow_policy_reads_as_shadow_with_what_it_would_do(capsys: pytest.CaptureFixture[str],
                                                                 server: StatusServer, source: MemoryStatusSource,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
