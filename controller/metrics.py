@@ -48,6 +48,7 @@ __all__ = [
     "REGISTRY",
     "REPLICAS",
     "REPLICATION_SECONDS",
+    "WARM_NODES",
     "SPEND_RATE",
     "SPEND_TOTAL",
     "SPENT_TODAY",
@@ -99,6 +100,8 @@ API_SECONDS = Histogram("api_call_duration_seconds", "Duration of requests to ou
 # --- refreshed from the status snapshot at scrape time (observe_status)
 REPLICAS = Gauge("replicas", "Cloud replicas by lifecycle state", ["policy", "state"],
                  namespace=_NS, registry=REGISTRY)
+WARM_NODES = Gauge("warm_nodes", "Stopped nodes in the policy's warm pool, each billed its disk only", ["policy"],
+                   namespace=_NS, registry=REGISTRY)
 DESIRED = Gauge("desired_replicas", "Replicas the last decision asked for", ["policy"],
                 namespace=_NS, registry=REGISTRY)
 METRIC_VALUE = Gauge("metric_value", "Latest value of the policy's load metric", ["policy"],
@@ -185,6 +188,7 @@ def observe_status(status: ControllerStatus) -> None:
         for p in status.policies:
             for state, count in p.replicas.items():
                 put(REPLICAS, (p.name, state), count)
+            put(WARM_NODES, (p.name,), p.warm_pool.warm)
             if p.decision is not None:
                 put(DESIRED, (p.name,), p.decision.desired)
             if p.metric is not None:

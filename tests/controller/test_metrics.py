@@ -40,3 +40,17 @@ def test_gauges_follow_the_status_and_lose_what_is_gone() -> None:
     assert _value("replicas", policy="m-api", state="serving") == 1
     assert _value("replicas", policy="m-web", state="serving") is None
     metrics.observe_status(_status({}))
+
+
+def test_warm_nodes_follow_the_pool() -> None:
+    from controller.status.models import WarmPoolStatus
+
+    status = _status({"m-pool": {}})
+    status.policies[0].warm_pool = WarmPoolStatus(size=2, warm=1)
+    metrics.observe_status(status)
+    assert _value("warm_nodes", policy="m-pool") == 1
+    status.policies[0].warm_pool = WarmPoolStatus(size=2, warm=0)  # woken by the next burst
+    metrics.observe_status(status)
+    assert _value("warm_nodes", policy="m-pool") == 0
+    metrics.observe_status(_status({}))
+    assert _value("warm_nodes", policy="m-pool") is None

@@ -131,6 +131,8 @@ def test_warm_pool_parks_wakes_and_releases_across_sigkills(tmp_path: Path) -> N
             assert volumes and lab.docker.volumes.get(volumes[0]), "the node's Docker disk is gone"
             wait_for("the pool in the status", lambda: controller.status()["policies"][0]["warm_pool"]["warm"] == 1,
                      timeout=10)
+            scrape = httpx.get(f"{lab.status_url}/metrics", timeout=5, trust_env=False).text
+            assert f'burst_warm_nodes{{policy="{lab.policy_name}"}} 1.0' in scrape, scrape[-2000:]
 
             # 2. a new burst wakes it (SIGKILL mid-wake): StartInstances, no RunInstances
             load.set_clients(CLIENTS)
