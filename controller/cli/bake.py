@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("policy", metavar="POLICY", help="the policy's name (a file in the config's policies_dir)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"controller config (default {DEFAULT_PATH})")
-    p.add_argument("--keep", type=int, default=3, help="newest images of the policy to keep (default 3)")
+    p.add_argument("--keep", type=int, default=None,
+                   help="newest images of the policy to keep (default: the policy's bake.keep, 2 unless set)")
     p.add_argument("--boot-timeout", type=float, default=300.0, metavar="S",
                    help="seconds for the builder's Docker API to answer (default 300)")
     p.add_argument("--image-timeout", type=float, default=600.0, metavar="S",
@@ -50,13 +51,14 @@ def _interrupt(*_: object) -> None:
 def run(args: argparse.Namespace) -> int:
     from controller.wiring import build_baker
 
-    if args.keep < 1:
+    if args.keep is not None and args.keep < 1:
         raise ConfigError("--keep", ["burstctl bake: --keep must be at least 1"])
     cfg = load_config(args.config)
     policy = _policy(cfg, args.policy)
+    keep = args.keep if args.keep is not None else policy.bake.keep  # the same number the daemon's bakes keep
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
-    settings = BakeSettings(keep=args.keep, boot_timeout=args.boot_timeout, image_timeout=args.image_timeout)
+    settings = BakeSettings(keep=keep, boot_timeout=args.boot_timeout, image_timeout=args.image_timeout)
     baker, close = build_baker(cfg, settings=settings, say=say)
     # SIGTERM ends the bake like Ctrl-C: through its clean-up, which releases the builder
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -159,3 +159,30 @@ def _exec(lab: Lab, instance_id: str, cmd: str) -> str:
     assert lab.docker is not None
     out = lab.docker.containers.get(f"ecs-{instance_id}").exec_run(["sh", "-c", cmd]).output
     return out.decode(errors="replace")
+
+
+def test_burstctl_bake_keeps_the_policys_bake_keep_by_default(lab, capsys, monkeypatch):
+    """`burstctl bake web` with no --keep keeps what the policy's ``bake.keep`` says, as the daemon's own bakes
+    do: with ``keep: 1`` the policy's older image goes."""
+    from controller.cli.main import main
+
+    for key, value in lab.env().items():
+        if key.startswith("ALIBABA_CLOUD_"):
+            monkeypatch.setenv(key, value)
+    original = lab.policy_path.read_text()
+    lab.policy_path.write_text(original + "bake: {auto: false, keep: 1}\n")
+    try:
+        results = []
+        for _ in range(2):
+            assert main(["bake", "web", "--config", str(lab.config_path), "--json"]) == 0
+            results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        first, second = results
+        assert first["image_id"] in second["deleted"], second
+        baker, close = _baker(lab)
+        try:
+            assert [i.id for i in baker.images.images({TAG_CONTROLLER: lab.controller_id})] == [second["image_id"]]
+        finally:
+            close()
+        assert lab.live_instances() == []
+    finally:
+        lab.policy_path.write_text(original)
