@@ -17,6 +17,7 @@ from controller.sim.simulator import (
     Report,
     criteria_failures,
     default_settings,
+    metric_view,
     simulate,
     with_warm_pool,
 )
@@ -176,9 +177,11 @@ def _outcome_json(o: Outcome, price: float = 0.0) -> dict[str, float | int]:
     return out
 
 
-def report_json(report: Report, policy_name: str, trace_name: str, price: float = 0.0) -> dict[str, Any]:
+def report_json(report: Report, policy_name: str, trace_name: str, price: float = 0.0,
+                metric_reads: str | None = None) -> dict[str, Any]:
     """The --json object: the policy's figures at the top level, the baselines under ``baselines``; ``cost``
-    is instance-hours at ``price`` per replica-hour (the policy's budget.prices)."""
+    is instance-hours at ``price`` per replica-hour (the policy's budget.prices); ``settings.metric_reads``
+    what the policy's metric reads in the model (``simulator.metric_view``)."""
     s = report.settings
     out: dict[str, Any] = {"policy": policy_name, "trace": trace_name}
     out.update(_outcome_json(report.policy, price))
@@ -195,8 +198,9 @@ def report_json(report: Report, policy_name: str, trace_name: str, price: float 
 
 
 def _print_table(report: Report, policy_name: str, trace_name: str, price: float, source: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from controller.cli.output import wide_console
 
     s = report.settings
     table = Table(title=f"{policy_name} on {trace_name}", title_justify="left")
@@ -210,7 +214,7 @@ def _print_table(report: Report, policy_name: str, trace_name: str, price: float
                       f"{o.instance_hours * price:.2f}")
     table.add_row("oracle", "0", "0", f"{report.oracle_instance_hours:.1f}", "", "", "",
                   f"{report.oracle_instance_hours * price:.2f}")
-    console = Console()
+    console = wide_console()
     console.print(table)
     if s.warm_size or s.baked_boot is not None:
         o = report.policy
@@ -229,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.name)
     trace = load_trace(args.trace, column=args.column)
     x, y, source = capacities(policy, trace, args.onprem_capacity, args.replica_capacity)
+    source += f"; the policy's metric reads {metric_view(policy)[1]}"
     settings = default_settings(trace, x, y, args.boot_delay, args.interval, args.unserved_penalty,
                                 args.drain_time)
     settings = with_warm_pool(dataclasses.replace(settings, baked_boot=args.baked_boot, warm_boot=args.warm_boot),
@@ -250,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
 
         write_html(report, args.report, policy.name, args.trace, notes=[source, verdict(report)])
     if args.json:
-        json.dump(report_json(report, policy.name, args.trace, price), sys.stdout, indent=2)
+        json.dump(report_json(report, policy.name, args.trace, price, metric_view(policy)[1]), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         _print_table(report, policy.name, args.trace, price, source)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from controller.cli.output import wide_console
 from controller.config import (
     CONFIG_ENV,
     DEFAULT_PATH,
@@ -205,15 +206,6 @@ def _policy_notes(p: PolicyStatus, now: float) -> list[Text]:
     return notes
 
 
-def _console() -> Console:
-    """A terminal's own width; piped or redirected, 200 columns (rich would fold every cell to fit 80), unless
-    COLUMNS says otherwise."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200)
-    return console
-
-
 def render_status(status: ControllerStatus, console: Console, *, instances: bool = False) -> None:
     now = time.time()
     role = Text(status.role, style="bold green" if status.role == "active" else "bold yellow")
@@ -263,7 +255,7 @@ def _status(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
             return 0
         status = ControllerStatus.model_validate(doc)
-    render_status(status, _console(), instances=args.instances)
+    render_status(status, wide_console(), instances=args.instances)
     return 0
 
 
@@ -282,7 +274,7 @@ def _events(args: argparse.Namespace) -> int:
         raise ConfigError("--limit", ["burstctl events: --limit must be from 1 to 1000"])
     if args.cursor is not None and args.cursor < 0:
         raise ConfigError("--cursor", ["burstctl events: --cursor must be 0 or more"])
-    console = _console()
+    console = wide_console()
     params: dict[str, Any] = {"limit": args.limit}
     if args.policy:
         params["policy"] = args.policy

@@ -4,8 +4,9 @@ two reference rules (HPA and step scaling).
 Used by `burstctl simulate` (controller/cli/simulate.py) and the benchmarks in bench/. The model
 (issue 2, item 6): demand holds between trace samples; on-prem serves up to X load units; a cloud replica
 adds Y once it has booted, ``boot_delay`` after its launch, stops serving when it is drained and is gone
-``drain_time`` later, and bills per second from launch to gone; the policy sees utilisation
-100 * demand / (X + Y * ready) and is evaluated every ``interval``. The policy runs exactly what the
+``drain_time`` later, and bills per second from launch to gone; the policy's metric reads what its source
+would read there (``metric_view``: utilisation 100 * demand / (X + Y * ready) for a CPU metric, the demand
+itself for HAProxy sessions) and is evaluated every ``interval``. The policy runs exactly what the
 daemon's evaluation runs (``policies.engine.decide``, then ``controller.loop.planner.plan``: the budget guard and
 the choice of the replicas that go, then the cooldown marks and target the daemon journals);
 tests/controller/sim/test_sim_matches_daemon.py holds the two side by side, step by step.
@@ -29,12 +30,14 @@ from policies.history import History
 from policies.types import Fleet, Observation
 
 __all__ = [
+    "MetricView",
     "Outcome",
     "PolicyStepper",
     "Report",
     "SimFleet",
     "SimSettings",
     "Step",
+    "metric_view",
     "Timeline",
     "criteria_failures",
     "default_settings",
@@ -315,6 +318,29 @@ class Step:
     drain: tuple[float, ...]  # launch times of the replicas drained (ids are the simulator's own)
 
 
+MetricView = Callable[[float, float], float]
+
+
+def metric_view(policy: Any) -> tuple[MetricView, str]:
+    """What the policy's metric reads from the demand now and the capacity serving it (X + Y * ready
+    replicas), and the words for it. The trace is in load units, on-prem serves X of them, a replica Y:
+
+    - ``host_cpu``, ``workload_cpu``: the on-prem share of the demand over on-prem's capacity, in percent;
+      the load balancer spreads the demand by capacity, so that is 100 * demand / (X + Y * ready);
+    - ``haproxy`` ``sessions``: the backend's current sessions, which replicas spread and do not lower: the
+      demand itself (the trace is in sessions);
+    - ``haproxy`` ``queue``: what waits beyond the servers' capacity, demand - (X + Y * ready), at least 0;
+    - ``prometheus``: a query's value is whatever the query computes; taken as utilisation, as a query of
+      the on-prem servers' load share would read.
+    """
+    metric = policy.metric
+    if metric.source == "haproxy" and metric.haproxy is not None:
+        if metric.haproxy.stat == "queue":
+            return (lambda demand, capacity: max(0.0, demand - capacity)), "queue: demand - (X + Y * ready)"
+        return (lambda demand, capacity: demand), "sessions: the demand itself"
+    return (lambda demand, capacity: 100.0 * demand / capacity), "utilisation: 100 * demand / (X + Y * ready)"
+
+
 class PolicyStepper:
     """The daemon's decision path on the simulated fleet, one evaluation at a time: ``policies.engine.decide``
     on the fleet's facts, then ``controller.loop.planner.plan`` (the budget guard, which replicas go), then what
@@ -332,6 +358,7 @@ class PolicyStepper:
         self.reasons = reasons
         self.steps: list[Step] | None = [] if record_steps else None
         self.source = str(policy.metric.source)
+        self.view, self.view_words = metric_view(policy)
         self._views: tuple[int, int, list[ReplicaView]] = (-1, -1, [])
         self._holdings: tuple[int, list[Holding]] = (-1, [])
 
@@ -359,8 +386,9 @@ class PolicyStepper:
         active = len(fleet.launched)
         # as the daemon's runtime: the reading goes in (the span is pruned), the engine gets a view of the
         # samples before it (no copy; the engine bisects to the windows it reads)
-        self.samples.append(now, u)
-        obs = Observation(value=u, age=0.0, source=self.source, history=self.samples.view(before=now))
+        value = self.view(d, self.s.onprem_capacity + self.s.replica_capacity * ready)
+        self.samples.append(now, value)
+        obs = Observation(value=value, age=0.0, source=self.source, history=self.samples.view(before=now))
         facts = Fleet(active=active, ready=ready, draining=len(leaving), last_scale_out=self.last_out,
                       last_scale_in=self.last_in, launched_at=tuple(fleet.launched), target=self.target,
                       ready_history=self.ready_changes)

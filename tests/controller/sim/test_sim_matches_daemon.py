@@ -32,7 +32,7 @@ import pytest
 from controller.loop.edges import LoopOptions
 from controller.loop.rounds import FleetRounds
 from controller.loop.tick import PolicyRuntime
-from controller.sim.simulator import SimSettings, Step, default_settings, policy_steps
+from controller.sim.simulator import SimSettings, Step, default_settings, metric_view, policy_steps
 from controller.sim.trace import Trace, load_trace
 from controller.store.models import ReplicaState
 from controller.store.state import StateStore, sqlite_url
@@ -59,16 +59,18 @@ class Clock:
 
 
 class TraceMetric:
-    """The metric the simulator's policy sees, read from the daemon's world: the trace's demand now over
-    on-prem plus the serving servers in the load balancer."""
+    """The metric the simulator's policy sees, read from the daemon's world: the trace's demand now and the
+    capacity of on-prem plus the serving servers in the load balancer, through the policy's metric view
+    (utilisation for a CPU metric, the demand itself for HAProxy sessions)."""
 
-    def __init__(self, trace: Trace, s: SimSettings, lb: FakeLB, clock: Clock) -> None:
+    def __init__(self, trace: Trace, s: SimSettings, lb: FakeLB, clock: Clock, policy: Policy) -> None:
         self.trace, self.s, self.lb, self.clock = trace, s, lb, clock
+        self.view, _ = metric_view(policy)
 
     def query(self, window: float) -> Observation:
         demand = self.trace.values[max(0, bisect_right(self.trace.times, self.clock()) - 1)]
         ready = sum(1 for srv in self.lb.servers.values() if srv.state != "drain")
-        value = 100.0 * demand / (self.s.onprem_capacity + self.s.replica_capacity * ready)
+        value = self.view(demand, self.s.onprem_capacity + self.s.replica_capacity * ready)
         return Observation(value=value, age=0.0, source="trace")
 
     def close(self) -> None: ...
@@ -111,7 +113,7 @@ def daemon_steps(policy: Policy, trace: Trace, s: SimSettings, db: Path) -> list
     store = StateStore(sqlite_url(db), clock=clock)
     world = World(clock)
     world.compute.boot_delay = NODE_BOOT
-    metric = TraceMetric(trace, s, world.lb, clock)
+    metric = TraceMetric(trace, s, world.lb, clock, policy)
     world.edges.metrics = lambda p: metric
     options = LoopOptions(controller_id="dc1", sample_interval=EVALUATE, evaluate_interval=EVALUATE,
                           step_interval=STEP, boot_timeout=600, start_timeout=300, launch_timeout=300)
@@ -141,8 +143,23 @@ def daemon_steps(policy: Policy, trace: Trace, s: SimSettings, db: Path) -> list
             for at, want in desired]
 
 
-@pytest.fixture(scope="module", params=["forecast", "predictive"])
-def policy(request: pytest.FixtureRequest) -> Policy:
+def sessions_policy(onprem_capacity: float) -> Policy:
+    """web.yaml on HAProxy backend sessions with a threshold strategy, its lines where this trace's on-prem
+    capacity X puts them (out above 1.2 X, in below X: on both traces' busiest days that launches and drains
+    many times): a metric that replicas do not lower."""
+    policy = web_policy({"type": "threshold", "scale_out_above": round(1.2 * onprem_capacity, 3),
+                         "scale_in_below": round(onprem_capacity, 3), "sustained_out": 300,
+                         "sustained_in": 900, "step_out": 2, "step_in": 1})
+    data = policy.model_dump(mode="json")
+    data["metric"] = {"source": "haproxy", "window": 60, "haproxy": {"socket": "/run/haproxy.sock",
+                                                                      "backend": "web", "stat": "sessions"}}
+    return Policy.model_validate(data)
+
+
+@pytest.fixture(scope="module", params=["forecast", "predictive", "haproxy-sessions"])
+def policy(request: pytest.FixtureRequest) -> Policy | str:
+    if request.param == "haproxy-sessions":
+        return request.param  # its lines depend on the trace: made in the test
     return web_policy(None if request.param == "forecast" else PREDICTIVE)
 
 
@@ -174,6 +191,8 @@ def trace(request: pytest.FixtureRequest) -> Iterator[Trace]:
 
 def test_the_simulators_decisions_match_the_daemons_step_by_step(policy: Any, trace: Trace, db: Path) -> None:
     s = default_settings(trace, boot_delay=BOOT, interval=EVALUATE, drain_time=DRAIN)
+    if policy == "haproxy-sessions":
+        policy = sessions_policy(s.onprem_capacity)
     forecast.clear_cache()
     sim = policy_steps(policy, trace, s)
     forecast.clear_cache()

@@ -21,7 +21,9 @@ def _bursts() -> Trace:
 
 
 def test_a_warm_pool_and_a_baked_image_serve_bursts_sooner_at_a_disk_cost() -> None:
-    policy = make_policy(warm_pool={"size": 4, "max_age": "1d", "disk_price": 0.031},
+    # a CPU metric: its thresholds (75 / 40) are utilisation, which replicas lower
+    policy = make_policy(metric={"source": "workload_cpu", "window": "10s", "stale_after": "60s"},
+                         warm_pool={"size": 4, "max_age": "1d", "disk_price": 0.031},
                          replicas={"min": 0, "max": 12, "max_step_up": 12, "max_step_down": 12},
                          min_lifetime="0s")
     trace = _bursts()
