@@ -272,6 +272,16 @@ def cross_section_problems(policy: Any) -> list[LocalProblem]:
         problems.append((("warm_pool", "size"),
                          (f"a warm pool keeps whole nodes of one replica each, but workload.replicas_per_node is "
                           f"{per_node}: set size: 0 or replicas_per_node: 1"), "value"))
+    metric = getattr(policy, "metric", None)
+    strategy = getattr(policy, "strategy", None)
+    kind = getattr(strategy, "type", None)
+    if metric is not None and metric.source == "haproxy" and kind in ("target", "predictive", "forecast"):
+        stat = getattr(getattr(metric, "haproxy", None), "stat", "sessions")
+        problems.append((("strategy", "type"),
+                         (f"the {kind} strategy sizes the fleet from a utilisation (a percent of capacity), but "
+                          f"metric.source haproxy reads the backend's {stat}, a count that replicas do not turn "
+                          "into a percent: use type: threshold with its lines in " + stat + ", or a utilisation "
+                          "metric (host_cpu, workload_cpu, or a prometheus query in percent)"), "value"))
     if cloud is not None and budget is not None:
         missing = [t for t in cloud.instance_types if t not in budget.prices]
         unused = [t for t in budget.prices if t not in cloud.instance_types]

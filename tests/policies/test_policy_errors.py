@@ -227,3 +227,20 @@ def test_minimum_replicas_cost_whole_instances_of_replicas_per_node(tmp_path: Pa
     assert _per_node(tmp_path, ("  min: 0", "  min: 4"), ("  max_per_hour: 5", "  max_per_hour: 1.5")) == []
     got = _per_node(tmp_path, ("  min: 0", "  min: 4"), ("  max_per_hour: 5", "  max_per_hour: 0.9"))
     assert got == ["13:8: replicas.min: 4 replicas cost at least 1 per hour, above budget.max_per_hour (0.9)"], got
+
+
+@pytest.mark.parametrize("strategy", ["target", "predictive", "forecast"])
+def test_a_sizing_strategy_on_haproxy_sessions_is_refused_at_its_type(tmp_path: Path, strategy: str) -> None:
+    """target, predictive and forecast read the metric as a percent of capacity; HAProxy sessions are a count,
+    so such a policy would size the fleet from nonsense. The threshold strategy on sessions stays valid."""
+    text = BASE.replace("  source: workload_cpu\n", "  source: haproxy\n  haproxy: {socket: /run/haproxy/admin.sock, "
+                        "backend: web}\n")
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    assert load_policies([path]).problems == []
+    path.write_text(text.replace("  type: threshold\n  scale_out_above: 75\n  scale_in_below: 40\n",
+                                 f"  type: {strategy}\n  target: 80\n  onprem_replicas: 10\n"))
+    got = [str(p)[len(f"{path}:"):] for p in load_policies([path]).problems]
+    assert len(got) == 1 and got[0].startswith(f"9:9: strategy.type: the {strategy} strategy sizes the fleet from a "
+                                               "utilisation"), got
+    assert "use type: threshold with its lines in sessions" in got[0]
