@@ -64,9 +64,9 @@ class HaproxyProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def command(self, line: str) -> str:
+    def command(self, line: str, timeout: float = 5.0) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
+            s.settimeout(timeout)
             s.connect(str(self.socket))
             s.sendall(line.encode() + b"\n")
             chunks = []
@@ -79,9 +79,11 @@ class HaproxyProcess:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
         return set(out.stdout.split())
 
-    def reload(self, timeout: float = 10.0) -> None:
+    def reload(self, timeout: float = 30.0) -> None:
         """Reload like ``systemctl reload haproxy``: the master re-reads the file and starts a new worker.
-        Returns once the new worker answers on the stats socket."""
+        Returns once the new worker answers on the stats socket. Each try waits at most 2 s for an answer: a
+        connection that reached the old worker as it hands over its listeners may get none (seen in CI: the
+        reload had succeeded, and two 5 s tries used up the 10 s this allowed)."""
         assert self.proc is not None
         before = self._worker_pids()
         os.kill(self.proc.pid, signal.SIGUSR2)
@@ -91,7 +93,7 @@ class HaproxyProcess:
             now = self._worker_pids()
             if now and now - before:
                 try:
-                    if "pxname" in self.command("show stat"):
+                    if "pxname" in self.command("show stat", timeout=2.0):
                         return
                 except OSError:
                     pass
