@@ -55,7 +55,6 @@ def _payload(intent: Intent) -> dict[str, Any]:
         return {}
 
 
-
 def short_image(reference: str) -> str:
     """``repo@sha256:`` and the digest's first 12 hex digits, without the registry: what an event shows of a
     long image reference (``10.0.0.1:5000/acme/shop@sha256:4efc...`` -> ``acme/shop@sha256:4efc466e5263``)."""
@@ -63,6 +62,7 @@ def short_image(reference: str) -> str:
     if "/" in name and ("." in name.split("/", 1)[0] or ":" in name.split("/", 1)[0]):
         name = name.split("/", 1)[1]  # the registry host
     return f"{name}{at}{digest[:19]}" if at else name
+
 
 class WarmSteps(ReplicaSteps):
     """Park, wake and tend; shared by the way in and the way out."""

@@ -349,7 +349,7 @@ class PolicyStepper:
     def __init__(self, policy: Any, s: SimSettings, *, record_steps: bool = False,
                  reasons: list[str] | None = None) -> None:
         self.policy, self.s = policy, s
-        # (time, utilisation) at each evaluation: the span the strategy reads, kept as the daemon keeps it
+        # (time, metric value) at each evaluation: the span the strategy reads, kept as the daemon keeps it
         self.samples = History(max(3600.0, history_span(policy)))
         self.ready_changes: list[tuple[float, int]] = []
         self.last_out: float | None = None
@@ -358,7 +358,7 @@ class PolicyStepper:
         self.reasons = reasons
         self.steps: list[Step] | None = [] if record_steps else None
         self.source = str(policy.metric.source)
-        self.view, self.view_words = metric_view(policy)
+        self.view, _ = metric_view(policy)
         self._views: tuple[int, int, list[ReplicaView]] = (-1, -1, [])
         self._holdings: tuple[int, list[Holding]] = (-1, [])
 
