@@ -7,6 +7,7 @@ and Delete act on the machine. Needs the private Docker Engine and the node imag
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import random
@@ -85,6 +86,8 @@ def cloud(lab_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFact
     finally:
         registry.stop()
         emu.stop()
+        with contextlib.suppress(docker.errors.DockerException):  # the push's tag, not the layers (busybox's)
+            lab_engine.images.remove(f"{registry.address}/t/web:1", noprune=True)
     scope = f"{LABEL_SCOPE}={emu.nodes.scope if emu.nodes else ''}"
     assert lab_engine.containers.list(all=True, filters={"label": scope}) == [], "the emulator left machines"
 
