@@ -244,3 +244,18 @@ def test_status_shows_the_pool_with_its_ages(env: Env) -> None:
     assert node.id == stopped(env)[0] and node.stopped_seconds >= 120 and node.age_seconds > node.stopped_seconds
     assert [i.state for i in st.instances] == ["warm"]
     assert st.spend_per_hour == pytest.approx(DEFAULT_DISK_PRICE)
+
+
+def test_an_operator_drain_parks_and_size_zero_then_releases(env: Env) -> None:
+    """`burstctl drain` is a clean scale-in: the node is parked (docs/daemon.md "The warm pool"); setting the
+    pool's size to 0 is how ops release it too."""
+    serve(env, 1)
+    env.store.save_policy("web", drain_requested=True)
+    env.tick(dt=1)  # no cooldown, no min_lifetime for an operator drain
+    env.tick(dt=1.5)
+    assert env.store.live_replicas("web") == [] and len(stopped(env)) == 1
+    assert_pool_consistent(env)
+    env.rt.replace_policy(env.rt.policy.model_copy(update={"warm_pool": env.rt.policy.warm_pool.model_copy(
+        update={"size": 0})}))
+    env.tick()
+    assert env.world.compute.instances == {} and env.store.warm_instances("web") == []
