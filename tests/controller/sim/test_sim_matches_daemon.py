@@ -2,7 +2,8 @@
 sample and step rounds of controller/loop/rounds.py, the journal on SQLite, ``PolicyRuntime.evaluate``, the planner,
 the lifecycle, with the in-memory cloud, nodes and load balancer of tests/controller/fakes.py on a virtual
 clock) and ``burstctl simulate``'s engine (controller/sim/simulator.py) replay the same two days of each shared
-trace with the shipped web.yaml (its forecast strategy, and the predictive one it shipped with before), and
+trace with the shipped web.yaml (its forecast strategy, the predictive one it shipped with before, and a
+threshold strategy on HAProxy backend sessions), and
 must decide the same desired count, launch the same number of replicas and drain the same replicas (by launch
 time) at every evaluation. The forecast's remembered fits are forgotten before each side runs, so the daemon
 fits its own.
@@ -10,8 +11,10 @@ fits its own.
 The timing is the simulator's model made real: evaluations every 60 s, step rounds every 30 s; a node boots
 90 s after its launch, so its replica serves from that round and the evaluation 120 s after the launch is the
 first to count it (the simulator's ``boot_delay`` 120 s); a drained replica is gone at the next round, 30 s
-later (``drain_time`` 30 s). The daemon sees utilisation 100 * demand / (X + Y * servers in its load balancer
-that are not draining), as the simulator computes it from its ready replicas.
+later (``drain_time`` 30 s). The daemon's metric reads the demand and the capacity of on-prem plus the servers
+in its load balancer that are not draining, through the simulator's own ``metric_view`` of the policy
+(utilisation 100 * demand / capacity for a CPU metric, the demand itself for sessions), as the simulator
+reads them with its ready replicas.
 
 Subsampling (to stay fast in CI): every evaluation round runs, but the step round between two evaluations
 runs only while some live replica is not serving yet or is leaving; with every replica serving, that round
