@@ -115,9 +115,11 @@ class WarmSteps(ReplicaSteps):
             return "a spot instance may be reclaimed while stopped"
         if ctx.now() - row.created_at >= _max_age(ctx.policy):
             return "older than warm_pool.max_age"
-        parked = len(ctx.store.warm_instances(r.policy))
+        # parks in flight first, then the pool: a park that completes in between is counted twice (this one is
+        # then released, the safe side), never missed
         parking = len([i for i in ctx.store.intents(policy=r.policy, kind=IntentKind.PARK,
                                                      state=IntentState.PENDING) if i.replica_id != r.id])
+        parked = len(ctx.store.warm_instances(r.policy))
         if parked + parking >= size:
             return f"the pool is full ({parked + parking} of {size})"
         return None
@@ -143,7 +145,10 @@ class WarmSteps(ReplicaSteps):
                       instance=iid)
             return None  # the way out releases it
         self._last_probe.pop(r.id, None)
-        with ctx.store.transaction():  # the outcome in one commit: the node is in the pool, the replica gone
+        # the outcome in one commit (the node is in the pool, the replica gone), under the pool lock: another
+        # replica's park check reads the pool and the parks in flight in two queries, and this commit between
+        # them would hide this node from both (seen in CI: two nodes parked in a pool of one)
+        with self._pool_lock, ctx.store.transaction():
             ctx.store.mark_warm(iid, spec_hash=str(facts.get("spec_hash") or ""), image=str(facts.get("image") or ""))
             ctx.event("park", f"replica {r.id}: stopped {iid} into the warm pool (StopCharging; image "
                       f"{short_image(str(facts.get('image') or '-'))} on its disk)", replica=r.id, instance=iid)
