@@ -6,6 +6,7 @@ and what a browser would retry is retried once and counted."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import shutil
 import socket
@@ -39,7 +40,7 @@ backend web
 """
 
 
-class RawServer:
+class RawServer(abc.ABC):
     """A loopback HTTP/1.1 server on raw sockets, a thread per connection; ``_connection`` says what it does."""
 
     def __init__(self, port: int = 0) -> None:
@@ -58,8 +59,9 @@ class RawServer:
                 return
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
+    @abc.abstractmethod
     def _connection(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+        """What one accepted connection gets (each subclass's own behaviour)."""
 
 
 class FlakyServer(RawServer):
